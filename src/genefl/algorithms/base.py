@@ -1,0 +1,149 @@
+"""An algorithm = a server half (`Strategy`) and a client half (`ClientAlgorithm`).
+
+They meet only at `Broadcast` (server -> client) and `ClientUpdate` (client -> server). The server
+half never sees client objects and the client half never sees the transport, so the same two
+classes run in the in-process simulator and in Flower. Server state is explicit: every Strategy
+method takes the state and returns the new one. Per-client persistent state (private layers,
+control variates) lives in `ClientEnv.store`, a dict the runtime owns and keeps between rounds
+(the simulator's dict of dicts, Flower's `Context.state`); its values are tensors or JSON scalars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import rng
+from ..config import Config
+from ..data.scenario import ClientData
+from ..layers import Layer
+from ..messages import Broadcast, ClientUpdate, check_update
+from ..models import build_model
+from ..training import TrainSettings, accuracy, load_into, snapshot, train
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What both halves know about the model: enough to build a fresh, seeded copy."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    def build(self, seed: int, *tags: object) -> nn.Module:
+        return build_model(self.name, self.input_shape, self.num_classes, seed, *tags)
+
+
+@dataclass
+class ClientEnv:
+    """Everything a client half may use while handling one message."""
+
+    cid: int  # partition id
+    round: int
+    model: nn.Module  # the one reused model object; its content on entry is meaningless
+    data: ClientData
+    store: dict[str, Any]  # this client's persistent state, kept by the runtime
+    config: Config
+    spec: ModelSpec
+
+    def generator(self, *tags: object) -> torch.Generator:
+        return rng.generator(self.config.seed, "client", self.cid, self.round, *tags)
+
+    def settings(self, epochs: int | None = None) -> TrainSettings:
+        c = self.config
+        return TrainSettings(c.local_epochs if epochs is None else epochs, c.batch_size, c.lr, c.momentum, c.weight_decay)
+
+
+Updates = Iterable[tuple[int, ClientUpdate]]  # (client id, update), consumed one at a time
+
+
+class Strategy:
+    """Server half. Subclasses override what differs; the defaults are FedAvg-like."""
+
+    needs_signatures = False  # ask every client for a data signature before round 1?
+
+    def __init__(self, config: Config, layers: list[Layer], initial: dict[str, torch.Tensor]):
+        self.config = config
+        self.layers = layers
+        self.initial = initial  # the shared seeded initialisation (also the update template)
+
+    def init(self) -> Any:
+        raise NotImplementedError
+
+    def register(self, state: Any, signatures: dict[int, ClientUpdate]) -> Any:
+        """Stage 0: signatures of the training clients, received before round 1."""
+        return state
+
+    def configure_train(self, state: Any, round: int, cid: int) -> Broadcast:
+        raise NotImplementedError
+
+    def aggregate(self, state: Any, round: int, updates: Updates) -> Any:
+        raise NotImplementedError
+
+    def configure_evaluate(self, state: Any, cid: int) -> Broadcast:
+        return self.configure_train(state, 0, cid)
+
+    def welcome(self, state: Any, round: int, cid: int, hello: ClientUpdate | None) -> tuple[Any, Broadcast]:
+        """A newcomer arrives; return the new state and what it is sent to start from."""
+        raise NotImplementedError
+
+    def check(self, update: ClientUpdate) -> None:
+        """Reject a malformed update (wrong keys, shapes, dtypes, NaN/inf) with a GeneflError."""
+        check_update(update, self.initial)
+
+    def summary(self, state: Any) -> dict[str, Any]:
+        """Method-specific facts for results.json."""
+        return {}
+
+
+class ClientAlgorithm:
+    """Client half. `prepare` loads the model this client works with for a broadcast; training,
+    evaluation and newcomer fine-tuning are built on it."""
+
+    def signature(self, env: ClientEnv) -> ClientUpdate:
+        return ClientUpdate()
+
+    def prepare(self, env: ClientEnv, broadcast: Broadcast) -> None:
+        raise NotImplementedError
+
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        raise NotImplementedError
+
+    def evaluate(self, env: ClientEnv, broadcast: Broadcast) -> float:
+        self.prepare(env, broadcast)
+        return accuracy(env.model, env.data.x_test, env.data.y_test)
+
+    def start_newcomer(self, env: ClientEnv, broadcast: Broadcast) -> None:
+        """Load a newcomer's starting model: fresh seeded weights, overwritten by what was sent."""
+        fresh = env.spec.build(env.config.seed, "newcomer", env.cid)
+        load_into(env.model, fresh.state_dict())
+        load_into(env.model, broadcast.tensors)
+
+    def keep_newcomer(self, env: ClientEnv) -> None:
+        """Persist what a newcomer keeps after fine-tuning (nothing for global-model methods)."""
+
+    def welcome(self, env: ClientEnv, broadcast: Broadcast, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+        """Newcomer: start from `broadcast`, fine-tune `newcomer_epochs` epochs with plain
+        cross-entropy, test after every epoch. Returns [acc before fine-tuning, after epoch 1, ...]."""
+        self.start_newcomer(env, broadcast)
+        data = env.data
+        accs = [accuracy(env.model, data.x_test, data.y_test)]
+        gen = env.generator("finetune")
+        for epoch in range(env.config.newcomer_epochs):
+            train(env.model, data.x_train, data.y_train, env.settings(epochs=1), gen)
+            accs.append(accuracy(env.model, data.x_test, data.y_test))
+            if on_epoch:
+                on_epoch(epoch + 1, accs[-1])
+        self.keep_newcomer(env)
+        return accs
+
+
+def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) -> ClientUpdate:
+    """The whole state dict of the trained model, with the sample count as aggregation weight."""
+    meta = {"num_samples": env.data.num_train}
+    meta.update(extra_meta or {})
+    return ClientUpdate(tensors=snapshot(env.model), meta=meta)

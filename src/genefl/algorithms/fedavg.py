@@ -1,0 +1,50 @@
+"""FedAvg (McMahan et al., AISTATS 2017): sample-weighted mean of full local models.
+
+Choices: every client evaluates the current global model on its own test split; a newcomer starts
+from the current global model (its whole size counts as init bytes), or from random weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..aggregate import LayerwiseMean
+from ..messages import Broadcast
+from ..training import load_into, train
+from .base import ClientAlgorithm, ClientEnv, Strategy, Updates, full_model_update
+
+
+@dataclass(frozen=True)
+class GlobalState:
+    weights: dict[str, torch.Tensor]
+
+
+class FedAvg(Strategy):
+    def init(self) -> GlobalState:
+        return GlobalState(weights=dict(self.initial))
+
+    def configure_train(self, state: GlobalState, round: int, cid: int) -> Broadcast:
+        return Broadcast(tensors=state.weights)
+
+    def aggregate(self, state: GlobalState, round: int, updates: Updates) -> GlobalState:
+        mean = LayerwiseMean()
+        for _, update in updates:
+            mean.add(update.tensors, update.meta["num_samples"])
+        return replace(state, weights=mean.result(state.weights)) if mean else state
+
+    def welcome(self, state, round, cid, hello):
+        if self.config.newcomer_init == "random":
+            return state, Broadcast(meta={"init": "random"})
+        return state, Broadcast(tensors=state.weights, meta={"init": "global"})
+
+
+class FedAvgClient(ClientAlgorithm):
+    def prepare(self, env: ClientEnv, broadcast: Broadcast) -> None:
+        load_into(env.model, broadcast.tensors)
+
+    def train(self, env: ClientEnv, broadcast: Broadcast):
+        self.prepare(env, broadcast)
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
+        return full_model_update(env)

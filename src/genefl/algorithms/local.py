@@ -1,0 +1,43 @@
+"""Local training only: no communication after the shared initialisation (a lower bound).
+
+Every client starts from the shared seeded initial weights, which the server would have to send
+once; like the other methods, the simulator counts the round-1 download, so "local" is charged one
+model per client and nothing more. Each client keeps its whole model in its store.
+"""
+
+from __future__ import annotations
+
+from ..messages import Broadcast, ClientUpdate
+from ..training import load_into, snapshot, train
+from .base import ClientAlgorithm, ClientEnv, Strategy
+
+
+class Local(Strategy):
+    def init(self) -> frozenset:
+        return frozenset()  # the ids of clients that already hold their initial model
+
+    def configure_train(self, state: frozenset, round: int, cid: int) -> Broadcast:
+        return Broadcast() if cid in state else Broadcast(tensors=self.initial)
+
+    def aggregate(self, state: frozenset, round: int, updates) -> frozenset:
+        return state | {cid for cid, _ in updates}
+
+    def configure_evaluate(self, state: frozenset, cid: int) -> Broadcast:
+        return Broadcast() if cid in state else Broadcast(tensors=self.initial)
+
+    def welcome(self, state, round, cid, hello):
+        return state | {cid}, Broadcast(meta={"init": "random"})
+
+
+class LocalClient(ClientAlgorithm):
+    def prepare(self, env: ClientEnv, broadcast: Broadcast) -> None:
+        load_into(env.model, broadcast.tensors or env.store["model"])
+
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        self.prepare(env, broadcast)
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
+        env.store["model"] = snapshot(env.model)
+        return ClientUpdate(meta={"num_samples": env.data.num_train})
+
+    def keep_newcomer(self, env: ClientEnv) -> None:
+        env.store["model"] = snapshot(env.model)

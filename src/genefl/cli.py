@@ -1,0 +1,98 @@
+"""The `genefl` command line: `genefl run [--config FILE.toml] [--set key=value ...] [--out DIR]`.
+
+Every problem with the user's input ends as one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import GeneflError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise GeneflError(f"{message} (see 'genefl {self.prog.split()[-1]} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="genefl", description="GENE-FL and baselines for federated learning with dynamic clients.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log newcomers and details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run one federated experiment")
+    add_config_arguments(run)
+    run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<dataset>-<time>)")
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="TOML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set rounds=5 --set genefl.fisher_top=0.3")
+
+
+def default_out(config: Config) -> Path:
+    return Path("runs") / f"{config.method}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from .data.scenario import build_scenario
+    from .results import ResultWriter, build_results
+    from .runtime.progress import ProgressBar
+    from .runtime.simulator import Simulator
+
+    config = load_config(args.config, args.overrides)
+    out = args.out or default_out(config)
+    scenario = build_scenario(config)
+    sim = Simulator(config, scenario, [ProgressBar(config.rounds, config.method), ResultWriter(out)])
+    result = sim.run()
+    print_summary(build_results(result), out)
+    return 0
+
+
+def print_summary(doc: dict, out: Path) -> None:
+    s = doc["summary"]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    init = "-" if s["bytes_newcomer_init_mean"] is None else f"{s['bytes_newcomer_init_mean'] / 1e6:.3f} MB"
+    lines = [
+        f"{doc['method']} on {doc['dataset']} (seed {doc['seed']}), {len(doc['rounds'])} rounds, {s['wall_s']:.1f} s",
+        f"  training-client accuracy      {pct(s['acc_clients'])}",
+        f"  newcomer accuracy (1st/last)  {pct(s['acc_newcomers_first_epoch'])} / {pct(s['acc_newcomers_last_epoch'])}",
+        f"  communication                 {s['bytes_total'] / 1e6:.3f} MB total ({s['bytes_up'] / 1e6:.3f} up, "
+        f"{s['bytes_down'] / 1e6:.3f} down), {s['bytes_per_round'] / 1e6:.3f} MB/round",
+        f"  newcomer init download        {init} (model: {s['model_bytes'] / 1e6:.3f} MB)",
+        f"  results                       {out}/results.json",
+    ]
+    print("\n".join(lines))
+
+
+COMMANDS = {"run": command_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            logging.getLogger("genefl").setLevel(logging.INFO)
+        return COMMANDS[args.command](args)
+    except GeneflError as exc:
+        print(f"genefl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("genefl: interrupted; finished rounds are in rounds.csv", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

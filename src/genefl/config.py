@@ -1,0 +1,224 @@
+"""Run configuration: typed, frozen dataclasses; a TOML file plus `--set key=value` overrides.
+
+Top-level keys are flat (`rounds = 30`); each method's options live in their own table
+(`[genefl]`, `[fedprox]`, ...) and are reached from the command line as `--set genefl.fisher_top=0.3`.
+Every default is visible below. Configs are validated once, at load time, and never mutated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+METHODS = ("genefl", "fedavg", "fedprox", "scaffold", "fedlp", "flearngene", "pacfl", "local")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+PARTITIONS = ("iid", "dirichlet", "pathological")
+MODELS = ("auto", "mlp", "cnn", "resnet18")
+
+
+@dataclass(frozen=True)
+class ClusteringOptions:
+    """Stage 0 (PACFL signatures), shared by genefl and pacfl so both cluster identically."""
+
+    p: int = 5  # rank of each client's signature (top-p left singular vectors)
+    num_clusters: int = 0  # K; 0 = cut the dendrogram at distance `beta` instead
+    beta: float = 35.0  # distance threshold in degrees (mean principal angle), used when K = 0
+
+
+@dataclass(frozen=True)
+class GeneflOptions:
+    fisher_samples: int = 256  # samples for the diagonal empirical Fisher
+    fisher_top: float = 0.2  # fraction of each layer's parameters in the elastic mask
+    lambda_s: float = 0.01  # weight of the per-layer smoothing term (0 switches it off)
+    lambda_e: float = 1.0  # weight of the Fisher-masked quadratic term (0 switches it off)
+    gene_budget: float = 0.25  # learnGene size as a fraction of the model's bytes
+    gene_include_head: bool = False  # may the classifier head be part of the learnGene?
+    gene_selection: str = "window"  # "window" (contiguous layers) | "greedy" | "random" (ablation)
+    gene_reselect_every: int = 0  # re-decide the learnGene layer set every N rounds; 0 = never
+    sensitivity: str = "stability"  # layer score: "stability" (cosine) | "taylor" (|θ·∂L/∂θ|)
+    clustering: bool = True  # False = one cluster for everybody (ablation)
+
+
+@dataclass(frozen=True)
+class FedProxOptions:
+    mu: float = 0.01  # proximal term weight
+
+
+@dataclass(frozen=True)
+class ScaffoldOptions:
+    server_lr: float = 1.0  # global step size on the averaged model delta
+
+
+@dataclass(frozen=True)
+class FedLPOptions:
+    p: float = 0.5  # probability that a client uploads a given layer
+
+
+@dataclass(frozen=True)
+class FLearngeneOptions:
+    gene_budget: float = 0.25  # same byte budget as GENE-FL; the layers are the last body layers
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str = "fedavg"  # one of METHODS
+    dataset: str = "digits"  # one of DATASETS; digits needs no files
+    data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
+    download: bool = False  # fetch missing dataset files from the official sources
+    model: str = "auto"  # "auto" (cnn; resnet18 for CIFAR) | "mlp" | "cnn" | "resnet18"
+    seed: int = 0  # every random choice derives from this
+    rounds: int = 20  # communication rounds
+    num_clients: int = 10  # training clients, present from round 1
+    num_newcomers: int = 4  # clients arriving later with unseen data
+    newcomer_rounds: list[int] = field(default_factory=list)  # arrival rounds; [] = spread evenly
+    partition: str = "dirichlet"  # one of PARTITIONS
+    alpha: float = 0.5  # Dirichlet concentration (smaller = more heterogeneous)
+    classes_per_client: int = 2  # for the pathological partition
+    min_samples: int = 10  # smallest training set a Dirichlet client may get
+    train_subset: int = 0  # use a seeded stratified subset of this many training samples; 0 = all
+    local_epochs: int = 1  # local epochs per round
+    batch_size: int = 32
+    lr: float = 0.05  # local SGD learning rate
+    momentum: float = 0.0  # local SGD momentum (buffers start fresh every round)
+    weight_decay: float = 0.0
+    participation: float = 1.0  # fraction of active clients sampled per round
+    dropout: float = 0.0  # probability a sampled client does not report back
+    newcomer_epochs: int = 5  # fine-tuning epochs of a newcomer after its initialisation
+    newcomer_init: str = "method"  # "method": its natural start (global/cluster model, learnGene) | "random"
+    eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
+    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
+    clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
+    genefl: GeneflOptions = field(default_factory=GeneflOptions)
+    fedprox: FedProxOptions = field(default_factory=FedProxOptions)
+    scaffold: ScaffoldOptions = field(default_factory=ScaffoldOptions)
+    fedlp: FedLPOptions = field(default_factory=FedLPOptions)
+    flearngene: FLearngeneOptions = field(default_factory=FLearngeneOptions)
+
+    def resolved_data_dir(self) -> str:
+        return self.data_dir or os.environ.get("GENEFL_DATA", "")
+
+
+# ---- validation: (predicate, message) per field; choices are listed in the message -------------
+def _choices(options: tuple[str, ...]):
+    return (lambda v: v in options, "must be one of " + ", ".join(options))
+
+
+_POSITIVE = (lambda v: v > 0, "must be > 0")
+_NONNEG = (lambda v: v >= 0, "must be >= 0")
+_FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
+_PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+RULES: dict[str, tuple] = {
+    "method": _choices(METHODS), "dataset": _choices(DATASETS), "model": _choices(MODELS),
+    "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
+    "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
+    "min_samples": _POSITIVE, "train_subset": _NONNEG, "local_epochs": _POSITIVE,
+    "batch_size": _POSITIVE, "lr": _POSITIVE, "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "weight_decay": _NONNEG, "participation": _FRACTION, "dropout": _PROB,
+    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE,
+    "device": (lambda v: v in ("cpu", "cuda", "mps") or v.startswith("cuda:"), "must be cpu, cuda, cuda:N or mps"),
+    "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
+    "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
+    "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
+    "genefl.lambda_s": _NONNEG, "genefl.lambda_e": _NONNEG, "genefl.gene_budget": _FRACTION,
+    "genefl.gene_selection": _choices(("window", "greedy", "random")),
+    "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),
+    "newcomer_init": _choices(("method", "random")), "fedprox.mu": _NONNEG,
+    "scaffold.server_lr": _POSITIVE, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
+}
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check `value` against the field's type; ints are accepted for floats."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    if typing.get_origin(kind) is list and isinstance(value, list):
+        (inner,) = typing.get_args(kind)
+        return [_coerce(key, v, inner) for v in value]
+    name = getattr(kind, "__name__", str(kind))
+    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        full = prefix + key
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key {full!r} (valid keys{' in [' + prefix[:-1] + ']' if prefix else ''}: {valid})")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a table of options, got {value!r}")
+            values[key] = _build(kind, value, full + ".")
+            continue
+        value = _coerce(full, value, kind)
+        rule = RULES.get(full)
+        if rule and not rule[0](value):
+            raise ConfigError(f"{full}: {rule[1]}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as TOML, else taken as a bare string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            table = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = table
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k!r} is not a table")
+        node[keys[-1]] = value
+    config = _build(Config, table, "")
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """A copy of `config` with validated top-level or dotted (`genefl.fisher_top`) changes."""
+    table = config_to_dict(config)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = table
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    return _build(Config, table, "")

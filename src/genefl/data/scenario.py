@@ -1,0 +1,97 @@
+"""The dynamic scenario: training clients from round 1, newcomers with unseen data later.
+
+Partition ids 0..num_clients-1 are the training clients; num_clients..num_clients+num_newcomers-1
+are the newcomers. All of them are cut from one partition of the training set, so a newcomer's data
+is disjoint from every training client's. Each client's data is whole tensors, loaded once and
+already on the configured device; training batches are index slices of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import rng
+from ..config import Config
+from ..errors import ConfigError
+from . import partition
+from .datasets import Dataset, load_dataset
+
+
+@dataclass(frozen=True)
+class ClientData:
+    x_train: torch.Tensor  # (n, C, H, W)
+    y_train: torch.Tensor  # (n,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    clients: list[ClientData]  # indexed by partition id
+    num_clients: int  # ids below this train from round 1
+    arrivals: dict[int, int]  # newcomer id -> arrival round
+
+    def newcomers_at(self, round: int) -> list[int]:
+        return sorted(cid for cid, r in self.arrivals.items() if r == round)
+
+
+def arrival_rounds(config: Config) -> dict[int, int]:
+    """Newcomer id -> round. Default: spread evenly over rounds 2..rounds (after round 1, when the
+    first learnGenes exist)."""
+    ids = range(config.num_clients, config.num_clients + config.num_newcomers)
+    if config.newcomer_rounds:
+        if len(config.newcomer_rounds) != config.num_newcomers:
+            raise ConfigError(
+                f"newcomer_rounds: has {len(config.newcomer_rounds)} entries, expected num_newcomers = {config.num_newcomers}"
+            )
+        if max(config.newcomer_rounds) > config.rounds:
+            raise ConfigError(f"newcomer_rounds: {max(config.newcomer_rounds)} is after the last round ({config.rounds})")
+        return dict(zip(ids, config.newcomer_rounds))
+    last = max(config.rounds, 2)
+    span = last - 1
+    return {cid: min(2 + (j * span) // max(config.num_newcomers, 1), config.rounds) for j, cid in enumerate(ids)}
+
+
+def partition_indices(config: Config, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(train indices, test indices) per partition id; depends only on config and seed."""
+    y_train = dataset.y_train.numpy()
+    y_test = dataset.y_test.numpy()
+    pool = np.arange(len(y_train))
+    if config.train_subset:
+        pool = partition.stratified_subset(y_train, config.train_subset, rng.numpy_rng(config.seed, "subset"))
+    total = config.num_clients + config.num_newcomers
+    parts = partition.split(
+        y_train[pool], total, config.partition, config.alpha, config.classes_per_client,
+        config.min_samples, rng.numpy_rng(config.seed, "partition"),
+    )
+    train_parts = [pool[p] for p in parts]
+    test_parts = partition.matching_test_splits(y_train, train_parts, y_test, rng.numpy_rng(config.seed, "test-split"))
+    return train_parts, test_parts
+
+
+def load_for(config: Config) -> Dataset:
+    return load_dataset(config.dataset, config.resolved_data_dir() or None, download=config.download)
+
+
+def client_data(dataset: Dataset, train_idx: np.ndarray, test_idx: np.ndarray, device: str) -> ClientData:
+    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    return ClientData(
+        dataset.x_train[tr].to(device), dataset.y_train[tr].to(device),
+        dataset.x_test[te].to(device), dataset.y_test[te].to(device),
+    )
+
+
+def build_scenario(config: Config, dataset: Dataset | None = None) -> Scenario:
+    dataset = dataset if dataset is not None else load_for(config)
+    train_parts, test_parts = partition_indices(config, dataset)
+    clients = [client_data(dataset, tr, te, config.device) for tr, te in zip(train_parts, test_parts)]
+    return Scenario(dataset.input_shape, dataset.num_classes, clients, config.num_clients, arrival_rounds(config))

@@ -1,0 +1,132 @@
+"""The two messages server and client halves exchange, and their one serialization.
+
+`Broadcast` goes server -> client, `ClientUpdate` client -> server. Model tensors travel as partial
+`state_dict`s keyed by parameter name, so a learnGene is just a dict holding a few layers. Other
+payloads are named (`extras["signature"]`, `extras["delta_c"]`), never packed by position.
+
+The wire format (`encode`/`decode`) is the only serialization in genefl: the byte ledger counts
+`len(encode(message))` and the Flower runtime ships exactly those bytes, so both runtimes report the
+same number for the same payload. Layout:
+
+    b"GFL1" | u32 header length | header (compact JSON) | raw little-endian tensor bytes
+
+The header holds the message kind, the scalar `meta` dict and, per tensor, its section, name,
+dtype and shape; tensor bytes follow in header order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import GeneflError
+
+Scalar = int | float | str | bool
+MAGIC = b"GFL1"
+_DTYPES = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+    "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+@dataclass
+class Broadcast:
+    """Server -> client: model tensors (partial state_dict), named extras, scalar settings."""
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Scalar | list] = field(default_factory=dict)
+
+
+@dataclass
+class ClientUpdate:
+    """Client -> server: model tensors (partial state_dict), named extras, scalar metrics."""
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Scalar | list] = field(default_factory=dict)
+
+
+Message = Broadcast | ClientUpdate
+
+
+def _header(message: Message) -> tuple[bytes, list[torch.Tensor]]:
+    entries, tensors = [], []
+    for section in ("tensors", "extras"):
+        for name, t in getattr(message, section).items():
+            if t.dtype not in _NAMES:
+                raise GeneflError(f"cannot send tensor {name!r} of dtype {t.dtype}")
+            entries.append([section, name, _NAMES[t.dtype], list(t.shape)])
+            tensors.append(t)
+    kind = "broadcast" if isinstance(message, Broadcast) else "update"
+    header = {"kind": kind, "meta": message.meta, "tensors": entries}
+    return json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), tensors
+
+
+def nbytes(message: Message) -> int:
+    """Exactly `len(encode(message))`, without copying any tensor data."""
+    header, tensors = _header(message)
+    return len(MAGIC) + 4 + len(header) + sum(t.numel() * t.element_size() for t in tensors)
+
+
+def encode(message: Message) -> bytes:
+    header, tensors = _header(message)
+    parts = [MAGIC, struct.pack("<I", len(header)), header]
+    for t in tensors:
+        t = t.detach().to("cpu").contiguous()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: ship its raw 16-bit words
+            t = t.view(torch.int16)
+        parts.append(t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes())
+    return b"".join(parts)
+
+
+def decode(data: bytes) -> Message:
+    """Parse a wire payload; anything malformed raises a one-line `GeneflError`."""
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise GeneflError("malformed payload: not a genefl message (bad magic)")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    try:
+        header = json.loads(data[8 : 8 + hlen])
+        kind, meta, entries = header["kind"], header["meta"], header["tensors"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GeneflError(f"malformed payload: unreadable header ({exc})") from None
+    message: Message = Broadcast(meta=meta) if kind == "broadcast" else ClientUpdate(meta=meta)
+    offset = 8 + hlen
+    for section, name, dtype_name, shape in entries:
+        dtype = _DTYPES.get(dtype_name)
+        if dtype is None or section not in ("tensors", "extras"):
+            raise GeneflError(f"malformed payload: tensor {name!r} has unknown dtype or section")
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if offset + size > len(data):
+            raise GeneflError(f"malformed payload: tensor {name!r} is truncated")
+        raw = np.frombuffer(data, dtype=np.uint8, count=size, offset=offset).copy()
+        getattr(message, section)[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
+        offset += size
+    if offset != len(data):
+        raise GeneflError(f"malformed payload: {len(data) - offset} trailing bytes")
+    return message
+
+
+def check_update(update: ClientUpdate, expected: dict[str, torch.Tensor], required: set[str] = frozenset()) -> None:
+    """Reject an update whose tensors are not a subset of `expected` with matching shapes and
+    dtypes, miss a required key, or hold NaN/inf. Raises a one-line `GeneflError`."""
+    missing = sorted(required - update.tensors.keys())
+    if missing:
+        raise GeneflError(f"rejected update: missing tensors {missing[:3]}")
+    for name, t in update.tensors.items():
+        ref = expected.get(name)
+        if ref is None:
+            raise GeneflError(f"rejected update: unexpected tensor {name!r}")
+        if t.shape != ref.shape or t.dtype != ref.dtype:
+            raise GeneflError(
+                f"rejected update: tensor {name!r} is {t.dtype}{list(t.shape)}, expected {ref.dtype}{list(ref.shape)}"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise GeneflError(f"rejected update: tensor {name!r} holds NaN or inf")

@@ -1,0 +1,108 @@
+"""Result files of one run: `config.toml`, `rounds.csv` (appended as rounds finish, so an
+interrupted run keeps what it finished) and `results.json` (schema below, written at the end).
+
+results.json: {method, dataset, seed, summary{acc_clients, acc_newcomers_first_epoch,
+acc_newcomers_last_epoch, bytes_up, bytes_down, bytes_total, bytes_eval, bytes_newcomer_init_mean,
+model_bytes, wall_s, ...}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
+newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, ...}], method_info{...}}.
+Accuracies are fractions in [0, 1]; `acc_clients` is the mean over training clients of the last
+evaluated round; newcomer accuracies are means over newcomers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .config import Config, config_to_dict
+from .runtime.events import Callback, NewcomerReport, RoundReport
+
+ROUND_FIELDS = ["round", "acc_clients", "acc_all", "bytes_up", "bytes_down", "participants", "dropped", "wall_s"]
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else None
+
+
+def round_row(r: RoundReport) -> dict[str, Any]:
+    return {"round": r.round, "acc_clients": r.mean_acc(), "acc_all": r.mean_acc(training_only=False),
+            "bytes_up": r.bytes_up, "bytes_down": r.bytes_down, "participants": len(r.participants),
+            "dropped": len(r.dropped), "wall_s": round(r.wall_s, 4), **({"notes": r.notes} if r.notes else {})}
+
+
+def newcomer_row(n: NewcomerReport) -> dict[str, Any]:
+    return {"id": n.id, "arrival_round": n.arrival_round, "init": n.init, "init_bytes": n.init_bytes,
+            "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, **n.info}
+
+
+def build_results(result) -> dict[str, Any]:
+    """The results.json document for a `RunResult` (simulator or Flower)."""
+    config: Config = result.config
+    ledger = result.ledger
+    evaluated = [r for r in result.rounds if r.acc_by_client]
+    last = evaluated[-1] if evaluated else None
+    news = result.newcomers
+    summary = {
+        "acc_clients": last.mean_acc() if last else None,
+        "acc_all": last.mean_acc(training_only=False) if last else None,
+        "acc_newcomers_init": _mean([n.acc_init for n in news]),
+        "acc_newcomers_first_epoch": _mean([n.acc_by_epoch[0] for n in news if n.acc_by_epoch]),
+        "acc_newcomers_last_epoch": _mean([n.acc_by_epoch[-1] for n in news if n.acc_by_epoch]),
+        "bytes_up": ledger.total("up"),
+        "bytes_down": ledger.total("down"),
+        "bytes_total": ledger.total(),
+        "bytes_per_round": ledger.total() / max(len(result.rounds), 1),
+        "bytes_eval": ledger.total(kind="eval"),
+        "bytes_newcomer_init_mean": _mean([n.init_bytes for n in news]),
+        "model_bytes": result.model_bytes,
+        "wall_s": round(result.wall_s, 3),
+    }
+    summary.update(result.method_info.get("summary", {}))
+    return {
+        "method": config.method, "dataset": config.dataset, "seed": config.seed, "summary": summary,
+        "rounds": [round_row(r) for r in result.rounds],
+        "newcomers": [newcomer_row(n) for n in news],
+        "method_info": {k: v for k, v in result.method_info.items() if k != "summary"},
+    }
+
+
+def write_config(config: Config, path: Path) -> None:
+    path.write_text(tomli_w.dumps(config_to_dict(config)))
+
+
+class ResultWriter(Callback):
+    """Writes config.toml at the start, a rounds.csv row per round, results.json at the end."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_config(info["config"], self.out / "config.toml")
+        with open(self.out / "rounds.csv", "w", newline="") as f:
+            csv.DictWriter(f, ROUND_FIELDS).writeheader()
+
+    def after_round(self, report: RoundReport) -> None:
+        with open(self.out / "rounds.csv", "a", newline="") as f:
+            csv.DictWriter(f, ROUND_FIELDS, extrasaction="ignore").writerow(round_row(report))
+
+    def on_end(self, result) -> None:
+        write_json(build_results(result), self.out / "results.json")
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

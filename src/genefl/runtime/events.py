@@ -1,0 +1,42 @@
+"""What a run reports as it goes: one record per round and per newcomer, and the callback hooks
+(logging, progress bars, result files) that receive them. The round loop only emits events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round: int
+    participants: list[int]  # sampled clients that reported back
+    dropped: list[int]  # sampled clients that did not (dropout, failure, rejected reply)
+    acc_by_client: dict[int, float]  # {} when this round was not evaluated
+    num_training_clients: int  # ids below this are training clients
+    bytes_up: int
+    bytes_down: int
+    wall_s: float
+    notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
+
+    def mean_acc(self, training_only: bool = True) -> float | None:
+        accs = [a for c, a in self.acc_by_client.items() if c < self.num_training_clients or not training_only]
+        return sum(accs) / len(accs) if accs else None
+
+
+@dataclass(frozen=True)
+class NewcomerReport:
+    id: int
+    arrival_round: int
+    init: str  # how it started: "global", "cluster", "learngene", "random"
+    init_bytes: int  # bytes it downloaded to start (the welcome message)
+    acc_init: float  # test accuracy before fine-tuning
+    acc_by_epoch: list[float]  # test accuracy after each fine-tuning epoch
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. its cluster
+
+
+class Callback:
+    def on_start(self, info: dict[str, Any]) -> None: ...
+    def after_newcomer(self, report: NewcomerReport) -> None: ...
+    def after_round(self, report: RoundReport) -> None: ...
+    def on_end(self, result: Any) -> None: ...

@@ -1,0 +1,26 @@
+"""Shared test helpers: small configs and the path to the real datasets beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from genefl.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GENEFL_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def small_config(*overrides: str):
+    """A seconds-long digits scenario."""
+    base = ["rounds=3", "num_clients=4", "num_newcomers=1", "newcomer_epochs=2", "seed=1"]
+    return load_config(None, base + list(overrides))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set GENEFL_TEST_DATA)")
+    return SHARED_DATA

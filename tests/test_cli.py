@@ -1,0 +1,75 @@
+"""The command line, run as a real subprocess: results files, determinism, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+FAST = ["--set", "rounds=3", "--set", "num_clients=4", "--set", "num_newcomers=1", "--set", "newcomer_epochs=2"]
+
+
+def genefl(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genefl.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def strip_times(doc):
+    doc["summary"].pop("wall_s")
+    for r in doc["rounds"]:
+        r.pop("wall_s")
+    return doc
+
+
+def test_run_writes_results_and_is_reproducible(tmp_path):
+    docs = []
+    for name in ("a", "b"):
+        proc = genefl("run", *FAST, "--set", "method=fedavg", "--out", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+        assert "training-client accuracy" in proc.stdout
+        docs.append(json.loads((tmp_path / name / "results.json").read_text()))
+        assert (tmp_path / name / "config.toml").read_text().count("rounds = 3") == 1
+        assert len((tmp_path / name / "rounds.csv").read_text().splitlines()) == 4  # header + 3 rounds
+    a, b = docs
+    for key in ("method", "dataset", "seed", "summary", "rounds", "newcomers"):
+        assert key in a
+    s = a["summary"]
+    assert 0 <= s["acc_clients"] <= 1 and s["bytes_total"] == s["bytes_up"] + s["bytes_down"] > 0
+    assert len(a["newcomers"]) == 1 and len(a["newcomers"][0]["acc_by_epoch"]) == 2
+    assert strip_times(a) == strip_times(b)
+
+
+def test_config_file_and_overrides(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('method = "local"\nrounds = 2\nnum_clients = 3\nnum_newcomers = 0\n')
+    proc = genefl("run", "--config", str(cfg), "--set", "rounds=1", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert doc["method"] == "local" and len(doc["rounds"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--set", "dataset=nope"], "dataset: must be one of digits"),
+        (["--set", "alpha=-1"], "alpha: must be > 0"),
+        (["--set", "colour=red"], "unknown config key 'colour'"),
+        (["--set", "rounds=many"], "rounds: expected int"),
+        (["--set", "dataset=mnist", "--set", "data_dir=/nonexistent/genefl"], "/nonexistent/genefl"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    proc = genefl("run", *args, "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert fragment in proc.stderr
+
+
+def test_malformed_toml_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = = 3\n")
+    proc = genefl("run", "--config", str(bad))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "not valid TOML" in proc.stderr
