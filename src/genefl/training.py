@@ -29,6 +29,9 @@ class GradientCorrection:
 
     def apply(self, params: list[torch.Tensor]) -> None:
         grads = [p.grad for p in params]
+        if isinstance(self.coef, list) and not all(isinstance(c, torch.Tensor) for c in self.coef):
+            # the fused kernel takes one kind: expand scalar entries once, then reuse
+            self.coef = [c if isinstance(c, torch.Tensor) else torch.full_like(p, c) for c, p in zip(self.coef, params)]
         if self.anchor is not None:
             diff = torch._foreach_sub([p.detach() for p in params], self.anchor)
             if isinstance(self.coef, list):

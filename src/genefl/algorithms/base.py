@@ -49,6 +49,7 @@ class ClientEnv:
     store: dict[str, Any]  # this client's persistent state, kept by the runtime
     config: Config
     spec: ModelSpec
+    layers: list[Layer]  # the model's layers, in forward order
 
     def generator(self, *tags: object) -> torch.Generator:
         return rng.generator(self.config.seed, "client", self.cid, self.round, *tags)
@@ -140,6 +141,19 @@ class ClientAlgorithm:
                 on_epoch(epoch + 1, accs[-1])
         self.keep_newcomer(env)
         return accs
+
+
+class PersonalModelClient(ClientAlgorithm):
+    """A client that keeps its own whole model between rounds (in `store["model"]`); whatever the
+    server sends (a learnGene, or the initial model on first contact) overwrites its copies."""
+
+    def prepare(self, env: ClientEnv, broadcast: Broadcast) -> None:
+        if "model" in env.store:
+            load_into(env.model, env.store["model"])
+        load_into(env.model, broadcast.tensors)
+
+    def keep_newcomer(self, env: ClientEnv) -> None:
+        env.store["model"] = snapshot(env.model)
 
 
 def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) -> ClientUpdate:

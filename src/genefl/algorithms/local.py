@@ -8,8 +8,8 @@ model per client and nothing more. Each client keeps its whole model in its stor
 from __future__ import annotations
 
 from ..messages import Broadcast, ClientUpdate
-from ..training import load_into, snapshot, train
-from .base import ClientAlgorithm, ClientEnv, Strategy
+from ..training import snapshot, train
+from .base import ClientEnv, PersonalModelClient, Strategy
 
 
 class Local(Strategy):
@@ -29,15 +29,9 @@ class Local(Strategy):
         return state | {cid}, Broadcast(meta={"init": "random"})
 
 
-class LocalClient(ClientAlgorithm):
-    def prepare(self, env: ClientEnv, broadcast: Broadcast) -> None:
-        load_into(env.model, broadcast.tensors or env.store["model"])
-
+class LocalClient(PersonalModelClient):
     def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
         self.prepare(env, broadcast)
         train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
         env.store["model"] = snapshot(env.model)
         return ClientUpdate(meta={"num_samples": env.data.num_train})
-
-    def keep_newcomer(self, env: ClientEnv) -> None:
-        env.store["model"] = snapshot(env.model)

@@ -76,7 +76,7 @@ class Simulator:
 
     def env(self, cid: int, round: int) -> ClientEnv:
         return ClientEnv(cid, round, self.model, self.scenario.clients[cid], self.stores.setdefault(cid, {}),
-                         self.config, self.spec)
+                         self.config, self.spec, self.layers)
 
     def _signatures(self, ids: list[int], round: int) -> dict[int, ClientUpdate]:
         sigs = {}

@@ -1,0 +1,23 @@
+"""FedProx (Li et al., MLSys 2020): FedAvg plus a proximal term (mu/2)||θ − θ_global||² in every
+client's local objective. Here the term is folded into the gradient (grad += mu (θ − θ_global));
+the server half is FedAvg's unchanged. Clients do a fixed number of epochs (no inexact solutions)."""
+
+from __future__ import annotations
+
+from ..messages import Broadcast, ClientUpdate
+from ..training import GradientCorrection, train
+from .base import ClientEnv, full_model_update
+from .fedavg import FedAvg, FedAvgClient
+
+
+class FedProx(FedAvg):
+    pass
+
+
+class FedProxClient(FedAvgClient):
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        self.prepare(env, broadcast)
+        anchor = [broadcast.tensors[n].to(p.device) for n, p in env.model.named_parameters()]
+        correction = GradientCorrection(anchor=anchor, coef=env.config.fedprox.mu)
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"), correction)
+        return full_model_update(env)

@@ -1,0 +1,86 @@
+"""A federated Learngene baseline: one fixed learnGene shared by all clients.
+
+Following the Learngene practice (Wang et al., AAAI 2023: the last layers before the classifier
+carry the inheritable knowledge), the learnGene is the contiguous run of body layers that ends just
+before the head and fits `flearngene.gene_budget` of the model's bytes (GENE-FL's default budget).
+Clients keep personal models, download and upload only those layers, train with plain
+cross-entropy; the server averages the layers over everyone (no Fisher, no clustering, no
+sensitivity analysis). A newcomer gets the learnGene, every other layer freshly initialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..aggregate import LayerwiseMean
+from ..errors import ConfigError
+from ..layers import Layer, layer_tensors, model_nbytes
+from ..messages import Broadcast, ClientUpdate
+from ..training import snapshot, train
+from .base import ClientEnv, PersonalModelClient, Strategy, Updates
+
+
+def last_body_layers(layers: list[Layer], budget_bytes: int) -> list[int]:
+    """Indices of the run of body layers nearest the head that fits the budget: grown backwards from
+    the last body layer, or, when that layer alone is too big, from the latest one that fits."""
+    for end in range(len(layers) - 2, -1, -1):
+        chosen, used = [], 0
+        for i in range(end, -1, -1):
+            if used + layers[i].nbytes > budget_bytes:
+                break
+            chosen.insert(0, i)
+            used += layers[i].nbytes
+        if chosen:
+            return chosen
+    smallest = min(layers[:-1] or layers, key=lambda layer: layer.nbytes)
+    raise ConfigError(f"flearngene.gene_budget: {budget_bytes} bytes cannot hold any body layer "
+                      f"(smallest: {smallest.name!r}, {smallest.nbytes} bytes)")
+
+
+@dataclass(frozen=True)
+class SharedGeneState:
+    gene: dict[str, torch.Tensor]  # the learnGene layers' current values
+    contacted: frozenset[int]
+
+
+class FLearngene(Strategy):
+    def gene_layers(self) -> list[int]:
+        return last_body_layers(self.layers, int(self.config.flearngene.gene_budget * model_nbytes(self.layers)))
+
+    def init(self) -> SharedGeneState:
+        return SharedGeneState(layer_tensors(self.initial, [self.layers[i] for i in self.gene_layers()]), frozenset())
+
+    def configure_train(self, state: SharedGeneState, round: int, cid: int) -> Broadcast:
+        meta = {"gene_layers": self.gene_layers()}
+        if cid not in state.contacted:
+            return Broadcast(tensors=self.initial, meta=meta)
+        return Broadcast(tensors=state.gene, meta=meta)
+
+    def aggregate(self, state: SharedGeneState, round: int, updates: Updates) -> SharedGeneState:
+        mean, reported = LayerwiseMean(), set()
+        for cid, update in updates:
+            mean.add(update.tensors, update.meta["num_samples"])
+            reported.add(cid)
+        return replace(state, gene=mean.result(state.gene) if mean else state.gene, contacted=state.contacted | reported)
+
+    def welcome(self, state: SharedGeneState, round: int, cid: int, hello):
+        state = replace(state, contacted=state.contacted | {cid})
+        if self.config.newcomer_init == "random":
+            return state, Broadcast(meta={"init": "random"})
+        return state, Broadcast(tensors=state.gene, meta={"init": "learngene"})
+
+    def summary(self, state: SharedGeneState) -> dict:
+        chosen = self.gene_layers()
+        return {"summary": {"gene_bytes": sum(self.layers[i].nbytes for i in chosen)},
+                "gene_layers": [[self.layers[i].name for i in chosen]]}
+
+
+class FLearngeneClient(PersonalModelClient):
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        self.prepare(env, broadcast)
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
+        env.store["model"] = snapshot(env.model)
+        chosen = [env.layers[i] for i in broadcast.meta["gene_layers"]]
+        return ClientUpdate(tensors=layer_tensors(env.store["model"], chosen), meta={"num_samples": env.data.num_train})

@@ -1,0 +1,165 @@
+"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025), as specified in docs/method.md.
+
+Stage 0 clusters clients by PACFL signatures; Stage 1 trains locally under a Fisher-masked
+quadratic constraint and a per-layer smoothing term around the model held at the start of training;
+Stage 2 scores layers (stability, or Taylor importance) and uploads only the learnGene layers; Stage 3
+averages them per cluster; Stage 4 starts a newcomer from its nearest cluster's learnGene with every
+other layer freshly initialised. Every client keeps a personal model: non-learnGene layers never
+leave it.
+
+Choices the paper leaves open (all options in `[genefl]` / `[clustering]`, see config.py):
+- A client's first contact downloads the full shared initial model (as FedAvg's does); afterwards
+  it downloads only its cluster's learnGene layers.
+- The learnGene layer set S_k is decided per cluster from the sample-weighted mean of the scores its
+  clients reported in round 1 (a cluster without reports then uses all clients' scores), and
+  re-decided every `gene_reselect_every` rounds. In round 1 each client uploads the layers its own
+  scores choose under the same budget.
+- ξ (the smoothing weights) always come from stability; `sensitivity = "taylor"` changes only which
+  layers form the learnGene (higher importance first).
+- Newcomers fine-tune with plain cross-entropy (no constraint: they have no earlier model to keep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .. import fisher, sensitivity
+from ..aggregate import LayerwiseMean
+from ..constraints import coefficients
+from ..layers import layer_tensors, model_nbytes
+from ..messages import Broadcast, ClientUpdate
+from ..rng import generator
+from ..training import GradientCorrection, snapshot, train
+from .base import ClientEnv, PersonalModelClient, Strategy, Updates
+from .clustered import cluster_clients, place_newcomer, signature_update
+
+
+@dataclass(frozen=True)
+class GeneflState:
+    cluster_of: dict[int, int]  # client id -> cluster id
+    signatures: dict[int, torch.Tensor]  # kept to place newcomers
+    genes: list[dict[str, torch.Tensor]]  # per cluster: G_k (full-size; only S_k is ever sent)
+    gene_layers: list[list[int] | None]  # per cluster: S_k as layer indices; None until decided
+    contacted: frozenset[int]  # clients that already hold a model
+
+
+class Genefl(Strategy):
+    @property
+    def needs_signatures(self) -> bool:
+        return self.config.genefl.clustering
+
+    def init(self) -> GeneflState:
+        return GeneflState({}, {}, [dict(self.initial)], [None], frozenset())
+
+    def register(self, state: GeneflState, signatures: dict[int, ClientUpdate]) -> GeneflState:
+        cluster_of, sigs = cluster_clients(self.config, signatures)
+        k = max(cluster_of.values()) + 1
+        return replace(state, cluster_of=cluster_of, signatures=sigs,
+                       genes=[dict(self.initial) for _ in range(k)], gene_layers=[None] * k)
+
+    def budget_bytes(self) -> int:
+        return int(self.config.genefl.gene_budget * model_nbytes(self.layers))
+
+    def gene_of(self, state: GeneflState, k: int) -> dict[str, torch.Tensor]:
+        chosen = state.gene_layers[k]
+        return layer_tensors(state.genes[k], [self.layers[i] for i in chosen]) if chosen is not None else {}
+
+    def configure_train(self, state: GeneflState, round: int, cid: int) -> Broadcast:
+        k = state.cluster_of.get(cid, 0)
+        if cid not in state.contacted:
+            return Broadcast(tensors=self.initial, meta={"cluster": k, "gene_layers": None, "first": True})
+        return Broadcast(tensors=self.gene_of(state, k), meta={"cluster": k, "gene_layers": state.gene_layers[k]})
+
+    def configure_evaluate(self, state: GeneflState, cid: int) -> Broadcast:
+        return self.configure_train(state, 0, cid)
+
+    def aggregate(self, state: GeneflState, round: int, updates: Updates) -> GeneflState:
+        k_total = len(state.genes)
+        means = [LayerwiseMean() for _ in range(k_total)]
+        scores: list[list[tuple[list[float], int]]] = [[] for _ in range(k_total)]
+        reported = set()
+        for cid, update in updates:
+            k, n = state.cluster_of.get(cid, 0), update.meta["num_samples"]
+            means[k].add(update.tensors, n)
+            scores[k].append((update.meta["scores"], n))
+            reported.add(cid)
+        genes = [mean.result(gene) if mean else gene for mean, gene in zip(means, state.genes)]
+        gene_layers = self.decide_layers(state.gene_layers, scores, round)
+        return replace(state, genes=genes, gene_layers=gene_layers, contacted=state.contacted | reported)
+
+    def decide_layers(self, current: list[list[int] | None], scores, round: int) -> list[list[int] | None]:
+        opts = self.config.genefl
+        reselect = opts.gene_reselect_every and round % opts.gene_reselect_every == 0
+        everyone = [s for cluster in scores for s in cluster]
+        decided = []
+        for k, chosen in enumerate(current):
+            if chosen is not None and not reselect:
+                decided.append(chosen)
+                continue
+            reports = scores[k] or everyone
+            if not reports:
+                decided.append(chosen)
+                continue
+            mean = sensitivity.weighted_mean_scores([s for s, _ in reports], [n for _, n in reports])
+            decided.append(self.select(mean, generator(self.config.seed, "gene-layers", k, round)))
+        return decided
+
+    def select(self, scores: list[float], gen: torch.Generator) -> list[int]:
+        opts = self.config.genefl
+        return sensitivity.select_gene_layers(scores, self.layers, self.budget_bytes(), opts.gene_include_head,
+                                              opts.gene_selection, generator=gen)
+
+    def welcome(self, state: GeneflState, round: int, cid: int, hello: ClientUpdate | None):
+        k = place_newcomer(state.cluster_of, state.signatures, hello)
+        signatures = {**state.signatures, cid: hello.extras["signature"].float()} if hello is not None else state.signatures
+        state = replace(state, cluster_of={**state.cluster_of, cid: k}, signatures=signatures, contacted=state.contacted | {cid})
+        if self.config.newcomer_init == "random" or state.gene_layers[k] is None:
+            return state, Broadcast(meta={"init": "random", "cluster": k})
+        return state, Broadcast(tensors=self.gene_of(state, k), meta={"init": "learngene", "cluster": k})
+
+    def summary(self, state: GeneflState) -> dict:
+        names = [[self.layers[i].name for i in chosen] if chosen is not None else None for chosen in state.gene_layers]
+        gene_bytes = [sum(self.layers[i].nbytes for i in chosen) for chosen in state.gene_layers if chosen is not None]
+        sizes = [sum(1 for k in state.cluster_of.values() if k == c) for c in range(len(state.genes))]
+        return {"summary": {"gene_bytes": max(gene_bytes) if gene_bytes else 0, "num_clusters": len(state.genes)},
+                "gene_layers": names, "cluster_sizes": sizes,
+                "cluster_of": {str(c): k for c, k in sorted(state.cluster_of.items())}}
+
+
+class GeneflClient(PersonalModelClient):
+    def signature(self, env: ClientEnv) -> ClientUpdate:
+        return signature_update(env.data.x_train, env.config.clustering.p, env.generator("signature"))
+
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        opts, data = env.config.genefl, env.data
+        self.prepare(env, broadcast)
+        layers = env.layers
+        before = snapshot(env.model)
+        names = [n for n, p in env.model.named_parameters() if p.requires_grad]
+        correction = None
+        if opts.lambda_s > 0 or opts.lambda_e > 0:
+            masked = None
+            if opts.lambda_e > 0:
+                fis = fisher.diagonal_fisher(env.model, data.x_train, data.y_train, opts.fisher_samples, env.generator("fisher"))
+                mask = fisher.elastic_mask(fis, layers, opts.fisher_top)
+                norm = fisher.normalised_fisher(fis, mask)
+                masked = {k: norm[k] * mask[k] for k in names}
+            xi = env.store.get("xi") or [1.0 / len(layers)] * len(layers)
+            coefs = coefficients(names, layers, xi, masked, opts.lambda_s, opts.lambda_e, max_coef=1.0 / env.config.lr)
+            correction = GradientCorrection(anchor=[before[n] for n in names], coef=coefs)
+        train(env.model, data.x_train, data.y_train, env.settings(), env.generator("train"), correction)
+        after = snapshot(env.model)
+        stab = sensitivity.stability(before, after, layers)
+        env.store["xi"] = sensitivity.layer_weights(stab, layers)
+        env.store["model"] = after
+        scores = stab if opts.sensitivity == "stability" else sensitivity.taylor_importance(
+            env.model, data.x_train[:256], data.y_train[:256], layers)
+        chosen = broadcast.meta.get("gene_layers")
+        if chosen is None:  # round 1: the client's own scores choose its upload
+            budget = int(opts.gene_budget * model_nbytes(layers))
+            chosen = sensitivity.select_gene_layers(scores, layers, budget, opts.gene_include_head, opts.gene_selection,
+                                                    generator=env.generator("gene-layers"))
+        return ClientUpdate(tensors=layer_tensors(after, [layers[i] for i in chosen]),
+                            meta={"num_samples": data.num_train, "scores": [float(s) for s in scores]})

@@ -1,0 +1,61 @@
+"""PACFL (Vahidian et al., AAAI 2023): one-shot clustering by the principal angles between the
+clients' data subspaces (the same Stage 0 as GENE-FL, same `[clustering]` options), then full-model
+FedAvg inside each cluster. A newcomer sends its signature and starts from its nearest cluster's
+model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..aggregate import LayerwiseMean
+from ..messages import Broadcast, ClientUpdate
+from .base import ClientEnv, Strategy, Updates
+from .clustered import cluster_clients, place_newcomer, signature_update
+from .fedavg import FedAvgClient
+
+
+@dataclass(frozen=True)
+class ClusterModels:
+    cluster_of: dict[int, int]
+    signatures: dict[int, torch.Tensor]
+    models: list[dict[str, torch.Tensor]]  # per cluster
+
+
+class PACFL(Strategy):
+    needs_signatures = True
+
+    def init(self) -> ClusterModels:
+        return ClusterModels({}, {}, [dict(self.initial)])
+
+    def register(self, state: ClusterModels, signatures: dict[int, ClientUpdate]) -> ClusterModels:
+        cluster_of, sigs = cluster_clients(self.config, signatures)
+        return ClusterModels(cluster_of, sigs, [dict(self.initial) for _ in range(max(cluster_of.values()) + 1)])
+
+    def configure_train(self, state: ClusterModels, round: int, cid: int) -> Broadcast:
+        return Broadcast(tensors=state.models[state.cluster_of.get(cid, 0)])
+
+    def aggregate(self, state: ClusterModels, round: int, updates: Updates) -> ClusterModels:
+        means = [LayerwiseMean() for _ in state.models]
+        for cid, update in updates:
+            means[state.cluster_of.get(cid, 0)].add(update.tensors, update.meta["num_samples"])
+        return replace(state, models=[m.result(w) if m else w for m, w in zip(means, state.models)])
+
+    def welcome(self, state: ClusterModels, round: int, cid: int, hello):
+        k = place_newcomer(state.cluster_of, state.signatures, hello)
+        sigs = {**state.signatures, cid: hello.extras["signature"].float()} if hello is not None else state.signatures
+        state = replace(state, cluster_of={**state.cluster_of, cid: k}, signatures=sigs)
+        if self.config.newcomer_init == "random":
+            return state, Broadcast(meta={"init": "random", "cluster": k})
+        return state, Broadcast(tensors=state.models[k], meta={"init": "cluster", "cluster": k})
+
+    def summary(self, state: ClusterModels) -> dict:
+        sizes = [sum(1 for k in state.cluster_of.values() if k == c) for c in range(len(state.models))]
+        return {"summary": {"num_clusters": len(state.models)}, "cluster_sizes": sizes,
+                "cluster_of": {str(c): k for c, k in sorted(state.cluster_of.items())}}
+
+
+class PACFLClient(FedAvgClient):
+    def signature(self, env: ClientEnv) -> ClientUpdate:
+        return signature_update(env.data.x_train, env.config.clustering.p, env.generator("signature"))

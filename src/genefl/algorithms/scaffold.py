@@ -1,0 +1,84 @@
+"""SCAFFOLD (Karimireddy et al., ICML 2020) with control variates, option II.
+
+Local steps use the corrected gradient g + c − c_i, obtained by adding ⟨c − c_i, θ⟩ to the loss
+(here: the offset of the training loop's gradient correction). After K steps of size η a client
+updates c_i⁺ = c_i − c + (x − y)/(K η) and uploads its model y and Δc = c_i⁺ − c_i; the server moves
+x ← x + η_g (ȳ − x) and c ← c + (|S|/N) mean(Δc). Both control variates travel with the model, so a
+round costs twice FedAvg's bytes; the ledger counts them. Choices: ȳ is sample-weighted like
+FedAvg's mean (the paper uses a plain mean); buffers (BatchNorm statistics) are averaged without
+control variates; a newcomer starts from x with c_i = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..aggregate import LayerwiseMean
+from ..messages import Broadcast, ClientUpdate
+from ..training import GradientCorrection, snapshot, train
+from .base import ClientEnv, Updates
+from .fedavg import FedAvg, FedAvgClient
+
+PREFIX = "c/"  # extras key prefix: "c/<param>" server variate, "delta_c/<param>" its update
+
+
+@dataclass(frozen=True)
+class ScaffoldState:
+    weights: dict[str, torch.Tensor]
+    control: dict[str, torch.Tensor]  # c, per trainable parameter
+
+
+class Scaffold(FedAvg):
+    def param_names(self) -> list[str]:
+        return [k for layer in self.layers for k in layer.param_keys]
+
+    def init(self) -> ScaffoldState:
+        return ScaffoldState(dict(self.initial), {k: torch.zeros_like(self.initial[k]) for k in self.param_names()})
+
+    def configure_train(self, state: ScaffoldState, round: int, cid: int) -> Broadcast:
+        return Broadcast(tensors=state.weights, extras={PREFIX + k: v for k, v in state.control.items()})
+
+    def configure_evaluate(self, state: ScaffoldState, cid: int) -> Broadcast:
+        return Broadcast(tensors=state.weights)
+
+    def aggregate(self, state: ScaffoldState, round: int, updates: Updates) -> ScaffoldState:
+        models, deltas, count = LayerwiseMean(), LayerwiseMean(), 0
+        for _, update in updates:
+            models.add(update.tensors, update.meta["num_samples"])
+            deltas.add({k[len("delta_" + PREFIX):]: v for k, v in update.extras.items()}, 1.0)
+            count += 1
+        if not count:
+            return state
+        mean_y = models.result(state.weights)
+        lr = self.config.scaffold.server_lr
+        weights = {k: (x + lr * (mean_y[k] - x)) if x.is_floating_point() else mean_y[k] for k, x in state.weights.items()}
+        mean_dc = deltas.result({k: torch.zeros_like(v) for k, v in state.control.items()})
+        share = count / self.config.num_clients  # |S| / N
+        control = {k: c + share * mean_dc[k] for k, c in state.control.items()}
+        return replace(state, weights=weights, control=control)
+
+    def check(self, update: ClientUpdate) -> None:
+        super().check(update)
+        from ..messages import check_update
+
+        expected = {"delta_" + PREFIX + k: self.initial[k] for k in self.param_names()}
+        check_update(ClientUpdate(tensors=update.extras), expected, required=set(expected))
+
+
+class ScaffoldClient(FedAvgClient):
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        self.prepare(env, broadcast)
+        names = [n for n, _ in env.model.named_parameters()]
+        c = [broadcast.extras[PREFIX + n] for n in names]
+        c_i = [env.store.get("c_i", {}).get(n, torch.zeros_like(x)) for n, x in zip(names, c)]
+        offset = torch._foreach_sub(c, c_i)  # c − c_i
+        steps = train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"),
+                      GradientCorrection(offset=offset))
+        y = snapshot(env.model)
+        scale = 1.0 / (max(steps, 1) * env.config.lr)
+        new_c_i = [ci - cc + (broadcast.tensors[n] - y[n]) * scale for n, ci, cc in zip(names, c_i, c)]
+        env.store["c_i"] = dict(zip(names, new_c_i))
+        delta_c = {"delta_" + PREFIX + n: new - old for n, new, old in zip(names, new_c_i, c_i)}
+        return ClientUpdate(tensors=y, extras=delta_c, meta={"num_samples": env.data.num_train})
