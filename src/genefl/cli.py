@@ -29,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one federated experiment")
     add_config_arguments(run)
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<dataset>-<time>)")
+    compare = sub.add_parser("compare", help="run several methods on the identical scenario and tabulate them")
+    add_config_arguments(compare)
+    compare.add_argument("--methods", default="genefl,fedavg,fedprox,scaffold,fedlp,flearngene,pacfl,local",
+                         help="comma-separated methods, each optionally with overrides: genefl[newcomer_init=random]")
+    compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    compare.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare-<dataset>-<time>)")
+    plot = sub.add_parser("plot", help="redraw the plots of a comparison folder")
+    plot.add_argument("dir", type=Path)
     return parser
 
 
@@ -76,7 +84,43 @@ def print_summary(doc: dict, out: Path) -> None:
     print("\n".join(lines))
 
 
-COMMANDS = {"run": command_run}
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise GeneflError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise GeneflError("--seeds: name at least one seed")
+    return seeds
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from .compare import parse_variants, run_comparison
+    from .plots import plot_all
+
+    config = load_config(args.config, args.overrides)
+    variants, seeds = parse_variants(args.methods), parse_seeds(args.seeds)
+    out = args.out or Path("runs") / f"compare-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    docs = run_comparison(config, variants, seeds, out)
+    plot_all(docs, out)
+    print((out / "summary.md").read_text())
+    print(f"tables and plots in {out}")
+    return 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from .compare import load_runs, write_summary
+    from .plots import plot_all
+
+    docs = load_runs(args.dir)
+    write_summary(docs, args.dir)
+    for path in plot_all(docs, args.dir):
+        print(path)
+    return 0
+
+
+COMMANDS = {"run": command_run, "compare": command_compare, "plot": command_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,83 @@
+"""The comparison's plots, drawn from saved results.json files (so `genefl plot DIR` can redraw):
+accuracy vs round, accuracy vs cumulative MB (the communication-efficiency curve), and newcomer
+accuracy vs fine-tuning epoch. Curves are means over seeds; shaded bands are ± one std."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _by_label(docs: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for doc in docs:
+        groups.setdefault(doc["label"], []).append(doc)
+    return groups
+
+
+def _curve(runs: list[dict], x_of, y_key: str):
+    """Mean and std over seeds of the evaluated rounds (x from the first seed)."""
+    rows = [[r for r in d["rounds"] if r.get(y_key) is not None] for d in runs]
+    n = min(len(r) for r in rows)
+    x = np.array([x_of(rows[0], i) for i in range(n)])
+    y = np.array([[r[i][y_key] for i in range(n)] for r in rows]) * 100
+    return x, y.mean(0), y.std(0)
+
+
+def _cumulative_mb(doc: dict) -> dict[int, float]:
+    total, out = 0.0, {}
+    for r in doc["rounds"]:
+        total += (r["bytes_up"] + r["bytes_down"]) / 1e6
+        out[r["round"]] = total
+    return out
+
+
+def _band(ax, x, mean, std, label):
+    line, = ax.plot(x, mean, label=label, marker="o", markersize=3)
+    ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=line.get_color())
+
+
+def plot_all(docs: list[dict], out: Path) -> list[Path]:
+    groups = _by_label(docs)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in groups.items():
+        _band(ax, *_curve(runs, lambda rows, i: rows[i]["round"], "acc_clients"), label)
+    ax.set(xlabel="communication round", ylabel="mean accuracy of training clients (%)", title="Accuracy per round")
+    paths.append(_save(fig, ax, out / "accuracy_vs_round.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in groups.items():
+        mb = _cumulative_mb(runs[0])
+        _band(ax, *_curve(runs, lambda rows, i: mb[rows[i]["round"]], "acc_clients"), label)
+    ax.set(xlabel="cumulative communication (MB, up + down)", ylabel="mean accuracy of training clients (%)",
+           title="Accuracy vs communication", xscale="log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    paths.append(_save(fig, ax, out / "accuracy_vs_mb.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in groups.items():
+        curves = [np.mean([[n["acc_init"]] + n["acc_by_epoch"] for n in d["newcomers"]], axis=0) for d in runs if d["newcomers"]]
+        if curves:
+            arr = np.array(curves) * 100
+            _band(ax, np.arange(arr.shape[1]), arr.mean(0), arr.std(0), label)
+    ax.set(xlabel="newcomer fine-tuning epoch (0 = at initialisation)", ylabel="newcomer test accuracy (%)",
+           title="Newcomers: accuracy while fine-tuning")
+    paths.append(_save(fig, ax, out / "newcomer_accuracy.png"))
+    return paths
+
+
+def _save(fig, ax, path: Path) -> Path:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
