@@ -68,7 +68,7 @@ class FLearngeneOptions:
 
 @dataclass(frozen=True)
 class Config:
-    method: str = "fedavg"  # one of METHODS
+    method: str = "genefl"  # one of METHODS
     dataset: str = "digits"  # one of DATASETS; digits needs no files
     data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
     download: bool = False  # fetch missing dataset files from the official sources
