@@ -1,0 +1,179 @@
+"""The one round loop of genefl, shared by both runtimes.
+
+It drives a method's server half (`Strategy`) and reaches clients only through a `Transport`: the
+simulator's transport calls client halves in this process, the Flower transport sends messages to
+SuperNodes. Everything that decides what happens (sampling, dropout, newcomer schedule, byte
+accounting, rejecting malformed replies, evaluation) lives here, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from .. import rng
+from ..algorithms.base import Strategy
+from ..config import Config
+from ..errors import GeneflError
+from ..ledger import Ledger
+from ..messages import Broadcast, ClientUpdate
+from .events import Callback, NewcomerReport, RoundReport
+
+
+class Transport(Protocol):
+    """How the loop reaches clients. Methods return only what came back: a client that failed or
+    timed out is missing from the result and named in `failures` (client id -> reason)."""
+
+    failures: dict[int, str]
+
+    def available(self, ids: list[int]) -> list[int]: ...
+    def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]: ...
+    def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> list[float] | None: ...
+    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]: ...
+
+
+@dataclass
+class RunResult:
+    config: Config
+    rounds: list[RoundReport]
+    newcomers: list[NewcomerReport]
+    ledger: Ledger
+    model_bytes: int
+    wall_s: float
+    method_info: dict[str, Any] = field(default_factory=dict)
+    final_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def sample_clients(config: Config, round: int, active: list[int]) -> tuple[list[int], list[int]]:
+    """(clients that take part and report, clients that were sampled but drop out), both sorted."""
+    k = max(1, int(config.participation * len(active) + 0.5))
+    order = torch.randperm(len(active), generator=rng.generator(config.seed, "sample", round))
+    chosen = sorted(active[i] for i in order[:k].tolist())
+    drop = torch.rand(len(chosen), generator=rng.generator(config.seed, "dropout", round)) < config.dropout
+    return [c for c, d in zip(chosen, drop) if not d], [c for c, d in zip(chosen, drop) if d]
+
+
+def is_eval_round(config: Config, round: int) -> bool:
+    return round % config.eval_every == 0 or round == config.rounds
+
+
+def server_weights(state: Any) -> dict[str, torch.Tensor]:
+    """The server's model tensors: the global model, or every cluster's model/learnGene."""
+    if isinstance(getattr(state, "weights", None), dict):
+        return dict(state.weights)
+    for name in ("genes", "models"):
+        per_cluster = getattr(state, name, None)
+        if isinstance(per_cluster, list):
+            return {f"cluster{k}/{key}": v for k, d in enumerate(per_cluster) for key, v in d.items()}
+    gene = getattr(state, "gene", None)
+    return dict(gene) if isinstance(gene, dict) else {}
+
+
+class RoundLoop:
+    def __init__(self, config: Config, strategy: Strategy, transport: Transport, model_bytes: int,
+                 num_training: int, arrivals: dict[int, int], callbacks: list[Callback] = ()):
+        self.config, self.strategy, self.transport = config, strategy, transport
+        self.model_bytes, self.num_training, self.arrivals = model_bytes, num_training, arrivals
+        self.callbacks = list(callbacks)
+        self.ledger = Ledger()
+        self.notes: list[str] = []
+
+    def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int]):
+        for cid, update in updates:
+            self.ledger.record(round, cid, "up", "train", update)
+            try:
+                self.strategy.check(update)
+            except GeneflError as exc:
+                rejected.append(cid)
+                self.notes.append(f"round {round}: client {cid}: {exc}")
+                continue
+            yield cid, update
+
+    def _welcome(self, state: Any, round: int, cid: int) -> tuple[Any, NewcomerReport | None]:
+        hello = None
+        if self.strategy.needs_signatures:
+            hello = self.transport.signatures(round, [cid]).get(cid)
+            if hello is None:
+                return state, None
+            self.ledger.record(round, cid, "up", "signature", hello)
+        state, broadcast = self.strategy.welcome(state, round, cid, hello)
+        init_bytes = self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
+        accs = self.transport.welcome(round, cid, broadcast)
+        if accs is None:
+            return state, None
+        info = {k: v for k, v in broadcast.meta.items() if k != "init"}
+        return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, accs[0], accs[1:], info)
+
+    def _round(self, state: Any, t: int, active: list[int], waiting: list[int]) -> tuple[Any, RoundReport]:
+        t0, mark, notes_mark = time.perf_counter(), len(self.ledger.transfers), len(self.notes)
+        for cid in [c for c in waiting if self.arrivals[c] <= t and c in self.transport.available([c])]:
+            waiting.remove(cid)
+            state, report = self._welcome(state, t, cid)
+            if report is None:
+                self.notes.append(f"round {t}: newcomer {cid} failed: {self.transport.failures.get(cid, 'no reply')}")
+                continue
+            active.append(cid)
+            self.newcomers.append(report)
+            for cb in self.callbacks:
+                cb.after_newcomer(report)
+        participants, dropped = sample_clients(self.config, t, active)
+        for cid in dropped:  # sampled, downloaded, never reported back
+            self.ledger.record(t, cid, "down", "train", self.strategy.configure_train(state, t, cid))
+        broadcasts = {cid: self.strategy.configure_train(state, t, cid) for cid in participants}
+        for cid, broadcast in broadcasts.items():
+            self.ledger.record(t, cid, "down", "train", broadcast)
+        self.transport.failures.clear()
+        rejected: list[int] = []
+        reported: list[int] = []
+        updates = ((cid, u) for cid, u in self._checked(t, self.transport.train(t, broadcasts), rejected) if not reported.append(cid))
+        state = self.strategy.aggregate(state, t, updates)
+        failed = sorted(set(participants) - set(reported) - set(rejected))
+        for cid in failed:
+            self.notes.append(f"round {t}: client {cid} dropped: {self.transport.failures.get(cid, 'no reply')}")
+        accs = self._evaluate(state, t, active) if is_eval_round(self.config, t) else {}
+        new = self.ledger.transfers[mark:]
+        report = RoundReport(
+            t, sorted(reported), sorted(dropped + failed + rejected), accs, self.num_training,
+            sum(x.nbytes for x in new if x.direction == "up" and x.kind != "eval"),
+            sum(x.nbytes for x in new if x.direction == "down" and x.kind != "eval"),
+            time.perf_counter() - t0, self.notes[notes_mark:],
+        )
+        return state, report
+
+    def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, float]:
+        broadcasts = {cid: self.strategy.configure_evaluate(state, cid) for cid in active}
+        for cid, broadcast in broadcasts.items():
+            self.ledger.record(t, cid, "down", "eval", broadcast)
+        return self.transport.evaluate(t, broadcasts)
+
+    def run(self, start_info: dict[str, Any]) -> RunResult:
+        config, start = self.config, time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_start(start_info)
+        state = self.strategy.init()
+        active = self.transport.available(list(range(self.num_training)))
+        if self.strategy.needs_signatures:
+            signatures = self.transport.signatures(0, active)
+            for cid, update in signatures.items():
+                self.ledger.record(0, cid, "up", "signature", update)
+            active = sorted(signatures)
+            state = self.strategy.register(state, signatures)
+        waiting = sorted(self.arrivals)
+        self.rounds, self.newcomers = [], []
+        for t in range(1, config.rounds + 1):
+            state, report = self._round(state, t, active, waiting)
+            self.rounds.append(report)
+            for cb in self.callbacks:
+                cb.after_round(report)
+        result = RunResult(config, self.rounds, self.newcomers, self.ledger, self.model_bytes,
+                           time.perf_counter() - start, self.strategy.summary(state), server_weights(state))
+        if self.notes:
+            result.method_info["notes"] = list(self.notes)
+        for cb in self.callbacks:
+            cb.on_end(result)
+        return result
