@@ -67,6 +67,15 @@ class FLearngeneOptions:
 
 
 @dataclass(frozen=True)
+class FlowerOptions:
+    """Only used by the Flower runtime (`flwr run`)."""
+
+    round_timeout: float = 300.0  # seconds to wait for replies; later ones are dropped from the round
+    node_wait: float = 120.0  # seconds to wait at the start for the training clients' SuperNodes
+    out: str = "genefl-flower-out"  # folder where the ServerApp writes results.json
+
+
+@dataclass(frozen=True)
 class Config:
     method: str = "genefl"  # one of METHODS
     dataset: str = "digits"  # one of DATASETS; digits needs no files
@@ -77,7 +86,7 @@ class Config:
     rounds: int = 20  # communication rounds
     num_clients: int = 10  # training clients, present from round 1
     num_newcomers: int = 4  # clients arriving later with unseen data
-    newcomer_rounds: list[int] = field(default_factory=list)  # arrival rounds; [] = spread evenly
+    newcomer_rounds: tuple[int, ...] = ()  # arrival rounds, e.g. [3, 5]; [] = spread evenly
     partition: str = "dirichlet"  # one of PARTITIONS
     alpha: float = 0.5  # Dirichlet concentration (smaller = more heterogeneous)
     classes_per_client: int = 2  # for the pathological partition
@@ -100,6 +109,7 @@ class Config:
     scaffold: ScaffoldOptions = field(default_factory=ScaffoldOptions)
     fedlp: FedLPOptions = field(default_factory=FedLPOptions)
     flearngene: FLearngeneOptions = field(default_factory=FLearngeneOptions)
+    flower: FlowerOptions = field(default_factory=FlowerOptions)
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or os.environ.get("GENEFL_DATA", "")
@@ -130,7 +140,7 @@ RULES: dict[str, tuple] = {
     "genefl.gene_selection": _choices(("window", "greedy", "random")),
     "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),
     "newcomer_init": _choices(("method", "random")), "fedprox.mu": _NONNEG,
-    "scaffold.server_lr": _POSITIVE, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
+    "scaffold.server_lr": _POSITIVE, "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
 }
 
 
@@ -144,9 +154,9 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         return float(value)
     if kind is str and isinstance(value, str):
         return value
-    if typing.get_origin(kind) is list and isinstance(value, list):
-        (inner,) = typing.get_args(kind)
-        return [_coerce(key, v, inner) for v in value]
+    if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
+        inner = typing.get_args(kind)[0]
+        return tuple(_coerce(key, v, inner) for v in value)
     name = getattr(kind, "__name__", str(kind))
     raise ConfigError(f"{key}: expected {name}, got {value!r}")
 

@@ -57,6 +57,10 @@ MIRRORS = {
     "cifar10": ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"],
     "cifar100": ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"],
 }
+SHAPES = {  # (input shape, classes): what a server needs to build the model without loading data
+    "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+}
 STATS = {  # per-channel (mean, std) of the training images scaled to [0, 1]
     "mnist": ((0.1307,), (0.3081,)), "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),

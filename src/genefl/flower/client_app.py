@@ -1,0 +1,114 @@
+"""The Flower ClientApp: one SuperNode = one genefl client, running the method's client half.
+
+A node finds its data in one of two ways (node config, `flower-supernode --node-config "..."`):
+- benchmark partitions: `partition-id=<i> num-partitions=<n>` (+ `data-dir=<folder>` for file
+  datasets, else $GENEFL_DATA): the node computes its own partition exactly as the simulator does
+  for the same config and seed (n must be num_clients + num_newcomers; ids >= num_clients are
+  newcomers);
+- its own data: `data-file=<file.npz>` with arrays x_train (n, C, H, W) float32 (already
+  normalised), y_train (n,) int, x_test, y_test, plus `partition-id=<i>` as its client id.
+
+Message types: query.identify, query.signature, train, train.welcome, evaluate.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..algorithms import get as get_method
+from ..algorithms.base import ClientEnv
+from ..config import Config
+from ..data.datasets import SHAPES, load_dataset
+from ..data.scenario import ClientData, client_data, partition_indices
+from ..errors import DataError, GeneflError
+from ..layers import model_layers
+from ..messages import ClientUpdate
+from ..runtime.simulator import model_spec
+from .codec import from_content, reply_content, store_from_state, store_to_state
+from .runconfig import config_from_run_config
+
+app = ClientApp()
+
+
+def load_own_data(path: str, device: str) -> ClientData:
+    try:
+        with np.load(Path(path).expanduser()) as f:
+            arrays = [torch.from_numpy(np.asarray(f[k])) for k in ("x_train", "y_train", "x_test", "y_test")]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"data-file {path}: cannot read x_train, y_train, x_test, y_test ({exc})") from None
+    x_train, y_train, x_test, y_test = arrays
+    return ClientData(x_train.float().to(device), y_train.long().to(device), x_test.float().to(device), y_test.long().to(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _partition_data(config: Config, cid: int, num_partitions: int, data_dir: str) -> ClientData:
+    expected = config.num_clients + config.num_newcomers
+    if num_partitions != expected:
+        raise GeneflError(f"num-partitions={num_partitions}, but num_clients + num_newcomers = {expected}")
+    dataset = load_dataset(config.dataset, data_dir or None, download=config.download)
+    train_parts, test_parts = partition_indices(config, dataset)
+    return client_data(dataset, train_parts[cid], test_parts[cid], config.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _model(config: Config):
+    shape, classes = SHAPES[config.dataset]
+    spec = model_spec(config, shape, classes)
+    model = spec.build(config.seed, "global").to(config.device)
+    return spec, model, model_layers(model)
+
+
+def client_env(context: Context, round: int) -> tuple[ClientEnv, Any]:
+    config = config_from_run_config(dict(context.run_config))
+    node = context.node_config
+    cid = int(node["partition-id"])
+    if "data-file" in node:
+        data = load_own_data(str(node["data-file"]), config.device)
+    else:
+        data_dir = str(node.get("data-dir", "")) or config.data_dir or os.environ.get("GENEFL_DATA", "")
+        data = _partition_data(config, cid, int(node["num-partitions"]), data_dir)
+    spec, model, layers = _model(config)
+    store = store_from_state(context.state)
+    return ClientEnv(cid, round, model, data, store, config, spec, layers), get_method(config.method)[1]()
+
+
+def _handle(message: Message, context: Context, action) -> Message:
+    broadcast, round = from_content(message.content)
+    env, client = client_env(context, round)
+    update = action(client, env, broadcast)
+    store_to_state(env.store, context.state)
+    return Message(reply_content(update), reply_to=message)
+
+
+@app.query("identify")
+def identify(message: Message, context: Context) -> Message:
+    env, _ = client_env(context, 0)
+    return Message(RecordDict({"identity": ConfigRecord({"cid": env.cid, "num_train": env.data.num_train})}), reply_to=message)
+
+
+@app.query("signature")
+def signature(message: Message, context: Context) -> Message:
+    return _handle(message, context, lambda client, env, b: client.signature(env))
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    return _handle(message, context, lambda client, env, b: client.train(env, b))
+
+
+@app.train("welcome")
+def welcome(message: Message, context: Context) -> Message:
+    return _handle(message, context, lambda client, env, b: ClientUpdate(meta={"accs": client.welcome(env, b)}))
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    return _handle(message, context, lambda client, env, b: ClientUpdate(meta={"acc": client.evaluate(env, b)}))

@@ -1,0 +1,46 @@
+"""genefl's config <-> Flower's run config.
+
+Flower's run config is flat (`genefl.fisher_top = 0.2`) and holds only bool/int/float/str, so list
+values travel as TOML strings (`newcomer_rounds = "[3, 5]"`). The `[tool.flwr.app.config]` table of
+pyproject.toml declares every key with its default; a test checks it against `Config()` so the
+two cannot drift.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from ..config import Config, _build, config_to_dict
+
+
+def flat_defaults() -> dict[str, bool | int | float | str]:
+    """Every config key, flattened, as Flower's run config declares it."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, table: dict[str, Any]) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif isinstance(value, (list, tuple)):
+                flat[prefix + key] = repr(list(value))
+            else:
+                flat[prefix + key] = value
+
+    walk("", config_to_dict(Config()))
+    return flat
+
+
+def config_from_run_config(run_config: dict[str, Any]) -> Config:
+    """A validated Config from Flower's flat run config (unknown keys are errors, as in genefl run)."""
+    table: dict[str, Any] = {}
+    lists = {k for k, v in config_to_dict(Config()).items() if isinstance(v, (list, tuple))}
+    for key, value in run_config.items():
+        *parents, leaf = key.split(".")
+        node = table
+        for part in parents:
+            node = node.setdefault(part, {})
+        if key in lists and isinstance(value, str):
+            value = tomllib.loads(f"v = {value or '[]'}")["v"]
+        node[leaf] = value
+    return _build(Config, table, "")

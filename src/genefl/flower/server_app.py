@@ -1,0 +1,140 @@
+"""The Flower ServerApp: the same `RoundLoop` and Strategy as the simulator, reaching clients
+through Flower messages instead of in-process calls.
+
+Nodes are keyed by their partition id (asked once with `query.identify`), never by Flower's random
+node ids. A node that errors, disappears or misses `flower.round_timeout` is dropped from that round
+and the run goes on; a reply that is malformed (undecodable, wrong keys, shapes, dtypes, NaN/inf) is
+rejected and never aggregated. Both are recorded in results.json (`rounds[].notes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from ..algorithms import get as get_method
+from ..data.datasets import SHAPES
+from ..errors import GeneflError
+from ..layers import model_layers, model_nbytes
+from ..messages import Broadcast, ClientUpdate, encode
+from ..results import ResultWriter
+from ..runtime.loop import RoundLoop
+from ..runtime.simulator import model_spec
+from ..data.scenario import arrival_rounds
+from .codec import from_content, to_content
+from .runconfig import config_from_run_config
+
+log = logging.getLogger("genefl.flower")
+app = ServerApp()
+
+
+class FlowerClients:
+    """The loop's transport over a Flower Grid."""
+
+    def __init__(self, grid: Grid, timeout: float):
+        self.grid, self.timeout = grid, timeout
+        self.node_of: dict[int, int] = {}  # partition id -> Flower node id
+        self.known: set[int] = set()  # node ids already identified
+        self.failures: dict[int, str] = {}
+
+    def discover(self) -> None:
+        new = [n for n in self.grid.get_node_ids() if n not in self.known]
+        if not new:
+            return
+        messages = [Message(RecordDict(), dst_node_id=n, message_type="query.identify") for n in new]
+        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+            if reply.has_error():
+                continue
+            self.known.add(reply.metadata.src_node_id)
+            self.node_of[int(reply.content["identity"]["cid"])] = reply.metadata.src_node_id
+
+    def wait_for(self, ids: list[int], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.discover()
+            missing = [c for c in ids if c not in self.node_of]
+            if not missing or time.monotonic() > deadline:
+                if missing:
+                    log.warning("starting without clients %s: no SuperNode reported them", missing)
+                return
+            time.sleep(1.0)
+
+    def available(self, ids: list[int]) -> list[int]:
+        self.discover()
+        return [c for c in ids if c in self.node_of]
+
+    def _exchange(self, message_type: str, round: int, payloads: dict[int, Broadcast]) -> dict[int, ClientUpdate]:
+        """Send each client its payload; decoded replies by client id (failures recorded)."""
+        online = set(self.grid.get_node_ids())
+        wire_of: dict[int, bytes] = {}  # encode each distinct broadcast object once
+        messages, cid_of = [], {}
+        for cid, payload in payloads.items():
+            node = self.node_of.get(cid)
+            if node is None or node not in online:
+                self.failures[cid] = "node offline"
+                continue
+            wire = wire_of.setdefault(id(payload), encode(payload))
+            messages.append(Message(to_content(wire, round), dst_node_id=node, message_type=message_type))
+            cid_of[node] = cid
+        replies: dict[int, ClientUpdate] = {}
+        for reply in self.grid.send_and_receive(messages, timeout=self.timeout) if messages else []:
+            cid = cid_of.get(reply.metadata.src_node_id)
+            if cid is None:
+                continue
+            if reply.has_error():
+                self.failures[cid] = f"client error: {reply.error.reason}"[:300]
+                continue
+            try:
+                update, _ = from_content(reply.content)
+                if not isinstance(update, ClientUpdate):
+                    raise GeneflError("malformed payload: not a client update")
+                replies[cid] = update
+            except GeneflError as exc:
+                self.failures[cid] = str(exc)
+        for cid in payloads:
+            if cid not in replies and cid not in self.failures:
+                self.failures[cid] = f"no reply within {self.timeout:g} s"
+        return dict(sorted(replies.items()))  # client-id order: the simulator's aggregation order
+
+    def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]:
+        return self._exchange("query.signature", round, {cid: Broadcast() for cid in ids})
+
+    def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
+        yield from self._exchange("train", round, broadcasts).items()
+
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> list[float] | None:
+        reply = self._exchange("train.welcome", round, {cid: broadcast}).get(cid)
+        return [float(a) for a in reply.meta["accs"]] if reply is not None else None
+
+    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
+        return {cid: float(u.meta["acc"]) for cid, u in self._exchange("evaluate", round, broadcasts).items()}
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = config_from_run_config(dict(context.run_config))
+    shape, classes = SHAPES[config.dataset]
+    spec = model_spec(config, shape, classes)
+    model = spec.build(config.seed, "global")
+    layers = model_layers(model)
+    strategy_cls, _ = get_method(config.method)
+    strategy = strategy_cls(config, layers, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    clients = FlowerClients(grid, config.flower.round_timeout)
+    clients.wait_for(list(range(config.num_clients)), config.flower.node_wait)
+    out = Path(config.flower.out).expanduser()
+    loop = RoundLoop(config, strategy, clients, model_nbytes(layers), config.num_clients, arrival_rounds(config),
+                     [ResultWriter(out)])
+    result = loop.run({"config": config, "layers": layers, "model": spec.name})
+    save_weights(result.final_weights, out / "weights.pt")
+    log.warning("genefl: %s finished %d rounds; results in %s", config.method, len(result.rounds), out / "results.json")
+
+
+def save_weights(weights, path: Path) -> None:
+    import torch
+
+    torch.save(weights, path)

@@ -1,0 +1,98 @@
+"""Start and stop real Flower processes on loopback for the tests (no mocks).
+
+Every process is started in its own session and killed (with its children) at teardown, pass or
+fail; FLWR_HOME is a temporary folder holding the connection config.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONUNBUFFERED="1",
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")  # Flower starts its helpers from PATH
+    return env
+
+
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Federation:
+    """A SuperLink (deployment or simulation) and, for deployment, SuperNodes."""
+
+    def __init__(self, root: Path, simulation: bool = False):
+        self.root, self.simulation = root, simulation
+        self.home = root / "flwr-home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.env = flower_env(self.home)
+        self.port = free_port()
+        self.processes: list[subprocess.Popen] = []
+        self.nodes: dict[int, subprocess.Popen] = {}
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n')
+
+    def _start(self, args: list[str], log: str) -> subprocess.Popen:
+        out = open(self.root / log, "w")
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
+    def start_superlink(self) -> None:
+        args = [str(BIN / "flower-superlink"), "--insecure", "--port", str(self.port), "--database", str(self.root / "state.db")]
+        self._start(args + (["--simulation"] if self.simulation else []), "superlink.log")
+        wait_for_port(self.port)
+
+    def start_node(self, partition_id: int, num_partitions: int) -> None:
+        args = [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+                "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]
+        self.nodes[partition_id] = self._start(args, f"node{partition_id}.log")
+
+    def kill_node(self, partition_id: int) -> None:
+        _kill(self.nodes[partition_id])
+
+    def run(self, run_config: str, timeout: float = 400, federation_config: str | None = None) -> subprocess.CompletedProcess:
+        args = [str(BIN / "flwr"), "run", str(REPO), "test", "--run-config", run_config, "--stream"]
+        if federation_config:
+            args += ["--federation-config", federation_config]
+        return subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=timeout, cwd=self.root)
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            _kill(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,114 @@
+"""The Flower runtime against real Flower processes on 127.0.0.1: a SuperLink and SuperNodes
+through `flwr run`, and Flower's own Ray simulation. Skipped as a module only when flwr is not
+installed (the README's test command installs it, so CI runs these)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from flower_harness import Federation  # noqa: E402
+
+from genefl.config import load_config  # noqa: E402
+from genefl.data.scenario import build_scenario  # noqa: E402
+from genefl.results import build_results  # noqa: E402
+from genefl.runtime.simulator import Simulator  # noqa: E402
+
+PARITY = ["rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"]
+
+
+def run_config(overrides: list[str], out) -> str:
+    quoted = []
+    for item in overrides:
+        key, value = item.split("=", 1)
+        quoted.append(f"{key}='{value}'" if not value.replace(".", "").replace("-", "").isdigit() and value not in ("true", "false") else item)
+    return " ".join(quoted + [f"flower.out='{out}'", "flower.node_wait=60.0", "flower.round_timeout=120.0"])
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    fed = Federation(tmp_path_factory.mktemp("deploy"))
+    try:
+        fed.start_superlink()
+        for i in range(3):
+            fed.start_node(i, 3)
+        yield fed
+    finally:
+        fed.stop()
+
+
+def simulate(overrides: list[str]):
+    config = load_config(None, overrides)
+    result = Simulator(config, build_scenario(config)).run()
+    return build_results(result), result.final_weights
+
+
+@pytest.mark.parametrize("method", ["fedavg", "genefl"])
+def test_simulator_and_flower_give_same_weights_and_bytes(deployment, tmp_path, method):
+    overrides = [f"method={method}", *PARITY]
+    proc = deployment.run(run_config(overrides, tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    flower_doc = json.loads((tmp_path / "results.json").read_text())
+    flower_weights = torch.load(tmp_path / "weights.pt")
+    sim_doc, sim_weights = simulate(overrides)
+    for key in ("bytes_up", "bytes_down", "bytes_total", "bytes_eval"):
+        assert flower_doc["summary"][key] == sim_doc["summary"][key], key
+    assert [r["bytes_up"] for r in flower_doc["rounds"]] == [r["bytes_up"] for r in sim_doc["rounds"]]
+    assert flower_weights.keys() == sim_weights.keys() and sim_weights
+    for name, value in sim_weights.items():
+        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+    assert flower_doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
+    if method == "genefl":
+        assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
+
+
+def test_run_goes_on_when_a_supernode_dies(tmp_path_factory):
+    fed = Federation(tmp_path_factory.mktemp("kill"))
+    out = fed.root / "out"
+    try:
+        fed.start_superlink()
+        for i in range(3):
+            fed.start_node(i, 3)
+        # kill node 2 once round 1 is written
+        def killer():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                rounds = out / "rounds.csv"
+                if rounds.exists() and len(rounds.read_text().splitlines()) >= 2:
+                    fed.kill_node(2)
+                    return
+                time.sleep(0.5)
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        cfg = run_config(["method=genefl", "rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"], out)
+        proc = fed.run(cfg.replace("flower.round_timeout=120.0", "flower.round_timeout=40.0"))
+        thread.join(timeout=5)
+    finally:
+        fed.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["rounds"]) == 2
+    assert doc["rounds"][0]["participants"] == 3
+    assert doc["rounds"][-1]["participants"] == 2 and doc["rounds"][-1]["dropped"] == 1
+    assert any("client 2" in note for note in doc["method_info"]["notes"])
+
+
+def test_flower_ray_simulation_runs_genefl(tmp_path_factory):
+    fed = Federation(tmp_path_factory.mktemp("sim"), simulation=True)
+    out = fed.root / "out"
+    try:
+        fed.start_superlink()
+        proc = fed.run(run_config(["method=genefl", "rounds=2", "num_clients=3", "num_newcomers=1", "eval_every=2",
+                                   "newcomer_rounds=[2]"], out), federation_config="num-supernodes=4")
+    finally:
+        fed.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["rounds"]) == 2 and doc["summary"]["acc_clients"] > 0.2
+    assert len(doc["newcomers"]) == 1 and doc["newcomers"][0]["init"] == "learngene"
