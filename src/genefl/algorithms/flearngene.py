@@ -46,6 +46,10 @@ class SharedGeneState:
 
 
 class FLearngene(Strategy):
+    def __init__(self, config, layers, initial):
+        super().__init__(config, layers, initial)
+        self.gene_layers()  # fail before any training if the budget cannot hold a body layer
+
     def gene_layers(self) -> list[int]:
         return last_body_layers(self.layers, int(self.config.flearngene.gene_budget * model_nbytes(self.layers)))
 

@@ -46,6 +46,11 @@ class GeneflState:
 
 
 class Genefl(Strategy):
+    def __init__(self, config, layers, initial):
+        super().__init__(config, layers, initial)
+        # fail before any training if the budget cannot hold a layer of this model
+        self.select([0.0] * len(layers), generator(config.seed, "budget-check"))
+
     @property
     def needs_signatures(self) -> bool:
         return self.config.genefl.clustering

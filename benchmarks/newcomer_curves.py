@@ -1,0 +1,42 @@
+"""Newcomer accuracy per fine-tuning epoch, mean over newcomers, for every run in a comparison folder.
+
+Usage: python benchmarks/newcomer_curves.py DIR   (DIR as written by `genefl compare`)
+Prints a Markdown table (one row per variant and seed) and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def curves(out: Path) -> dict[str, list[float]]:
+    rows = {}
+    for path in sorted(out.glob("*/seed*/results.json")):
+        doc = json.loads(path.read_text())
+        newcomers = doc["newcomers"]
+        if not newcomers:
+            continue
+        epochs = min(len(n["acc_by_epoch"]) for n in newcomers)
+        init = [n["acc_init"] for n in newcomers]
+        mean = [sum(n["acc_by_epoch"][e] for n in newcomers) / len(newcomers) for e in range(epochs)]
+        kinds = sorted({n["init"] for n in newcomers})
+        init_mb = sum(n["init_bytes"] for n in newcomers) / len(newcomers) / 1e6
+        rows[f"{path.parent.parent.name} {path.parent.name} ({'/'.join(kinds)}, {init_mb:.3f} MB)"] = [sum(init) / len(init)] + mean
+    return rows
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    rows = curves(out)
+    epochs = max(len(v) for v in rows.values()) - 1
+    print("| run (init, MB per newcomer init) | before | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " |")
+    print("|---|" + "---|" * (epochs + 1))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
+    print(json.dumps({"newcomer_acc_by_epoch": rows}))
+
+
+if __name__ == "__main__":
+    main()
