@@ -81,6 +81,7 @@ class Config:
     dataset: str = "digits"  # one of DATASETS; digits needs no files
     data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
     download: bool = False  # fetch missing dataset files from the official sources
+    checksum_file: str = ""  # md5sum-format file whose entries replace the built-in checksums (stand-in data)
     model: str = "auto"  # "auto" (cnn; resnet18 for CIFAR) | "mlp" | "cnn" | "resnet18"
     seed: int = 0  # every random choice derives from this
     rounds: int = 20  # communication rounds
@@ -103,6 +104,8 @@ class Config:
     newcomer_init: str = "method"  # "method": its natural start (global/cluster model, learnGene) | "random"
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
+    state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
+    state_dir: str = ""  # folder for state_store = "disk"; "" = a temporary folder removed at the end
     clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
     genefl: GeneflOptions = field(default_factory=GeneflOptions)
     fedprox: FedProxOptions = field(default_factory=FedProxOptions)
@@ -133,6 +136,7 @@ RULES: dict[str, tuple] = {
     "weight_decay": _NONNEG, "participation": _FRACTION, "dropout": _PROB,
     "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE,
     "device": (lambda v: v in ("cpu", "cuda", "mps") or v.startswith("cuda:"), "must be cpu, cuda, cuda:N or mps"),
+    "state_store": _choices(("memory", "disk")),
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
     "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
     "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,

@@ -16,6 +16,7 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import pickle
 import tarfile
 import tempfile
@@ -214,6 +215,23 @@ def load_digits_dataset() -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
     mean, std = x_train.mean(), x_train.std()
     return Dataset("digits", (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, 10)
+
+
+def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
+    """An md5sum-format file (`<md5>  <path relative to data_dir>` per line) as {path: md5}."""
+    try:
+        lines = Path(path).expanduser().read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"checksum_file {path}: cannot read it ({exc.strerror or exc})") from None
+    table = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-fA-F]{32}", parts[0]):
+            raise DataError(f"checksum_file {path}, line {number}: expected '<32 hex md5>  <relative path>'")
+        table[parts[1].strip().lstrip("*")] = parts[0].lower()
+    return table
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None, download: bool = False,

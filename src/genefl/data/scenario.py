@@ -17,7 +17,7 @@ from .. import rng
 from ..config import Config
 from ..errors import ConfigError
 from . import partition
-from .datasets import Dataset, load_dataset
+from .datasets import MD5, Dataset, load_dataset, read_checksum_file
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,10 @@ def partition_indices(config: Config, dataset: Dataset) -> tuple[list[np.ndarray
 
 
 def load_for(config: Config) -> Dataset:
-    return load_dataset(config.dataset, config.resolved_data_dir() or None, download=config.download)
+    checksums = None
+    if config.checksum_file and config.dataset != "digits":
+        checksums = {**MD5, **read_checksum_file(config.checksum_file)}
+    return load_dataset(config.dataset, config.resolved_data_dir() or None, download=config.download, checksums=checksums)
 
 
 def client_data(dataset: Dataset, train_idx: np.ndarray, test_idx: np.ndarray, device: str) -> ClientData:

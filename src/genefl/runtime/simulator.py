@@ -2,7 +2,7 @@
 
 Clients run one after another, all sharing one model object: load the broadcast, train, read the
 update, move on. Client data are tensors already on the device; per-client state lives in
-`self.stores`, a dict keyed by partition id. Updates are produced lazily and folded into the
+`self.states` (in memory, or one file per client with `state_store = "disk"`), keyed by partition id. Updates are produced lazily and folded into the
 strategy's streaming aggregate one at a time, so no list of client models is ever held.
 """
 
@@ -20,6 +20,7 @@ from ..messages import Broadcast, ClientUpdate
 from ..models import default_model
 from .events import Callback
 from .loop import RoundLoop, RunResult
+from .states import make_states
 
 __all__ = ["Simulator", "RunResult", "model_spec"]
 
@@ -35,28 +36,33 @@ class InProcessClients:
     def __init__(self, config: Config, scenario: Scenario, spec: ModelSpec, client, model, layers):
         self.config, self.scenario, self.spec, self.client = config, scenario, spec, client
         self.model, self.layers = model, layers
-        self.stores: dict[int, dict[str, Any]] = {}
+        self.states = make_states(config.state_store, config.state_dir)
         self.failures: dict[int, str] = {}
 
-    def env(self, cid: int, round: int) -> ClientEnv:
-        return ClientEnv(cid, round, self.model, self.scenario.clients[cid], self.stores.setdefault(cid, {}),
-                         self.config, self.spec, self.layers)
+    def call(self, handler, cid: int, round: int, *args: Any) -> Any:
+        """Run one client-half handler for `cid` with its state opened, and store the state after."""
+        state = self.states.open(cid)
+        try:
+            return handler(ClientEnv(cid, round, self.model, self.scenario.clients[cid], state, self.config,
+                                     self.spec, self.layers), *args)
+        finally:
+            self.states.close(cid, state)
 
     def available(self, ids: list[int]) -> list[int]:
         return list(ids)
 
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]:
-        return {cid: self.client.signature(self.env(cid, round)) for cid in ids}
+        return {cid: self.call(self.client.signature, cid, round) for cid in ids}
 
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
         for cid, broadcast in broadcasts.items():
-            yield cid, self.client.train(self.env(cid, round), broadcast)
+            yield cid, self.call(self.client.train, cid, round, broadcast)
 
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> list[float]:
-        return self.client.welcome(self.env(cid, round), broadcast)
+        return self.call(self.client.welcome, cid, round, broadcast)
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
-        return {cid: self.client.evaluate(self.env(cid, round), b) for cid, b in broadcasts.items()}
+        return {cid: self.call(self.client.evaluate, cid, round, b) for cid, b in broadcasts.items()}
 
 
 class Simulator:
@@ -73,8 +79,12 @@ class Simulator:
                               scenario.arrivals, callbacks)
 
     @property
-    def stores(self) -> dict[int, dict[str, Any]]:
-        return self.clients.stores
+    def states(self):
+        return self.clients.states
 
     def run(self) -> RunResult:
-        return self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name})
+        try:
+            return self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name})
+        finally:
+            if self.config.state_store == "disk" and not self.config.state_dir:
+                self.clients.states.cleanup()

@@ -1,0 +1,70 @@
+"""The shipped CIFAR-10/100 ResNet-18 configs, run through the CLI on a tiny synthetic stand-in
+written in the real CIFAR pickle layout (with its own md5sum file via `checksum_file`)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genefl.data.datasets import md5_of
+from test_cli import genefl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_standin(root: Path, name: str, per_file: int) -> Path:
+    """Random images with every class present, in the official folder and file names; returns the
+    md5sum file covering them."""
+    rng = np.random.default_rng(0)
+    if name == "cifar10":
+        folder, files, key, classes = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10
+    else:
+        folder, files, key, classes = "cifar-100-python", ["train", "test"], b"fine_labels", 100
+    (root / folder).mkdir(parents=True)
+    lines = []
+    for f in files:
+        n = per_file if name == "cifar10" else per_file * 2
+        labels = [int(v) for v in rng.permutation(np.arange(n) % classes)]
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: labels}
+        (root / folder / f).write_bytes(pickle.dumps(batch))
+        lines.append(f"{md5_of(root / folder / f)}  {folder}/{f}")
+    sums = root / "MD5SUMS"
+    sums.write_text("\n".join(lines) + "\n")
+    return sums
+
+
+@pytest.mark.parametrize("name, per_file", [("cifar10", 12), ("cifar100", 30)])
+def test_cifar_config_runs_on_a_standin(tmp_path, name, per_file):
+    data = tmp_path / "data"
+    sums = write_standin(data, name, per_file)
+    out = tmp_path / "out"
+    proc = genefl("run", "--config", str(ROOT / "configs" / f"{name}_resnet18.toml"), "--set", f"data_dir={data}",
+                  "--set", f"checksum_file={sums}", "--set", "rounds=2", "--set", "num_clients=2",
+                  "--set", "num_newcomers=1", "--set", "newcomer_epochs=1", "--set", "partition=iid",
+                  "--set", "eval_every=1", "--set", "method=genefl", "--set", "genefl.fisher_samples=8", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["dataset"] == name and len(doc["rounds"]) == 2 and len(doc["newcomers"]) == 1
+    s = doc["summary"]
+    assert s["model_bytes"] > 40e6  # ResNet-18: ~11M float32 parameters
+    assert 0 < s["gene_bytes"] <= 0.25 * s["model_bytes"]
+    assert doc["newcomers"][0]["init"] == "learngene" and doc["newcomers"][0]["init_bytes"] >= s["gene_bytes"]
+
+
+def test_standin_without_its_checksum_file_is_refused(tmp_path):
+    data = tmp_path / "data"
+    write_standin(data, "cifar10", 4)
+    proc = genefl("run", "--config", str(ROOT / "configs" / "cifar10_resnet18.toml"), "--set", f"data_dir={data}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "corrupt data file" in proc.stderr and "data_batch_1" in proc.stderr
+
+
+def test_malformed_checksum_file_is_one_line(tmp_path):
+    bad = tmp_path / "sums"
+    bad.write_text("not-a-checksum  x\n")
+    proc = genefl("run", "--set", "dataset=cifar10", "--set", f"data_dir={tmp_path}", "--set", f"checksum_file={bad}")
+    assert proc.returncode == 2 and "checksum_file" in proc.stderr and "line 1" in proc.stderr

@@ -1,0 +1,42 @@
+"""Per-client state kept on disk gives the same run as state kept in memory."""
+
+from __future__ import annotations
+
+import torch
+
+from genefl.config import load_config
+from genefl.data.scenario import build_scenario
+from genefl.results import build_results
+from genefl.runtime.simulator import Simulator
+
+BASE = ["method=genefl", "rounds=3", "num_clients=4", "num_newcomers=1", "newcomer_epochs=1", "eval_every=1"]
+
+
+def run(extra):
+    config = load_config(None, BASE + extra)
+    sim = Simulator(config, build_scenario(config))
+    doc = build_results(sim.run())
+    doc["summary"].pop("wall_s")
+    for r in doc["rounds"]:
+        r.pop("wall_s")
+    return doc, sim
+
+
+def test_disk_states_match_memory_and_hold_nothing_in_memory(tmp_path):
+    memory_doc, memory_sim = run([])
+    disk_doc, disk_sim = run(["state_store=disk", f"state_dir={tmp_path}"])
+    assert disk_doc == memory_doc
+    files = sorted(p.name for p in tmp_path.glob("client*.pt"))
+    assert files == [f"client{i}.pt" for i in range(5)]  # 4 training clients + the newcomer
+    assert disk_sim.states.nbytes_in_memory() == 0 and memory_sim.states.nbytes_in_memory() > 0
+    for (cid_m, mem), (cid_d, disk) in zip(memory_sim.states.items(), sorted(disk_sim.states.items())):
+        assert cid_m == cid_d
+        assert all(torch.equal(mem["model"][k], disk["model"][k]) for k in mem["model"])
+
+
+def test_temporary_state_folder_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    run(["state_store=disk"])
+    assert not list(tmp_path.glob("genefl-states-*"))
