@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=12000)
     args = parser.parse_args()
     overrides = ["method=fedavg", f"dataset={args.dataset}", "model=cnn", f"num_clients={args.clients}", "num_newcomers=0",
-                 "partition=iid", "local_epochs=1", "batch_size=32", f"rounds={args.rounds + 1}", f"eval_every={args.rounds + 1}"]
+                 "partition=iid", "local_epochs=1", "batch_size=32", f"rounds={args.rounds + 2}", f"eval_every={args.rounds + 2}"]
     if args.dataset != "digits":
         overrides.append(f"train_subset={args.train_subset}")
     config = load_config(None, overrides)
@@ -122,7 +122,7 @@ def main() -> None:
     for _ in range(args.repeats):  # alternate whole runs: genefl, pfl, genefl, pfl, ...
         walls: list[float] = []
         Simulator(config, scenario, [Walls(walls)]).run()
-        genefl_walls += walls[:-1]  # the last genefl round evaluates
+        genefl_walls += walls[1:-1]  # genefl's first round warms up, its last one evaluates
         walls = []
         run_pfl(config, scenario, config_model(config, scenario), args.rounds + 1, walls)
         pfl_walls += walls[1:]  # pfl's first iteration evaluates

@@ -33,8 +33,8 @@ def one(method: str, clients: int, per_client: int, rounds: int, dataset: str, s
     from genefl.runtime.simulator import Simulator
 
     overrides = [f"method={method}", f"dataset={dataset}", "model=cnn", f"num_clients={clients}", "num_newcomers=0",
-                 "partition=iid", f"batch_size={per_client}", "local_epochs=1", f"rounds={rounds + 1}",
-                 f"eval_every={rounds + 1}", f"min_samples={per_client}", f"state_store={store}",
+                 "partition=iid", f"batch_size={per_client}", "local_epochs=1", f"rounds={rounds + 2}",
+                 f"eval_every={rounds + 2}", f"min_samples={per_client}", f"state_store={store}",
                  f"genefl.fisher_samples={per_client}"]
     if dataset != "digits":
         overrides.append(f"train_subset={clients * per_client}")
@@ -43,19 +43,20 @@ def one(method: str, clients: int, per_client: int, rounds: int, dataset: str, s
     sim = Simulator(config, scenario)
     result = sim.run()
     state_in_memory = sim.states.nbytes_in_memory()
-    walls = [r.wall_s for r in result.rounds[:-1]]
-    # the same batches (one per client) in a plain loop: the compute the clients cannot avoid
+    walls = [r.wall_s for r in result.rounds[1:-1]]  # round 1 warms up kernels; the last one evaluates
+    # the same batches in a plain loop: the compute the clients cannot avoid
     model, loss_fn = sim.model, nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, foreach=True)
     plain = []
-    for _ in range(rounds):
+    for _ in range(rounds + 1):
         t0 = time.perf_counter()
         for c in scenario.clients:
-            optimizer.zero_grad()
-            loss_fn(model(c.x_train), c.y_train).backward()
-            optimizer.step()
+            for start in range(0, c.num_train, config.batch_size):
+                optimizer.zero_grad()
+                loss_fn(model(c.x_train[start : start + config.batch_size]), c.y_train[start : start + config.batch_size]).backward()
+                optimizer.step()
         plain.append(time.perf_counter() - t0)
-    round_s, plain_s = statistics.median(walls), statistics.median(plain)
+    round_s, plain_s = statistics.median(walls), statistics.median(plain[1:])
     return {"method": method, "clients": clients, "round_s": round(round_s, 4), "plain_s": round(plain_s, 4),
             "fixed_ms_per_client": round(1000 * (round_s - plain_s) / clients, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -67,9 +67,11 @@ class Federation:
         self._start(args + (["--simulation"] if self.simulation else []), "superlink.log")
         wait_for_port(self.port)
 
-    def start_node(self, partition_id: int, num_partitions: int) -> None:
+    def start_node(self, partition_id: int, num_partitions: int | None = None, data_file: str | None = None) -> None:
+        """A SuperNode holding a benchmark partition, or (with `data_file`) its own data file."""
+        node_config = f"partition-id={partition_id} " + (f"data-file='{data_file}'" if data_file else f"num-partitions={num_partitions}")
         args = [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
-                "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]
+                "--node-config", node_config]
         self.nodes[partition_id] = self._start(args, f"node{partition_id}.log")
 
     def kill_node(self, partition_id: int) -> None:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,45 @@ def test_flower_ray_simulation_runs_genefl(tmp_path_factory):
     doc = json.loads((out / "results.json").read_text())
     assert len(doc["rounds"]) == 2 and doc["summary"]["acc_clients"] > 0.2
     assert len(doc["newcomers"]) == 1 and doc["newcomers"][0]["init"] == "learngene"
+
+
+def test_own_data_node_and_a_late_newcomer_node(tmp_path_factory):
+    """Node 2 joins with its own .npz file (the documented format); node 3, a newcomer, connects only
+    after round 1 and is welcomed the GENE-FL way (signature -> cluster -> learnGene only)."""
+    fed = Federation(tmp_path_factory.mktemp("own"))
+    out = fed.root / "out"
+    overrides = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=1", "newcomer_rounds=[2]", "eval_every=3",
+                 "newcomer_epochs=2"]
+    config = load_config(None, overrides)
+    own = build_scenario(config).clients[2]
+    data_file = fed.root / "client2.npz"
+    np.savez(data_file, x_train=own.x_train.numpy(), y_train=own.y_train.numpy(), x_test=own.x_test.numpy(),
+             y_test=own.y_test.numpy())
+    try:
+        fed.start_superlink()
+        fed.start_node(0, 4)
+        fed.start_node(1, 4)
+        fed.start_node(2, data_file=str(data_file))
+
+        def late_newcomer():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                rounds = out / "rounds.csv"
+                if rounds.exists() and len(rounds.read_text().splitlines()) >= 2:
+                    fed.start_node(3, 4)
+                    return
+                time.sleep(0.5)
+        thread = threading.Thread(target=late_newcomer, daemon=True)
+        thread.start()
+        proc = fed.run(run_config(overrides, out))
+        thread.join(timeout=5)
+    finally:
+        fed.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["participants"] for r in doc["rounds"]][0] == 3  # node 2 trained on its own file
+    assert len(doc["newcomers"]) == 1
+    newcomer = doc["newcomers"][0]
+    assert newcomer["id"] == 3 and newcomer["arrival_round"] >= 2 and newcomer["init"] == "learngene"
+    assert 0 < newcomer["init_bytes"] < doc["summary"]["model_bytes"] and len(newcomer["acc_by_epoch"]) == 2
+    assert doc["method_info"]["cluster_of"]["3"] == newcomer["cluster"]

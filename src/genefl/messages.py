@@ -128,5 +128,8 @@ def check_update(update: ClientUpdate, expected: dict[str, torch.Tensor], requir
             raise GeneflError(
                 f"rejected update: tensor {name!r} is {t.dtype}{list(t.shape)}, expected {ref.dtype}{list(ref.shape)}"
             )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise GeneflError(f"rejected update: tensor {name!r} holds NaN or inf")
+    floats = [t for t in update.tensors.values() if t.is_floating_point()]
+    if floats and not bool(torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()):
+        # one fused pass over all tensors (a norm is finite iff every entry is); name the culprit
+        bad = next(n for n, t in update.tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+        raise GeneflError(f"rejected update: tensor {bad!r} holds NaN or inf")

@@ -1,4 +1,4 @@
-"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025), as specified in docs/method.md.
+"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025); README "GENE-FL, as implemented" maps stages to modules.
 
 Stage 0 clusters clients by PACFL signatures; Stage 1 trains locally under a Fisher-masked
 quadratic constraint and a per-layer smoothing term around the model held at the start of training;

@@ -13,6 +13,7 @@ Message types: query.identify, query.signature, train, train.welcome, evaluate.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -26,8 +27,8 @@ from flwr.clientapp import ClientApp
 from ..algorithms import get as get_method
 from ..algorithms.base import ClientEnv
 from ..config import Config
-from ..data.datasets import SHAPES, load_dataset
-from ..data.scenario import ClientData, client_data, partition_indices
+from ..data.datasets import SHAPES
+from ..data.scenario import ClientData, client_data, load_for, partition_indices
 from ..errors import DataError, GeneflError
 from ..layers import model_layers
 from ..messages import ClientUpdate
@@ -53,7 +54,7 @@ def _partition_data(config: Config, cid: int, num_partitions: int, data_dir: str
     expected = config.num_clients + config.num_newcomers
     if num_partitions != expected:
         raise GeneflError(f"num-partitions={num_partitions}, but num_clients + num_newcomers = {expected}")
-    dataset = load_dataset(config.dataset, data_dir or None, download=config.download)
+    dataset = load_for(dataclasses.replace(config, data_dir=data_dir))  # honours checksum_file too
     train_parts, test_parts = partition_indices(config, dataset)
     return client_data(dataset, train_parts[cid], test_parts[cid], config.device)
 
