@@ -57,3 +57,4 @@ def test_three_disjoint_label_groups_are_recovered(num_clusters):
     # a newcomer from group 2 (held-out samples of the last client) joins group 2's cluster
     newcomer = clustering.signature(clients[-1][-10:].repeat(1, 1), 5)
     assert clustering.nearest_cluster(newcomer, sigs[:-1], labels[:-1]) == 2
+

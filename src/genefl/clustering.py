@@ -44,8 +44,18 @@ def principal_angles(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
 def proximity_matrix(signatures: list[torch.Tensor]) -> torch.Tensor:
     """A[i, j] = mean principal angle (degrees) between clients i and j; symmetric, zero diagonal."""
     u = torch.stack([s.double() for s in signatures])  # (m, d, p)
-    cosines = torch.linalg.svdvals(u.transpose(1, 2).unsqueeze(1) @ u.unsqueeze(0))  # (m, m, p)
-    angles = torch.rad2deg(torch.arccos(cosines.clamp(0.0, 1.0))).mean(dim=-1)  # (m, m)
+    m, d, p = u.shape
+    flat = u.transpose(1, 2).reshape(m * p, d)  # every client's p basis vectors as rows
+    angles = torch.empty(m, m, dtype=torch.float64)
+    # U_i^T U_j for all pairs from one Gram matrix, a block of rows at a time: memory stays
+    # O(block * m * p^2) instead of materialising (m, m, p, d) broadcasts (31 GB at m = 1000).
+    block = max(1, 4096 // p)
+    for start in range(0, m, block):
+        rows = flat[start * p : (start + block) * p]  # (b * p, d)
+        b = rows.shape[0] // p
+        gram = (rows @ flat.T).reshape(b, p, m, p).permute(0, 2, 1, 3)  # (b, m, p, p)
+        cosines = torch.linalg.svdvals(gram)  # (b, m, p)
+        angles[start : start + b] = torch.rad2deg(torch.arccos(cosines.clamp(0.0, 1.0))).mean(dim=-1)
     angles = (angles + angles.T) / 2
     angles.fill_diagonal_(0.0)
     return angles
