@@ -39,10 +39,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion_mnist" if os.environ.get("GENEFL_DATA") else "digits")
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--fisher-samples", type=int, default=0, help="override genefl.fisher_samples (0 = default 256)")
     args = parser.parse_args()
     overrides = [f"dataset={args.dataset}", f"model={args.model}", "num_clients=20", "num_newcomers=0", "alpha=0.1"]
     if args.dataset != "digits":
         overrides.append("train_subset=12000")
+    if args.fisher_samples:
+        overrides.append(f"genefl.fisher_samples={args.fisher_samples}")
     config = load_config(None, overrides)
     scenario = build_scenario(config)
     sizes = sorted(range(len(scenario.clients)), key=lambda i: scenario.clients[i].num_train)
