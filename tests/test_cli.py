@@ -93,3 +93,10 @@ def test_invalid_method_options_are_one_line_exit_2(tmp_path, args, fragment):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert fragment in proc.stderr
     assert not (tmp_path / "x" / "rounds.csv").exists()  # refused before any round ran
+
+
+def test_nan_accuracy_becomes_null_not_a_crash(tmp_path):
+    from genefl.results import write_json
+
+    write_json({"summary": {"acc": float("nan")}, "newcomers": [{"acc_by_epoch": [0.5, float("inf")]}]}, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == {"summary": {"acc": None}, "newcomers": [{"acc_by_epoch": [0.5, None]}]}

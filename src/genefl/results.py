@@ -98,11 +98,16 @@ class ResultWriter(Callback):
 
 def write_json(doc: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=_jsonable))
+    tmp.write_text(json.dumps(_finite(doc), indent=1, allow_nan=False))
     tmp.replace(path)  # atomic: a reader never sees half a file
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+def _finite(value: Any) -> Any:
+    """NaN / inf (e.g. the accuracy on an empty test split) become null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

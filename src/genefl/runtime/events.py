@@ -20,7 +20,8 @@ class RoundReport:
     notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
 
     def mean_acc(self, training_only: bool = True) -> float | None:
-        accs = [a for c, a in self.acc_by_client.items() if c < self.num_training_clients or not training_only]
+        accs = [a for c, a in self.acc_by_client.items()
+                if (c < self.num_training_clients or not training_only) and a == a]  # a != a: NaN, an empty test split
         return sum(accs) / len(accs) if accs else None
 
 
