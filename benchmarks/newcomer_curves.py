@@ -19,11 +19,15 @@ def curves(out: Path) -> dict[str, list[float]]:
         if not newcomers:
             continue
         epochs = min(len(n["acc_by_epoch"]) for n in newcomers)
-        init = [n["acc_init"] for n in newcomers]
-        mean = [sum(n["acc_by_epoch"][e] for n in newcomers) / len(newcomers) for e in range(epochs)]
+        def mean_of(values):  # null = a newcomer with an empty test split
+            values = [v for v in values if v is not None]
+            return sum(values) / len(values) if values else float("nan")
+
+        init = mean_of(n["acc_init"] for n in newcomers)
+        mean = [mean_of(n["acc_by_epoch"][e] for n in newcomers) for e in range(epochs)]
         kinds = sorted({n["init"] for n in newcomers})
         init_mb = sum(n["init_bytes"] for n in newcomers) / len(newcomers) / 1e6
-        rows[f"{path.parent.parent.name} {path.parent.name} ({'/'.join(kinds)}, {init_mb:.3f} MB)"] = [sum(init) / len(init)] + mean
+        rows[f"{path.parent.parent.name} {path.parent.name} ({'/'.join(kinds)}, {init_mb:.3f} MB)"] = [init] + mean
     return rows
 
 

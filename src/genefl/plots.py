@@ -64,7 +64,9 @@ def plot_all(docs: list[dict], out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, runs in groups.items():
-        curves = [np.mean([[n["acc_init"]] + n["acc_by_epoch"] for n in d["newcomers"]], axis=0) for d in runs if d["newcomers"]]
+        # a newcomer with an empty test split has null accuracies: leave it out of the mean
+        curves = [np.nanmean(np.array([[n["acc_init"]] + n["acc_by_epoch"] for n in d["newcomers"]], dtype=float), axis=0)
+                  for d in runs if d["newcomers"]]
         if curves:
             arr = np.array(curves) * 100
             _band(ax, np.arange(arr.shape[1]), arr.mean(0), arr.std(0), label)
