@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
 
 EXACT_SVD_LIMIT = 4_000_000  # entries of X below which the exact SVD is cheap enough
 
@@ -63,6 +61,11 @@ def proximity_matrix(signatures: list[torch.Tensor]) -> torch.Tensor:
 
 def cluster(distances: torch.Tensor, num_clusters: int = 0, beta: float = 35.0) -> list[int]:
     """Average-linkage agglomerative clustering; labels 0..K-1 in order of first appearance."""
+    # scipy is imported here, not at module level: only the server clusters, and every Flower
+    # ClientApp process would otherwise pay ~0.5 s importing it
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
     m = distances.shape[0]
     if m == 1:
         return [0]
