@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the loopback Federation harness the Flower tests use
 
+from common import add_workload_arguments  # noqa: E402
 from flower_harness import Federation  # noqa: E402
 
 from genefl.config import load_config  # noqa: E402
@@ -35,10 +36,7 @@ from genefl.runtime.simulator import Simulator  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion_mnist" if os.environ.get("GENEFL_DATA") else "digits")
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=4, help="at least 3: the first and last rounds are not timed")
-    parser.add_argument("--train-subset", type=int, default=12000)
+    add_workload_arguments(parser, rounds=4, rounds_help="at least 3: the first and last rounds are not timed")
     args = parser.parse_args()
 
     keys = {"method": "fedavg", "dataset": args.dataset, "model": "cnn", "num_clients": args.clients, "num_newcomers": 0,

@@ -30,8 +30,9 @@ from torch import nn
 
 from genefl.config import load_config
 from genefl.data.scenario import build_scenario
-from genefl.runtime.events import Callback
 from genefl.runtime.simulator import Simulator
+
+from common import RoundWalls, add_workload_arguments
 
 
 def centralized_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float,
@@ -50,24 +51,9 @@ def centralized_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     return time.perf_counter() - t0
 
 
-class RoundTimer(Callback):
-    """Collects the wall time of every round, then runs `between` (outside the timed round)."""
-
-    def __init__(self, between):
-        self.walls: list[float] = []
-        self.between = between
-
-    def after_round(self, report):
-        self.walls.append(report.wall_s)
-        self.between()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion_mnist" if os.environ.get("GENEFL_DATA") else "digits")
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=6, help="timed rounds per method (medians over these)")
-    parser.add_argument("--train-subset", type=int, default=12000)
+    add_workload_arguments(parser, rounds=6, rounds_help="timed rounds per method (medians over these)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--methods", default="fedavg,genefl")
     parser.add_argument("--model", default="cnn")
@@ -90,7 +76,7 @@ def main() -> None:
         central_s: list[float] = []
         gen = torch.Generator().manual_seed(0)
         # interleaved: one centralized epoch after each simulator round
-        timer = RoundTimer(lambda: central_s.append(centralized_epoch(central, x, y, config.batch_size, config.lr, gen)))
+        timer = RoundWalls(lambda: central_s.append(centralized_epoch(central, x, y, config.batch_size, config.lr, gen)))
         Simulator(config, scenario, [timer]).run()
         sim_s = timer.walls[1:-1]  # round 1 warms up kernels and the last one evaluates: neither is timed
         central_s = central_s[1:-1]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 
@@ -27,8 +26,9 @@ from torch import nn
 
 from genefl.config import load_config
 from genefl.data.scenario import build_scenario
-from genefl.runtime.events import Callback
 from genefl.runtime.simulator import Simulator
+
+from common import RoundWalls, add_workload_arguments
 
 
 class PflCNN(nn.Module):
@@ -95,21 +95,10 @@ def run_pfl(config, scenario, initial: nn.Module, rounds: int, timings: list[flo
                              model_eval_params=evaluation, callbacks=[Timer()], send_metrics_to_platform=False)
 
 
-class Walls(Callback):
-    def __init__(self, walls):
-        self.walls = walls
-
-    def after_round(self, report):
-        self.walls.append(report.wall_s)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion_mnist" if os.environ.get("GENEFL_DATA") else "digits")
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+    add_workload_arguments(parser, rounds=5)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--train-subset", type=int, default=12000)
     args = parser.parse_args()
     overrides = ["method=fedavg", f"dataset={args.dataset}", "model=cnn", f"num_clients={args.clients}", "num_newcomers=0",
                  "partition=iid", "local_epochs=1", "batch_size=32", f"rounds={args.rounds + 2}", f"eval_every={args.rounds + 2}"]
@@ -120,9 +109,9 @@ def main() -> None:
     genefl_walls: list[float] = []
     pfl_walls: list[float] = []
     for _ in range(args.repeats):  # alternate whole runs: genefl, pfl, genefl, pfl, ...
-        walls: list[float] = []
-        Simulator(config, scenario, [Walls(walls)]).run()
-        genefl_walls += walls[1:-1]  # genefl's first round warms up, its last one evaluates
+        timer = RoundWalls()
+        Simulator(config, scenario, [timer]).run()
+        genefl_walls += timer.walls[1:-1]  # genefl's first round warms up, its last one evaluates
         walls = []
         run_pfl(config, scenario, config_model(config, scenario), args.rounds + 1, walls)
         pfl_walls += walls[1:]  # pfl's first iteration evaluates

@@ -4,40 +4,26 @@ written in the real CIFAR pickle layout (with its own md5sum file via `checksum_
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from genefl.data.datasets import md5_of
 from test_cli import genefl
+from test_datasets import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_standin(root: Path, name: str, per_file: int) -> Path:
-    """Random images with every class present, in the official folder and file names; returns the
+    """Stand-in files in the official folder and file names (test_datasets' writer); returns the
     md5sum file covering them."""
-    rng = np.random.default_rng(0)
-    if name == "cifar10":
-        folder, files, key, classes = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10
-    else:
-        folder, files, key, classes = "cifar-100-python", ["train", "test"], b"fine_labels", 100
-    (root / folder).mkdir(parents=True)
-    lines = []
-    for f in files:
-        n = per_file if name == "cifar10" else per_file * 2
-        labels = [int(v) for v in rng.permutation(np.arange(n) % classes)]
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: labels}
-        (root / folder / f).write_bytes(pickle.dumps(batch))
-        lines.append(f"{md5_of(root / folder / f)}  {folder}/{f}")
     sums = root / "MD5SUMS"
-    sums.write_text("\n".join(lines) + "\n")
+    root.mkdir(parents=True)
+    sums.write_text("".join(f"{md5}  {rel}\n" for rel, md5 in write_cifar(root, name, per_file).items()))
     return sums
 
 
-@pytest.mark.parametrize("name, per_file", [("cifar10", 12), ("cifar100", 30)])
+@pytest.mark.parametrize("name, per_file", [("cifar10", 12), ("cifar100", 60)])
 def test_cifar_config_runs_on_a_standin(tmp_path, name, per_file):
     data = tmp_path / "data"
     sums = write_standin(data, name, per_file)

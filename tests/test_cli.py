@@ -58,13 +58,21 @@ def test_config_file_and_overrides(tmp_path):
         (["--set", "rounds=many"], "rounds: expected int"),
         (["--set", "dataset=mnist", "--set", "data_dir=/nonexistent/genefl"], "/nonexistent/genefl"),
         (["--bogus"], "unrecognized arguments"),
+        (["--set", "genefl.gene_budget=0"], "genefl.gene_budget: must be in (0, 1]"),
+        (["--set", "genefl.gene_budget=1.5"], "genefl.gene_budget: must be in (0, 1]"),
+        (["--set", "genefl.fisher_top=0"], "genefl.fisher_top: must be in (0, 1]"),
+        (["--set", "genefl.fisher_top=2"], "genefl.fisher_top: must be in (0, 1]"),
+        (["--set", "clustering.p=0"], "clustering.p: must be >= 1"),
+        (["--set", "method=genefl", "--set", "genefl.gene_budget=0.001"], "cannot hold any layer"),
+        (["--set", "method=flearngene", "--set", "flearngene.gene_budget=0.001"], "cannot hold any body layer"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     proc = genefl("run", *args, "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert fragment in proc.stderr
+    assert not (tmp_path / "x" / "rounds.csv").exists()  # refused before any round ran
 
 
 def test_malformed_toml_is_one_line_exit_2(tmp_path):
@@ -73,26 +81,6 @@ def test_malformed_toml_is_one_line_exit_2(tmp_path):
     proc = genefl("run", "--config", str(bad))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "not valid TOML" in proc.stderr
-
-
-@pytest.mark.parametrize(
-    "args, fragment",
-    [
-        (["--set", "genefl.gene_budget=0"], "genefl.gene_budget: must be in (0, 1]"),
-        (["--set", "genefl.gene_budget=1.5"], "genefl.gene_budget: must be in (0, 1]"),
-        (["--set", "genefl.fisher_top=0"], "genefl.fisher_top: must be in (0, 1]"),
-        (["--set", "genefl.fisher_top=2"], "genefl.fisher_top: must be in (0, 1]"),
-        (["--set", "clustering.p=0"], "clustering.p: must be >= 1"),
-        (["--set", "genefl.gene_budget=0.001"], "cannot hold any layer"),
-        (["--set", "method=flearngene", "--set", "flearngene.gene_budget=0.001"], "cannot hold any body layer"),
-    ],
-)
-def test_invalid_method_options_are_one_line_exit_2(tmp_path, args, fragment):
-    proc = genefl("run", "--set", "method=genefl", *args, "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert fragment in proc.stderr
-    assert not (tmp_path / "x" / "rounds.csv").exists()  # refused before any round ran
 
 
 def test_nan_accuracy_becomes_null_not_a_crash(tmp_path):

@@ -93,22 +93,23 @@ def test_missing_file_and_missing_dir(tmp_path):
         load_dataset("mnist", None)
 
 
-def cifar_batch(n, label_key, seed):
+def cifar_batch(n, label_key, seed, classes):
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
     data[0, 1024] = 255  # first pixel of the green plane of image 0
     data[0, 0] = 0
-    return pickle.dumps({b"data": data, label_key: list(range(n))})
+    return pickle.dumps({b"data": data, label_key: [i % classes for i in range(n)]})
 
 
-def write_cifar(root, name):
+def write_cifar(root, name, n=4):
+    """Random CIFAR-format batches of `n` images each under `root`; returns their md5 table."""
     if name == "cifar10":
-        folder, files, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
+        folder, files, key, classes = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10
     else:
-        folder, files, key = root / "cifar-100-python", ["train", "test"], b"fine_labels"
+        folder, files, key, classes = root / "cifar-100-python", ["train", "test"], b"fine_labels", 100
     folder.mkdir(parents=True)
     for i, f in enumerate(files):
-        (folder / f).write_bytes(cifar_batch(4, key, i))
+        (folder / f).write_bytes(cifar_batch(n, key, i, classes))
     return {f"{folder.name}/{f}": md5_of(folder / f) for f in files}
 
 

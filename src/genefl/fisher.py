@@ -54,10 +54,11 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_samp
     try:
         if per_sample == "loop":
             _accumulate_loop(model, x, y, total)
-        for start in range(0, len(y) if per_sample == "vmap" else 0, chunk_size):
-            grads = per_sample_grads(params, x[start : start + chunk_size], y[start : start + chunk_size])
-            for k, g in grads.items():  # g: (chunk, *param shape)
-                total[k] += (g * g).sum(dim=0)
+        else:
+            for start in range(0, len(y), chunk_size):
+                grads = per_sample_grads(params, x[start : start + chunk_size], y[start : start + chunk_size])
+                for k, g in grads.items():  # g: (chunk, *param shape)
+                    total[k] += (g * g).sum(dim=0)
     finally:
         model.train(was_training)
     return {k: v / max(len(y), 1) for k, v in total.items()}

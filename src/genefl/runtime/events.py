@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,8 @@ class RoundReport:
     notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
 
     def mean_acc(self, training_only: bool = True) -> float | None:
-        accs = [a for c, a in self.acc_by_client.items()
-                if (c < self.num_training_clients or not training_only) and a == a]  # a != a: NaN, an empty test split
+        accs = [a for c, a in self.acc_by_client.items()  # NaN: an empty test split, left out
+                if (c < self.num_training_clients or not training_only) and not math.isnan(a)]
         return sum(accs) / len(accs) if accs else None
 
 

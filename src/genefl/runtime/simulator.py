@@ -2,8 +2,9 @@
 
 Clients run one after another, all sharing one model object: load the broadcast, train, read the
 update, move on. Client data are tensors already on the device; per-client state lives in
-`self.states` (in memory, or one file per client with `state_store = "disk"`), keyed by partition id. Updates are produced lazily and folded into the
-strategy's streaming aggregate one at a time, so no list of client models is ever held.
+`self.states` (in memory, or one file per client with `state_store = "disk"`), keyed by partition
+id. Updates are produced lazily and folded into the strategy's streaming aggregate one at a time,
+so no list of client models is ever held.
 """
 
 from __future__ import annotations
@@ -86,5 +87,4 @@ class Simulator:
         try:
             return self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name})
         finally:
-            if self.config.state_store == "disk" and not self.config.state_dir:
-                self.clients.states.cleanup()
+            self.clients.states.cleanup()  # removes only a temporary folder the store made itself

@@ -68,9 +68,6 @@ class DiskStates:
     def nbytes_in_memory(self) -> int:
         return 0
 
-    def nbytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.glob("client*.pt"))
-
     def cleanup(self) -> None:
         if self._own:
             shutil.rmtree(self.folder, ignore_errors=True)
