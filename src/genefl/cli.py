@@ -35,9 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated methods, each optionally with overrides: genefl[newcomer_init=random]")
     compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     compare.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare-<dataset>-<time>)")
+    add_jobs_argument(compare)
+    study = sub.add_parser("newcomers", help="the newcomer study: every newcomer start on the identical newcomers")
+    add_config_arguments(study)
+    study.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    study.add_argument("--methods", default="", help="more methods to run for the method table (genefl, fedavg, "
+                       "flearngene and pacfl always run), e.g. fedprox,scaffold,fedlp,local")
+    study.add_argument("--replicates", type=int, default=3,
+                       help="fine-tuning seeds for the learngene/global/random starts (the noise floor); >= 1")
+    study.add_argument("--out", type=Path, default=None, help="output folder (default: runs/newcomers-<dataset>-<time>)")
+    add_jobs_argument(study)
     plot = sub.add_parser("plot", help="redraw the plots of a comparison folder")
     plot.add_argument("dir", type=Path)
     return parser
+
+
+def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs side by side, the CPU cores split evenly between them (default 1)")
+
+
+def check_jobs(jobs: int) -> int:
+    if jobs < 1:
+        raise GeneflError(f"--jobs: must be >= 1, got {jobs}")
+    return jobs
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,10 +123,34 @@ def command_compare(args: argparse.Namespace) -> int:
     variants, seeds = parse_variants(args.methods), parse_seeds(args.seeds)
     out = args.out or Path("runs") / f"compare-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    docs = run_comparison(config, variants, seeds, out)
+    docs = run_comparison(config, variants, seeds, out, jobs=check_jobs(args.jobs))
     plot_all(docs, out)
     print((out / "summary.md").read_text())
     print(f"tables and plots in {out}")
+    return 0
+
+
+def command_newcomers(args: argparse.Namespace) -> int:
+    from .compare import parse_variants
+    from .plots import plot_all
+    from .study import run_study
+
+    config = load_config(args.config, args.overrides)
+    seeds, jobs = parse_seeds(args.seeds), check_jobs(args.jobs)
+    if args.replicates < 1:
+        raise GeneflError(f"--replicates: must be >= 1, got {args.replicates}")
+    if config.num_newcomers < 1:
+        raise GeneflError("num_newcomers: the newcomer study needs at least one newcomer")
+    extra = parse_variants(args.methods) if args.methods.strip() else []
+    out = args.out or Path("runs") / f"newcomers-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    run_study(config, seeds, out, extra, jobs=jobs, replicates=args.replicates)
+    from .compare import load_runs
+
+    plot_all(load_runs(out), out)
+    print((out / "summary.md").read_text())
+    print((out / "newcomers" / "study.md").read_text())
+    print(f"tables and plots in {out} and {out / 'newcomers'}")
     return 0
 
 
@@ -120,7 +165,7 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "compare": command_compare, "plot": command_plot}
+COMMANDS = {"run": command_run, "compare": command_compare, "newcomers": command_newcomers, "plot": command_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,29 +11,36 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from .config import Config, load_config, parse_override, replace
+from .config import Config, parse_override, replace
 from .errors import ConfigError
 from .results import ResultWriter
 from .runtime.progress import ProgressBar
+
+STARTS_FILE = "newcomer_starts.pt"  # what each newcomer was sent, kept for the newcomer study
 
 # summary.csv columns: (column, results.json summary key, scale)
 COLUMNS = [
     ("acc_clients", "acc_clients", 1.0),
     ("acc_newcomers_first_epoch", "acc_newcomers_first_epoch", 1.0),
     ("acc_newcomers_last_epoch", "acc_newcomers_last_epoch", 1.0),
+    ("acc_newcomers_val_chosen", "acc_newcomers_val_chosen", 1.0),
     ("mb_per_round", "bytes_per_round", 1e-6),
     ("mb_total", "bytes_total", 1e-6),
     ("mb_newcomer_init", "bytes_newcomer_init_mean", 1e-6),
     ("wall_s", "wall_s", 1.0),
 ]
 HEADERS = ["method", "acc. training clients", "newcomer acc. 1st epoch", "newcomer acc. last epoch",
+           "newcomer acc. val.-chosen epoch",
            "MB per round", "total MB", "MB to initialize a newcomer", "wall s"]
 
 
@@ -69,32 +76,90 @@ def variant_config(base: Config, variant: Variant, seed: int) -> Config:
     return replace(base, method=variant.method, seed=seed, **variant.overrides)
 
 
-def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out: Path) -> list[dict]:
-    from .data.scenario import build_scenario, load_for
-    from .runtime.simulator import Simulator
-
+def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out: Path, jobs: int = 1,
+                   record_starts: bool = False) -> list[dict]:
+    """Run every (variant, seed); with `jobs` > 1, that many runs side by side in worker processes,
+    the machine's cores split evenly between them (torch in each process would otherwise take every
+    core, and runs that oversubscribe the cores slow each other down more than tenfold)."""
     configs = {(v.label, s): variant_config(base, v, s) for v in variants for s in seeds}  # validate all first
-    dataset = load_for(base)
-    docs = []
-    jobs = tqdm(total=len(configs), desc="compare", unit="run", position=0, dynamic_ncols=True)
-    for seed in seeds:
-        scenarios: dict[tuple, Any] = {}
-        for variant in variants:
-            config = configs[(variant.label, seed)]
-            key = scenario_key(config)
-            if key not in scenarios:
-                scenarios[key] = build_scenario(config, dataset)
-            jobs.set_postfix_str(f"{variant.label} seed {seed}")
-            folder = out / variant.folder / f"seed{seed}"
-            bar = ProgressBar(config.rounds, f"{variant.label} s{seed}", position=1, leave=False)
-            Simulator(config, scenarios[key], [bar, ResultWriter(folder)]).run()
-            doc = json.loads((folder / "results.json").read_text())
-            doc["label"] = variant.label
-            docs.append(doc)
-            jobs.update(1)
-    jobs.close()
+    tasks = [(v, s, configs[(v.label, s)], out / v.folder / f"seed{s}") for s in seeds for v in variants]
+    bar = tqdm(total=len(tasks), desc="compare", unit="run", position=0, dynamic_ncols=True)
+    if jobs > 1:
+        docs = _run_parallel(tasks, jobs, record_starts, bar)
+    else:
+        docs = _run_here(base, tasks, record_starts, bar)
+    bar.close()
     write_summary(docs, out)
     return docs
+
+
+def _run_here(base: Config, tasks: list, record_starts: bool, bar) -> list[dict]:
+    from .data.scenario import build_scenario, load_for
+
+    dataset, scenarios, docs = load_for(base), {}, []
+    for variant, seed, config, folder in tasks:
+        key = scenario_key(config)
+        if key not in scenarios:
+            scenarios[key] = build_scenario(config, dataset)
+        bar.set_postfix_str(f"{variant.label} seed {seed}")
+        progress = ProgressBar(config.rounds, f"{variant.label} s{seed}", position=1, leave=False)
+        docs.append(run_one(config, folder, variant.label, record_starts, scenarios[key], progress))
+        bar.update(1)
+    return docs
+
+
+def run_one(config: Config, folder: Path, label: str, record_starts: bool, scenario=None, progress=None) -> dict:
+    """One simulator run writing its result files into `folder`; returns its results.json document."""
+    from .data.scenario import build_scenario
+    from .runtime.simulator import Simulator
+    from .study import StartRecorder
+
+    callbacks = [c for c in (progress, ResultWriter(folder)) if c is not None]
+    if record_starts:
+        callbacks.append(StartRecorder(folder / STARTS_FILE))
+    Simulator(config, scenario if scenario is not None else build_scenario(config), callbacks).run()
+    doc = json.loads((folder / "results.json").read_text())
+    doc["label"] = label
+    return doc
+
+
+def threads_per_job(jobs: int) -> int:
+    """This process's cores (as `taskset` or a container grants them) split between the jobs."""
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_parallel(tasks: list, jobs: int, record_starts: bool, bar) -> list[dict]:
+    args = [(config, folder, v.label, record_starts) for v, seed, config, folder in tasks]
+    return parallel_map(run_one, args, jobs, on_done=lambda: bar.update(1))
+
+
+def parallel_map(fn, args: list[tuple], jobs: int, on_done=None) -> list:
+    """[fn(*a) for a in args] in `jobs` spawned worker processes, each limited to its share of the
+    cores; results in the order of `args`. `fn` must be importable (a module-level function)."""
+    threads = threads_per_job(jobs)
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the spawned workers before torch loads
+    try:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
+            futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
+            results: list = [None] * len(args)
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if on_done:
+                    on_done()
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+    return results
 
 
 def scenario_key(config: Config) -> tuple:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import models as _model_names
 from .errors import ConfigError
 
 METHODS = ("genefl", "fedavg", "fedprox", "scaffold", "fedlp", "flearngene", "pacfl", "local")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 PARTITIONS = ("iid", "dirichlet", "pathological")
-MODELS = ("auto", "mlp", "cnn", "resnet18")
+MODELS = ("auto",) + _model_names.MODELS
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Config:
     data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
     download: bool = False  # fetch missing dataset files from the official sources
     checksum_file: str = ""  # md5sum-format file whose entries replace the built-in checksums (stand-in data)
-    model: str = "auto"  # "auto" (cnn; resnet18 for CIFAR) | "mlp" | "cnn" | "resnet18"
+    model: str = "auto"  # "auto" (mlp for digits, cnn; resnet18 for CIFAR) or one of models.MODELS
     seed: int = 0  # every random choice derives from this
     rounds: int = 20  # communication rounds
     num_clients: int = 10  # training clients, present from round 1
@@ -102,6 +103,12 @@ class Config:
     dropout: float = 0.0  # probability a sampled client does not report back
     newcomer_epochs: int = 5  # fine-tuning epochs of a newcomer after its initialisation
     newcomer_init: str = "method"  # "method": its natural start (global/cluster model, learnGene) | "random"
+    newcomer_lr: float = 0.0  # newcomer fine-tuning learning rate; 0 = the training lr
+    newcomer_momentum: float = 0.0  # newcomer fine-tuning SGD momentum
+    newcomer_schedule: str = "constant"  # newcomer lr schedule: "constant" | "cosine" (to 0 over its epochs)
+    newcomer_val_fraction: float = 0.0  # share of a newcomer's training data held out to choose its epoch
+    newcomer_freeze_epochs: int = 0  # inherited layers frozen for the first k epochs (when some layers are fresh)
+    newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
     state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
@@ -134,7 +141,10 @@ RULES: dict[str, tuple] = {
     "min_samples": _POSITIVE, "train_subset": _NONNEG, "local_epochs": _POSITIVE,
     "batch_size": _POSITIVE, "lr": _POSITIVE, "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "weight_decay": _NONNEG, "participation": _FRACTION, "dropout": _PROB,
-    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE,
+    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "newcomer_lr": _NONNEG,
+    "newcomer_momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "newcomer_schedule": _choices(("constant", "cosine")), "newcomer_val_fraction": _PROB,
+    "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": _NONNEG,
     "device": (lambda v: v in ("cpu", "cuda", "mps") or v.startswith("cuda:"), "must be cpu, cuda, cuda:N or mps"),
     "state_store": _choices(("memory", "disk")),
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),

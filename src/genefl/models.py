@@ -1,4 +1,5 @@
-"""The models: an MLP, a small CNN for 28x28 / 32x32 (any size) inputs, a CIFAR-style ResNet-18.
+"""The models: an MLP; for image inputs a small global-average-pooled CNN, LeNet-5, the CNN of
+McMahan et al. (2017), a small ResNet-8; and a CIFAR-style ResNet-18.
 
 Every model is a plain `nn.Module` whose parameterised modules are registered in forward order, so
 `layers.model_layers(model)` lists its layers in the order data flows through them; the last one is
@@ -8,12 +9,13 @@ layers, and a "window" is only meaningful in forward order.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .errors import ConfigError
 from .rng import seeded_global_rng
 
-MODELS = ("mlp", "cnn", "resnet18")
+MODELS = ("mlp", "cnn", "lenet5", "fedavg_cnn", "resnet8", "resnet18")
 
 
 class MLP(nn.Module):
@@ -55,6 +57,54 @@ class CNN(nn.Module):
         return self.head(self.act(self.fc1(x)))
 
 
+def _flat_size(features: nn.Module, in_channels: int, size: int) -> int:
+    """Width of `features`' output for one (in_channels, size, size) input, found by running it."""
+    with torch.no_grad():
+        return features(torch.zeros(1, in_channels, size, size)).flatten(1).shape[1]
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) as FL papers use it: 5x5 convs with 6 and 16 channels, 2x2 max
+    pooling, fully connected 120 and 84, then the head (61,706 parameters on 28x28 inputs). 28x28
+    inputs are padded by 2 so the layer sizes are the classic 32x32 ones."""
+
+    def __init__(self, in_channels: int, num_classes: int, size: int):
+        super().__init__()
+        pad = max(0, (32 - size) // 2)
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=pad)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.act = nn.ReLU()
+        flat = _flat_size(lambda x: self.pool(self.act(self.conv2(self.pool(self.act(self.conv1(x)))))), in_channels, size)
+        self.fc1 = nn.Linear(flat, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.head = nn.Linear(84, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.act(self.conv2(self.pool(self.act(self.conv1(x))))))
+        return self.head(self.act(self.fc2(self.act(self.fc1(x.flatten(1))))))
+
+
+class FedAvgCNN(nn.Module):
+    """The CNN of McMahan et al. (AISTATS 2017, "CNN" for MNIST): two 5x5 convs with 32 and 64
+    channels, each followed by 2x2 max pooling, a 512-unit fully connected layer, the head
+    (1,663,370 parameters on 28x28 inputs)."""
+
+    def __init__(self, in_channels: int, num_classes: int, size: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.act = nn.ReLU()
+        flat = _flat_size(lambda x: self.pool(self.act(self.conv2(self.pool(self.act(self.conv1(x)))))), in_channels, size)
+        self.fc1 = nn.Linear(flat, 512)
+        self.head = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.act(self.conv2(self.pool(self.act(self.conv1(x))))))
+        return self.head(self.act(self.fc1(x.flatten(1))))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -93,6 +143,24 @@ class ResNet18(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+class ResNet8(nn.Module):
+    """A small ResNet for 28x28 / 32x32 inputs: a 3x3 stem with 16 channels, three stages of one
+    basic block each (16, 32, 64 channels; stride 1, 2, 2), global average pooling, the head
+    (77,754 parameters for one input channel)."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layers = nn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2))
+        self.act = nn.ReLU()
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.layers(self.act(self.bn1(self.conv1(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
 def kaiming_init(model: nn.Module) -> nn.Module:
     """He-normal weights and zero biases for conv and linear layers. PyTorch's default (uniform,
     a=sqrt(5)) left the global-average-pooled CNN near chance for several epochs of plain SGD on
@@ -115,6 +183,12 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
             return kaiming_init(MLP(channels * height * width, num_classes))
         if name == "cnn":
             return kaiming_init(CNN(channels, num_classes))
+        if name == "lenet5":
+            return kaiming_init(LeNet5(channels, num_classes, height))
+        if name == "fedavg_cnn":
+            return kaiming_init(FedAvgCNN(channels, num_classes, height))
+        if name == "resnet8":
+            return kaiming_init(ResNet8(channels, num_classes))
         return kaiming_init(ResNet18(channels, num_classes))
 
 

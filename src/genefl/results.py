@@ -38,7 +38,8 @@ def round_row(r: RoundReport) -> dict[str, Any]:
 
 def newcomer_row(n: NewcomerReport) -> dict[str, Any]:
     return {"id": n.id, "arrival_round": n.arrival_round, "init": n.init, "init_bytes": n.init_bytes,
-            "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, **n.info}
+            "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, "val_by_epoch": n.val_by_epoch,
+            "chosen_epoch": n.chosen_epoch, "acc_chosen": n.acc_chosen, **n.info}
 
 
 def build_results(result) -> dict[str, Any]:
@@ -54,6 +55,7 @@ def build_results(result) -> dict[str, Any]:
         "acc_newcomers_init": _mean([n.acc_init for n in news]),
         "acc_newcomers_first_epoch": _mean([n.acc_by_epoch[0] for n in news if n.acc_by_epoch]),
         "acc_newcomers_last_epoch": _mean([n.acc_by_epoch[-1] for n in news if n.acc_by_epoch]),
+        "acc_newcomers_val_chosen": _mean([n.acc_chosen for n in news]),
         "bytes_up": ledger.total("up"),
         "bytes_down": ledger.total("down"),
         "bytes_total": ledger.total(),

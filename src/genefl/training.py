@@ -62,11 +62,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSet
     model.train()
     steps = 0
     for _ in range(settings.epochs):
-        order = torch.randperm(len(y), generator=generator).to(y.device)
-        for start in range(0, len(y), settings.batch_size):
-            batch = order[start : start + settings.batch_size]
-            if len(batch) < 2 and len(y) >= 2:
-                continue  # a 1-sample batch breaks BatchNorm and adds only noise
+        for batch in batches(len(y), settings.batch_size, generator, y.device):
             optimizer.zero_grad(set_to_none=False)
             loss_fn(model(x[batch]), y[batch]).backward()
             if correction is not None:
@@ -74,6 +70,14 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSet
             optimizer.step()
             steps += 1
     return steps
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """One epoch's shuffled mini-batches of indices into n samples. A 1-sample last batch is
+    dropped (it breaks BatchNorm and adds only noise), unless the data is a single sample."""
+    order = torch.randperm(n, generator=generator).to(device)
+    cut = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+    return [b for b in cut if len(b) >= 2 or n < 2]
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ control variates) lives in `ClientEnv.store`, a dict the runtime owns and keeps 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,8 @@ from ..data.scenario import ClientData
 from ..layers import Layer
 from ..messages import Broadcast, ClientUpdate, check_update
 from ..models import build_model
-from ..training import TrainSettings, accuracy, load_into, snapshot, train
+from ..newcomer import FinetuneSettings, NewcomerCurve, finetune
+from ..training import TrainSettings, accuracy, load_into, snapshot
 
 
 @dataclass(frozen=True)
@@ -127,20 +128,19 @@ class ClientAlgorithm:
     def keep_newcomer(self, env: ClientEnv) -> None:
         """Persist what a newcomer keeps after fine-tuning (nothing for global-model methods)."""
 
-    def welcome(self, env: ClientEnv, broadcast: Broadcast, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-        """Newcomer: start from `broadcast`, fine-tune `newcomer_epochs` epochs with plain
-        cross-entropy, test after every epoch. Returns [acc before fine-tuning, after epoch 1, ...]."""
+    def welcome(self, env: ClientEnv, broadcast: Broadcast) -> NewcomerCurve:
+        """Newcomer: start from `broadcast`, fine-tune with the newcomer protocol (`genefl.newcomer`,
+        plain cross-entropy), test after every epoch, then keep what the method keeps."""
         self.start_newcomer(env, broadcast)
-        data = env.data
-        accs = [accuracy(env.model, data.x_test, data.y_test)]
-        gen = env.generator("finetune")
-        for epoch in range(env.config.newcomer_epochs):
-            train(env.model, data.x_train, data.y_train, env.settings(epochs=1), gen)
-            accs.append(accuracy(env.model, data.x_test, data.y_test))
-            if on_epoch:
-                on_epoch(epoch + 1, accs[-1])
+        curve = finetune(env.model, env.data, set(broadcast.tensors), FinetuneSettings.from_config(env.config),
+                         env.generator("finetune"), newcomer_split_generator(env.config.seed, env.cid))
         self.keep_newcomer(env)
-        return accs
+        return curve
+
+
+def newcomer_split_generator(seed: int, cid: int) -> torch.Generator:
+    """The validation split of a newcomer depends on it alone, never on the start or the method."""
+    return rng.generator(seed, "newcomer-val", cid)
 
 
 class PersonalModelClient(ClientAlgorithm):

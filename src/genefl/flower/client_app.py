@@ -107,7 +107,12 @@ def train(message: Message, context: Context) -> Message:
 
 @app.train("welcome")
 def welcome(message: Message, context: Context) -> Message:
-    return _handle(message, context, lambda client, env, b: ClientUpdate(meta={"accs": client.welcome(env, b)}))
+    return _handle(message, context, _welcome_reply)
+
+
+def _welcome_reply(client, env, broadcast) -> ClientUpdate:
+    curve = client.welcome(env, broadcast)
+    return ClientUpdate(meta={"accs": curve.test, "val_accs": curve.val})
 
 
 @app.evaluate()

@@ -22,6 +22,7 @@ from ..data.datasets import SHAPES
 from ..errors import GeneflError
 from ..layers import model_layers, model_nbytes
 from ..messages import Broadcast, ClientUpdate, encode
+from ..newcomer import NewcomerCurve
 from ..results import ResultWriter
 from ..runtime.loop import RoundLoop
 from ..runtime.simulator import model_spec
@@ -107,9 +108,11 @@ class FlowerClients:
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
         yield from self._exchange("train", round, broadcasts).items()
 
-    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> list[float] | None:
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | None:
         reply = self._exchange("train.welcome", round, {cid: broadcast}).get(cid)
-        return [float(a) for a in reply.meta["accs"]] if reply is not None else None
+        if reply is None:
+            return None
+        return NewcomerCurve([float(a) for a in reply.meta["accs"]], [float(a) for a in reply.meta.get("val_accs", [])])
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
         return {cid: float(u.meta["acc"]) for cid, u in self._exchange("evaluate", round, broadcasts).items()}

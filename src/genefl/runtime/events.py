@@ -35,10 +35,18 @@ class NewcomerReport:
     acc_init: float  # test accuracy before fine-tuning
     acc_by_epoch: list[float]  # test accuracy after each fine-tuning epoch
     info: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. its cluster
+    val_by_epoch: list[float] = field(default_factory=list)  # validation accuracy after each epoch
+    chosen_epoch: int = 0  # the epoch (1-based) its validation split picks; the last without one
+
+    @property
+    def acc_chosen(self) -> float | None:
+        """Test accuracy at the validation-chosen epoch."""
+        return self.acc_by_epoch[self.chosen_epoch - 1] if self.acc_by_epoch and self.chosen_epoch else None
 
 
 class Callback:
     def on_start(self, info: dict[str, Any]) -> None: ...
+    def on_newcomer_start(self, round: int, cid: int, broadcast: Any) -> None: ...  # what it was sent
     def after_newcomer(self, report: NewcomerReport) -> None: ...
     def after_round(self, report: RoundReport) -> None: ...
     def on_end(self, result: Any) -> None: ...

@@ -21,6 +21,7 @@ from ..config import Config
 from ..errors import GeneflError
 from ..ledger import Ledger
 from ..messages import Broadcast, ClientUpdate
+from ..newcomer import NewcomerCurve
 from .events import Callback, NewcomerReport, RoundReport
 
 
@@ -33,7 +34,7 @@ class Transport(Protocol):
     def available(self, ids: list[int]) -> list[int]: ...
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]: ...
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
-    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> list[float] | None: ...
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | None: ...
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]: ...
 
 
@@ -103,11 +104,14 @@ class RoundLoop:
             self.ledger.record(round, cid, "up", "signature", hello)
         state, broadcast = self.strategy.welcome(state, round, cid, hello)
         init_bytes = self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
-        accs = self.transport.welcome(round, cid, broadcast)
-        if accs is None:
+        for cb in self.callbacks:
+            cb.on_newcomer_start(round, cid, broadcast)
+        curve = self.transport.welcome(round, cid, broadcast)
+        if curve is None:
             return state, None
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
-        return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, accs[0], accs[1:], info)
+        return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, curve.test[0],
+                                     curve.test[1:], info, curve.val, curve.chosen_epoch)
 
     def _round(self, state: Any, t: int, active: list[int], waiting: list[int]) -> tuple[Any, RoundReport]:
         t0, mark, notes_mark = time.perf_counter(), len(self.ledger.transfers), len(self.notes)

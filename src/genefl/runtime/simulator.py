@@ -19,6 +19,7 @@ from ..data.scenario import Scenario
 from ..layers import model_layers, model_nbytes
 from ..messages import Broadcast, ClientUpdate
 from ..models import default_model
+from ..newcomer import NewcomerCurve
 from .events import Callback
 from .loop import RoundLoop, RunResult
 from .states import make_states
@@ -59,7 +60,7 @@ class InProcessClients:
         for cid, broadcast in broadcasts.items():
             yield cid, self.call(self.client.train, cid, round, broadcast)
 
-    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> list[float]:
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve:
         return self.call(self.client.welcome, cid, round, broadcast)
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:

@@ -1,0 +1,255 @@
+"""`genefl newcomers`: the newcomer study. Every start is tried on the identical newcomers.
+
+For each seed it runs GENE-FL, FedAvg, the federated Learngene and PACFL on one scenario (plus any
+other methods asked for, for the method table), records what each newcomer was sent on arrival
+(`StartRecorder`), and then re-starts every newcomer from each of these starts:
+
+    learngene       GENE-FL's learnGene for the newcomer's cluster (other layers fresh)
+    global          FedAvg's global model at the newcomer's arrival
+    random          nothing sent: every layer fresh
+    fedavg_layers   the control: the learnGene's layers, taken from FedAvg's global model at arrival
+                    (other layers fresh) - separates "which layers" from "what GENE-FL trained into them"
+    flearngene      the federated Learngene's gene (the last body layers, other layers fresh)
+    pacfl           PACFL's model of the newcomer's cluster
+
+Fresh layers are the same seeded tensors for every start, and every start of a newcomer is
+fine-tuned with the same protocol, batches and validation split (`genefl.newcomer`), so the starts
+are paired: for each start the study reports the mean paired difference to the learnGene start
+with a 95% t-interval over (seeds x newcomers). Replicate 0 uses the very generator the run used,
+so the `learngene` row equals GENE-FL's own newcomer numbers. Replicates 1.. re-run the
+`learngene`, `global` and `random` starts with other fine-tuning seeds: the noise floor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import rng
+from .algorithms.base import newcomer_split_generator
+from .compare import STARTS_FILE, Variant, run_comparison, variant_config
+from .config import Config
+from .messages import Broadcast, nbytes
+from .newcomer import FinetuneSettings, finetune
+from .runtime.events import Callback
+from .training import load_into
+
+STUDY_METHODS = ("genefl", "fedavg", "flearngene", "pacfl")
+STARTS = ("learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl")
+REPLICATED = ("learngene", "global", "random")
+METRICS = ("first", "last", "chosen")  # after epoch 1, after the last epoch, at the validation-chosen epoch
+
+
+class StartRecorder(Callback):
+    """Keeps what every newcomer was sent (tensors and meta) and saves it at the end of the run."""
+
+    def __init__(self, path: Path):
+        self.path, self.starts = Path(path), {}
+
+    def on_newcomer_start(self, round: int, cid: int, broadcast: Broadcast) -> None:
+        self.starts[cid] = {"round": round, "meta": dict(broadcast.meta),
+                            "tensors": {k: v.detach().cpu().clone() for k, v in broadcast.tensors.items()}}
+
+    def on_end(self, result: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.starts, self.path)
+
+
+@dataclass(frozen=True)
+class Start:
+    tensors: dict[str, torch.Tensor]
+    init_bytes: int
+
+
+def starts_for(cid: int, recorded: dict[str, dict]) -> dict[str, Start]:
+    """The six starts of newcomer `cid`, from the runs' recorded welcome messages."""
+    def sent(method: str) -> Start:
+        s = recorded[method][cid]
+        return Start(s["tensors"], nbytes(Broadcast(tensors=s["tensors"], meta=s["meta"])))
+
+    gene, fedavg = sent("genefl"), sent("fedavg")
+    control = {k: fedavg.tensors[k] for k in gene.tensors}
+    meta = recorded["genefl"][cid]["meta"]
+    return {"learngene": gene, "global": fedavg, "random": Start({}, nbytes(Broadcast(meta={"init": "random"}))),
+            "fedavg_layers": Start(control, nbytes(Broadcast(tensors=control, meta=meta))),
+            "flearngene": sent("flearngene"), "pacfl": sent("pacfl")}
+
+
+def study_seed(config: Config, out: Path, replicates: int) -> list[dict]:
+    """Fine-tune every newcomer of one seed from every start; one record per (newcomer, start, replicate)."""
+    from .data.scenario import build_scenario
+    from .runtime.simulator import model_spec
+
+    scenario = build_scenario(config)
+    spec = model_spec(config, scenario.input_shape, scenario.num_classes)
+    recorded = {m: torch.load(out / m / f"seed{config.seed}" / STARTS_FILE, weights_only=True) for m in STUDY_METHODS}
+    settings = FinetuneSettings.from_config(config)
+    model = spec.build(config.seed, "global").to(config.device)
+    records = []
+    for cid in sorted(recorded["genefl"]):
+        arrival = recorded["genefl"][cid]["round"]
+        fresh = spec.build(config.seed, "newcomer", cid).state_dict()
+        for name, start in starts_for(cid, recorded).items():
+            for rep in range(replicates if name in REPLICATED else 1):
+                load_into(model, fresh)
+                load_into(model, start.tensors)
+                tags = ("client", cid, arrival, "finetune") + (("replicate", rep) if rep else ())
+                curve = finetune(model, scenario.clients[cid], set(start.tensors), settings,
+                                 rng.generator(config.seed, *tags), newcomer_split_generator(config.seed, cid))
+                records.append({"seed": config.seed, "newcomer": cid, "arrival_round": arrival, "start": name,
+                                "replicate": rep, "init_bytes": start.init_bytes, "acc_init": curve.test[0],
+                                "acc_by_epoch": curve.test[1:], "val_by_epoch": curve.val,
+                                "chosen_epoch": curve.chosen_epoch})
+    return records
+
+
+def metric(record: dict, which: str) -> float:
+    accs = record["acc_by_epoch"]
+    if not accs:
+        return record["acc_init"]
+    return {"first": accs[0], "last": accs[-1], "chosen": accs[record["chosen_epoch"] - 1]}[which]
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval)."""
+    from scipy.stats import t
+
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return mean, math.inf
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    return mean, t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+
+
+def analyse(records: list[dict]) -> dict[str, Any]:
+    """Per start: mean accuracies, init bytes, paired differences to `learngene`; the noise floor."""
+    key = {(r["seed"], r["newcomer"], r["start"], r["replicate"]): r for r in records}
+    pairs = sorted({(r["seed"], r["newcomer"]) for r in records})
+    rows = {}
+    for start in STARTS:
+        mine = [key[(s, c, start, 0)] for s, c in pairs if (s, c, start, 0) in key]
+        if not mine:
+            continue
+        row: dict[str, Any] = {"start": start, "n": len(mine),
+                               "init_bytes": sum(r["init_bytes"] for r in mine) / len(mine),
+                               "curve": [sum(metric_at(r, e) for r in mine) / len(mine) for e in range(_epochs(mine) + 1)]}
+        for m in METRICS:
+            row[m] = sum(metric(r, m) for r in mine) / len(mine)
+            if start != "learngene":
+                diffs = [metric(key[(s, c, start, 0)], m) - metric(key[(s, c, "learngene", 0)], m)
+                         for s, c in pairs if (s, c, start, 0) in key and (s, c, "learngene", 0) in key]
+                row[f"diff_{m}"], row[f"ci_{m}"] = t_interval(diffs)
+        rows[start] = row
+    return {"rows": list(rows.values()), "noise_floor": noise_floor(key, pairs)}
+
+
+def metric_at(record: dict, epoch: int) -> float:
+    return record["acc_init"] if epoch == 0 else record["acc_by_epoch"][epoch - 1]
+
+
+def _epochs(records: list[dict]) -> int:
+    return min(len(r["acc_by_epoch"]) for r in records)
+
+
+def noise_floor(key: dict, pairs: list) -> dict[str, Any]:
+    """The same start fine-tuned with another seed: the differences (replicate r - replicate 0) per
+    metric, pooled over the replicated starts. `sd` is their spread; `ci_pure_noise` is the
+    half-width a paired start comparison over these many newcomers would have from fine-tuning noise
+    alone (sd / sqrt(n) * t): differences between starts smaller than it cannot be told from noise."""
+    floor = {}
+    for m in METRICS:
+        diffs = [metric(key[(s, c, st, r)], m) - metric(key[(s, c, st, 0)], m)
+                 for s, c in pairs for st in REPLICATED for r in range(1, 100) if (s, c, st, r) in key]
+        if len(diffs) < 2:
+            continue
+        mean, _ = t_interval(diffs)
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        from scipy.stats import t
+
+        floor[m] = {"n": len(diffs), "sd": sd, "ci_pure_noise": t.ppf(0.975, max(len(pairs) - 1, 1)) * sd / math.sqrt(len(pairs))}
+    return floor
+
+
+def write_report(analysis: dict, records: list[dict], out: Path, seeds: list[int]) -> None:
+    folder = out / "newcomers"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "study.json").write_text(json.dumps({"analysis": analysis, "records": records}, indent=1))
+    (folder / "study.md").write_text(table(analysis, seeds))
+    plot_study(analysis, folder)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _diff(row: dict, m: str, floor: dict) -> str:
+    if f"diff_{m}" not in row:
+        return "-"
+    mean, ci = row[f"diff_{m}"], row[f"ci_{m}"]
+    noise = floor.get(m, {}).get("ci_pure_noise", 0.0)
+    mark = "*" if abs(mean) > ci and abs(mean) > noise else ""
+    return f"{100 * mean:+.1f} ± {100 * ci:.1f}{mark}"
+
+
+def table(analysis: dict, seeds: list[int]) -> str:
+    floor = analysis["noise_floor"]
+    lines = ["| start | init MB | acc. epoch 1 | acc. last epoch | acc. val.-chosen epoch | "
+             "vs learnGene: epoch 1 | vs learnGene: last | vs learnGene: val.-chosen |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in analysis["rows"]:
+        lines.append(f"| {row['start']} | {row['init_bytes'] / 1e6:.4f} | {_pct(row['first'])} | {_pct(row['last'])} | "
+                     f"{_pct(row['chosen'])} | {_diff(row, 'first', floor)} | {_diff(row, 'last', floor)} | "
+                     f"{_diff(row, 'chosen', floor)} |")
+    n = analysis["rows"][0]["n"] if analysis["rows"] else 0
+    noise = ", ".join(f"{m}: sd {100 * f['sd']:.1f}, ±{100 * f['ci_pure_noise']:.1f} on a mean of {n}"
+                      for m, f in floor.items())
+    return ("\n".join(lines) + f"\n\nSeeds {seeds}, {n} (seed, newcomer) pairs per start; accuracies in %. "
+            "'vs learnGene' = mean paired difference (start - learnGene) with its 95% t-interval; * = the interval "
+            "excludes 0 and the difference exceeds the noise floor.\nNoise floor (the same start fine-tuned under "
+            f"another seed): {noise or 'not measured (replicates = 1)'}.\n")
+
+
+def plot_study(analysis: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for row in analysis["rows"]:
+        curve = [100 * a for a in row["curve"]]
+        left.plot(range(len(curve)), curve, marker="o", label=row["start"])
+        right.errorbar(max(row["init_bytes"], 1) / 1e6, 100 * row["last"], yerr=100 * row.get("ci_last", 0) if row["start"] != "learngene" else 0,
+                       fmt="o", capsize=3, label=row["start"])
+    left.set(xlabel="fine-tuning epoch (0 = as received)", ylabel="newcomer test accuracy (%)", title="Newcomer accuracy by epoch")
+    right.set(xscale="log", xlabel="MB sent to initialize the newcomer", ylabel="accuracy after the last epoch (%)",
+              title="Final accuracy vs init bytes")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "newcomer_study.png", dpi=120)
+    plt.close(fig)
+
+
+def run_study(base: Config, seeds: list[int], out: Path, extra: list[Variant] = (), jobs: int = 1,
+              replicates: int = 3) -> dict[str, Any]:
+    variants = [Variant(m, m, {}) for m in STUDY_METHODS] + [v for v in extra if v.label not in STUDY_METHODS]
+    run_comparison(base, variants, seeds, out, jobs=jobs, record_starts=True)
+    configs = [variant_config(base, variants[0], s) for s in seeds]
+    if jobs > 1:
+        from .compare import parallel_map
+
+        per_seed = parallel_map(study_seed, [(c, out, replicates) for c in configs], jobs)
+    else:
+        per_seed = [study_seed(c, out, replicates) for c in configs]
+    records = [r for seed_records in per_seed for r in seed_records]
+    analysis = analyse(records)
+    write_report(analysis, records, out, seeds)
+    return analysis

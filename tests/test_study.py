@@ -1,0 +1,61 @@
+"""`genefl newcomers`: every start on the identical newcomers, paired statistics recomputed from
+the records, the learnGene and global rows equal to the runs' own newcomers, parallel = serial."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+from scipy.stats import t
+
+from test_cli import genefl
+from test_compare import is_png
+
+TINY = ["--set", "rounds=3", "--set", "num_clients=4", "--set", "num_newcomers=3", "--set", "newcomer_epochs=2",
+        "--set", "newcomer_val_fraction=0.2"]
+
+
+def test_newcomer_study_end_to_end(tmp_path):
+    out = tmp_path / "study"
+    proc = genefl("newcomers", *TINY, "--seeds", "0,1", "--replicates", "2", "--methods", "local", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "newcomers" / "study.json").read_text())
+    records, rows = doc["records"], {r["start"]: r for r in doc["analysis"]["rows"]}
+    assert set(rows) == {"learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl"}
+    assert (out / "local" / "seed0" / "results.json").exists()  # extra methods run for the table
+    by = {(r["seed"], r["newcomer"], r["start"], r["replicate"]): r for r in records}
+    for seed in (0, 1):
+        genefl_run = json.loads((out / "genefl" / f"seed{seed}" / "results.json").read_text())
+        fedavg_run = json.loads((out / "fedavg" / f"seed{seed}" / "results.json").read_text())
+        for run, start in ((genefl_run, "learngene"), (fedavg_run, "global")):
+            for n in run["newcomers"]:  # replicate 0 is exactly the run's own fine-tuning
+                r = by[(seed, n["id"], start, 0)]
+                assert r["acc_by_epoch"] == n["acc_by_epoch"] and r["init_bytes"] == n["init_bytes"]
+                assert r["chosen_epoch"] == n["chosen_epoch"]
+        for n in genefl_run["newcomers"]:
+            # the control sends the learnGene's layers: the same bytes as the learnGene
+            assert by[(seed, n["id"], "fedavg_layers", 0)]["init_bytes"] == n["init_bytes"]
+            # every start of a newcomer is tested on the same data: same accuracy resolution
+            assert len({len(by[(seed, n["id"], s, 0)]["val_by_epoch"]) for s in rows}) == 1
+            assert (seed, n["id"], "random", 1) in by and (seed, n["id"], "pacfl", 1) not in by
+    # the paired difference and its 95% interval, recomputed by hand
+    pairs = sorted({(r["seed"], r["newcomer"]) for r in records})
+    diffs = [by[(s, c, "random", 0)]["acc_by_epoch"][-1] - by[(s, c, "learngene", 0)]["acc_by_epoch"][-1] for s, c in pairs]
+    assert abs(rows["random"]["diff_last"] - statistics.mean(diffs)) < 1e-12
+    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    assert abs(rows["random"]["ci_last"] - half) < 1e-12
+    assert rows["learngene"]["n"] == len(pairs) == 6
+    assert "noise_floor" in doc["analysis"] and doc["analysis"]["noise_floor"]["last"]["n"] == 3 * 6
+    assert "| fedavg_layers |" in (out / "newcomers" / "study.md").read_text()
+    assert is_png(out / "newcomers" / "newcomer_study.png")
+    # two jobs side by side give the identical records
+    par = tmp_path / "par"
+    proc = genefl("newcomers", *TINY, "--seeds", "0,1", "--replicates", "2", "--jobs", "2", "--out", str(par))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((par / "newcomers" / "study.json").read_text())["records"] == records
+
+
+def test_bad_study_arguments_are_one_line_errors(tmp_path):
+    for args in (["--jobs", "0"], ["--replicates", "0"], ["--set", "num_newcomers=0"], ["--seeds", "x"]):
+        proc = genefl("newcomers", *TINY, *args, "--out", str(tmp_path / "x"))
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, args
