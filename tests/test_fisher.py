@@ -75,3 +75,19 @@ def test_model_layers_are_in_forward_order_with_bytes():
     assert layers[0].numel == 16 and layers[0].nbytes == 64
     assert layers[1].keys == ("1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked")
     assert layers[1].nbytes == 4 * 4 * 4 + 8
+
+
+def test_batch_estimator_is_the_mean_squared_minibatch_gradient():
+    from genefl.fisher import batch_fisher
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    got = batch_fisher(model, x, y, max_samples=10, batch_size=4)
+    want = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    for start in (0, 4, 8):  # batches of 4, 4, 2
+        model.zero_grad()
+        (-torch.nn.functional.cross_entropy(model(x[start:start + 4]), y[start:start + 4])).backward()
+        for k, p in model.named_parameters():
+            want[k] += p.grad ** 2 / 3
+    assert all(torch.allclose(got[k], want[k], atol=1e-7) for k in want)

@@ -91,3 +91,23 @@ def test_a_run_reports_validation_curves_and_the_chosen_epoch():
     assert n["chosen_epoch"] == n["val_by_epoch"].index(best) + 1
     assert n["acc_chosen"] == n["acc_by_epoch"][n["chosen_epoch"] - 1]
     assert doc["summary"]["acc_newcomers_val_chosen"] == n["acc_chosen"]
+
+
+def test_first_contact_by_seed_gives_identical_results_for_fewer_bytes():
+    """Every method: the same weights and accuracies whether the initial model travels as tensors or
+    as the seed; the seed costs fewer bytes exactly where a full initial model was sent."""
+    from genefl.algorithms import REGISTRY
+
+    for method in REGISTRY:
+        docs = {}
+        for how in ("tensors", "seed"):
+            config = small_config(f"method=\"{method}\"", f"first_contact=\"{how}\"", "participation=0.5")
+            result = Simulator(config, build_scenario(config)).run()
+            docs[how] = (build_results(result), result.final_weights)
+        (a, wa), (b, wb) = docs["tensors"], docs["seed"]
+        assert [r["acc_clients"] for r in a["rounds"]] == [r["acc_clients"] for r in b["rounds"]], method
+        assert [n["acc_by_epoch"] for n in a["newcomers"]] == [n["acc_by_epoch"] for n in b["newcomers"]], method
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), method
+        saved = a["summary"]["bytes_down"] - b["summary"]["bytes_down"]
+        assert saved > 0.5 * a["summary"]["model_bytes"], method  # at least one initial model not sent
+        assert a["summary"]["bytes_up"] == b["summary"]["bytes_up"], method

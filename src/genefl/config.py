@@ -36,6 +36,7 @@ class ClusteringOptions:
 @dataclass(frozen=True)
 class GeneflOptions:
     fisher_samples: int = 256  # samples for the diagonal empirical Fisher
+    fisher_estimator: str = "per_sample"  # "per_sample" (the empirical Fisher) | "batch" (squared mini-batch gradients, cheaper)
     fisher_top: float = 0.2  # fraction of each layer's parameters in the elastic mask
     lambda_s: float = 0.01  # weight of the per-layer smoothing term (0 switches it off)
     lambda_e: float = 1.0  # weight of the Fisher-masked quadratic term (0 switches it off)
@@ -109,6 +110,7 @@ class Config:
     newcomer_val_fraction: float = 0.0  # share of a newcomer's training data held out to choose its epoch
     newcomer_freeze_epochs: int = 0  # inherited layers frozen for the first k epochs (when some layers are fresh)
     newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
+    first_contact: str = "tensors"  # a full model equal to the seeded initial one is sent as "tensors" | "seed"
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
     state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
@@ -146,10 +148,11 @@ RULES: dict[str, tuple] = {
     "newcomer_schedule": _choices(("constant", "cosine")), "newcomer_val_fraction": _PROB,
     "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": _NONNEG,
     "device": (lambda v: v in ("cpu", "cuda", "mps") or v.startswith("cuda:"), "must be cpu, cuda, cuda:N or mps"),
-    "state_store": _choices(("memory", "disk")),
+    "state_store": _choices(("memory", "disk")), "first_contact": _choices(("tensors", "seed")),
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
     "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
     "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
+    "genefl.fisher_estimator": _choices(("per_sample", "batch")),
     "genefl.lambda_s": _NONNEG, "genefl.lambda_e": _NONNEG, "genefl.gene_budget": _FRACTION,
     "genefl.gene_selection": _choices(("window", "greedy", "random")),
     "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),

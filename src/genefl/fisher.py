@@ -64,6 +64,32 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_samp
     return {k: v / max(len(y), 1) for k, v in total.items()}
 
 
+def batch_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_samples: int,
+                 generator: torch.Generator | None = None, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """A cheaper estimator (`fisher_estimator = "batch"`): the mean over mini-batches of the squared
+    mini-batch gradient of log p(y | x). It costs max_samples / batch_size backward passes instead
+    of max_samples per-sample gradients. It is not the empirical Fisher (cross-sample terms stay in
+    each square, and it is about batch_size times smaller), but GENE-FL uses F only through a
+    per-layer top-k mask and F normalised by its masked mean, so a common scale does not matter."""
+    if len(y) > max_samples:
+        pick = torch.randperm(len(y), generator=generator)[:max_samples].to(y.device)
+        x, y = x[pick], y[pick]
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    total = {k: torch.zeros_like(p) for k, p in named}
+    was_training = model.training
+    model.eval()
+    try:
+        count = 0
+        for start in range(0, len(y), batch_size):
+            logp = -nn.functional.cross_entropy(model(x[start : start + batch_size]), y[start : start + batch_size])
+            grads = torch.autograd.grad(logp, [p for _, p in named])
+            torch._foreach_addcmul_([total[k] for k, _ in named], grads, grads)
+            count += 1
+    finally:
+        model.train(was_training)
+    return {k: v / max(count, 1) for k, v in total.items()}
+
+
 def _accumulate_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, total: dict[str, torch.Tensor]) -> None:
     """total[k] += (∂ log p(y_i | x_i) / ∂θ_k)² summed over samples, one backward pass each."""
     named = [(k, p) for k, p in model.named_parameters() if k in total]

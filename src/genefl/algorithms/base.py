@@ -10,6 +10,7 @@ control variates) lives in `ClientEnv.store`, a dict the runtime owns and keeps 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,37 @@ class PersonalModelClient(ClientAlgorithm):
 
     def keep_newcomer(self, env: ClientEnv) -> None:
         env.store["model"] = snapshot(env.model)
+
+
+SEED_FLAG = "from_seed"  # Broadcast.meta key: the missing tensors are the run's seeded initial model
+
+
+def send_initial_as_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor]) -> Broadcast:
+    """`first_contact = "seed"`: a full-model broadcast drops every tensor that still is the shared
+    seeded initialisation (the very tensor object, so certainly equal) and says so in one flag; the
+    client rebuilds those tensors from the run's seed. Partial broadcasts (learnGenes) are sent as
+    they are: their missing layers mean "keep your own", not "take the initial ones"."""
+    if set(broadcast.tensors) != set(initial):
+        return broadcast
+    kept = {k: v for k, v in broadcast.tensors.items() if v is not initial[k]}
+    if len(kept) == len(initial):
+        return broadcast
+    return Broadcast(tensors=kept, extras=broadcast.extras, meta={**broadcast.meta, SEED_FLAG: True})
+
+
+@functools.lru_cache(maxsize=2)
+def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in spec.build(seed, "global").state_dict().items()}
+
+
+def received(env: ClientEnv, broadcast: Broadcast) -> Broadcast:
+    """What the client half works with: a broadcast sent with `SEED_FLAG` gets its missing tensors
+    back from the seeded initial model (both runtimes call this on every broadcast)."""
+    if not broadcast.meta.get(SEED_FLAG):
+        return broadcast
+    meta = {k: v for k, v in broadcast.meta.items() if k != SEED_FLAG}
+    initial = _seeded_initial(env.spec, env.config.seed, env.config.device)
+    return Broadcast(tensors={**initial, **broadcast.tensors}, extras=broadcast.extras, meta=meta)
 
 
 def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) -> ClientUpdate:

@@ -147,7 +147,8 @@ class GeneflClient(PersonalModelClient):
         if opts.lambda_s > 0 or opts.lambda_e > 0:
             masked = None
             if opts.lambda_e > 0:
-                fis = fisher.diagonal_fisher(env.model, data.x_train, data.y_train, opts.fisher_samples, env.generator("fisher"))
+                estimate = fisher.diagonal_fisher if opts.fisher_estimator == "per_sample" else fisher.batch_fisher
+                fis = estimate(env.model, data.x_train, data.y_train, opts.fisher_samples, env.generator("fisher"))
                 mask = fisher.elastic_mask(fis, layers, opts.fisher_top)
                 norm = fisher.normalised_fisher(fis, mask)
                 masked = {k: norm[k] * mask[k] for k in names}

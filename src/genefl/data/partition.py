@@ -2,8 +2,9 @@
 
 Every training sample goes to at most one client. Each client also gets a local test split drawn
 from the test set with the label proportions of its training data: for each class c, a client that
-holds the fraction f of class c's training samples receives (about) the fraction f of class c's test
-samples, disjoint from every other client's.
+holds the fraction f of the class-c training samples in use (all clients' samples together; with
+`train_subset`, those of the subset) receives (about) the fraction f of class c's test samples,
+disjoint from every other client's.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def matching_test_splits(train_labels: np.ndarray, train_parts: list[np.ndarray]
                          rng: np.random.Generator) -> list[np.ndarray]:
     """Disjoint test splits with each client's training label proportions (see module doc)."""
     splits: list[list[np.ndarray]] = [[] for _ in train_parts]
+    used = np.concatenate(train_parts) if train_parts else np.array([], dtype=int)
     for c in np.unique(train_labels):
         pool = rng.permutation(np.flatnonzero(test_labels == c))
-        total = int((train_labels == c).sum())
+        # shares of the training samples in use (a `train_subset` run hands out its whole test set too)
+        total = max(int((train_labels[used] == c).sum()), 1)
         start = 0
         for i, part in enumerate(train_parts):
             take = int(round(len(pool) * int((train_labels[part] == c).sum()) / total))

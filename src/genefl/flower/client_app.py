@@ -25,7 +25,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..algorithms import get as get_method
-from ..algorithms.base import ClientEnv
+from ..algorithms.base import ClientEnv, received
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
@@ -84,7 +84,7 @@ def client_env(context: Context, round: int) -> tuple[ClientEnv, Any]:
 def _handle(message: Message, context: Context, action) -> Message:
     broadcast, round = from_content(message.content)
     env, client = client_env(context, round)
-    update = action(client, env, broadcast)
+    update = action(client, env, received(env, broadcast))
     store_to_state(env.store, context.state)
     return Message(reply_content(update), reply_to=message)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from .. import rng
-from ..algorithms.base import Strategy
+from ..algorithms.base import Strategy, send_initial_as_seed
 from ..config import Config
 from ..errors import GeneflError
 from ..ledger import Ledger
@@ -84,6 +84,11 @@ class RoundLoop:
         self.ledger = Ledger()
         self.notes: list[str] = []
 
+    def _outgoing(self, broadcast: Broadcast) -> Broadcast:
+        if self.config.first_contact == "seed":
+            return send_initial_as_seed(broadcast, self.strategy.initial)
+        return broadcast
+
     def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int]):
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
@@ -103,9 +108,10 @@ class RoundLoop:
                 return state, None
             self.ledger.record(round, cid, "up", "signature", hello)
         state, broadcast = self.strategy.welcome(state, round, cid, hello)
-        init_bytes = self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, broadcast)
+        broadcast = self._outgoing(broadcast)
+        init_bytes = self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
         if curve is None:
             return state, None
@@ -127,8 +133,8 @@ class RoundLoop:
                 cb.after_newcomer(report)
         participants, dropped = sample_clients(self.config, t, active)
         for cid in dropped:  # sampled, downloaded, never reported back
-            self.ledger.record(t, cid, "down", "train", self.strategy.configure_train(state, t, cid))
-        broadcasts = {cid: self.strategy.configure_train(state, t, cid) for cid in participants}
+            self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid)))
+        broadcasts = {cid: self._outgoing(self.strategy.configure_train(state, t, cid)) for cid in participants}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "train", broadcast)
         self.transport.failures.clear()
@@ -150,7 +156,7 @@ class RoundLoop:
         return state, report
 
     def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, float]:
-        broadcasts = {cid: self.strategy.configure_evaluate(state, cid) for cid in active}
+        broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid)) for cid in active}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)

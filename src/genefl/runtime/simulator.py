@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..algorithms import get as get_method
-from ..algorithms.base import ClientEnv, ModelSpec
+from ..algorithms.base import ClientEnv, ModelSpec, received
 from ..config import Config
 from ..data.scenario import Scenario
 from ..layers import model_layers, model_nbytes
@@ -45,8 +45,8 @@ class InProcessClients:
         """Run one client-half handler for `cid` with its state opened, and store the state after."""
         state = self.states.open(cid)
         try:
-            return handler(ClientEnv(cid, round, self.model, self.scenario.clients[cid], state, self.config,
-                                     self.spec, self.layers), *args)
+            env = ClientEnv(cid, round, self.model, self.scenario.clients[cid], state, self.config, self.spec, self.layers)
+            return handler(env, *(received(env, a) if isinstance(a, Broadcast) else a for a in args))
         finally:
             self.states.close(cid, state)
 
