@@ -25,9 +25,13 @@ from genefl.results import build_results
 from genefl.runtime.simulator import Simulator
 
 REFERENCE = Path(__file__).parent / "data" / "reference_results.json"
+# The reference predates the newcomer protocol options; these pin the protocol it was recorded with.
+OLD_NEWCOMER_PROTOCOL = ["newcomer_lr=0", "newcomer_momentum=0", "newcomer_schedule=\"constant\"", "newcomer_val_fraction=0"]
 RUNS = {
-    "fedavg": ["method=fedavg", "rounds=3", "num_clients=5", "num_newcomers=2", "newcomer_epochs=2", "eval_every=1"],
-    "genefl": ["method=genefl", "rounds=3", "num_clients=5", "num_newcomers=2", "newcomer_epochs=2", "eval_every=1"],
+    "fedavg": ["method=fedavg", "rounds=3", "num_clients=5", "num_newcomers=2", "newcomer_epochs=2", "eval_every=1",
+               *OLD_NEWCOMER_PROTOCOL],
+    "genefl": ["method=genefl", "rounds=3", "num_clients=5", "num_newcomers=2", "newcomer_epochs=2", "eval_every=1",
+               *OLD_NEWCOMER_PROTOCOL],
 }
 
 

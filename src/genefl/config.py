@@ -104,10 +104,10 @@ class Config:
     dropout: float = 0.0  # probability a sampled client does not report back
     newcomer_epochs: int = 5  # fine-tuning epochs of a newcomer after its initialisation
     newcomer_init: str = "method"  # "method": its natural start (global/cluster model, learnGene) | "random"
-    newcomer_lr: float = 0.0  # newcomer fine-tuning learning rate; 0 = the training lr
-    newcomer_momentum: float = 0.0  # newcomer fine-tuning SGD momentum
-    newcomer_schedule: str = "constant"  # newcomer lr schedule: "constant" | "cosine" (to 0 over its epochs)
-    newcomer_val_fraction: float = 0.0  # share of a newcomer's training data held out to choose its epoch
+    newcomer_lr: float = 0.01  # newcomer fine-tuning learning rate; 0 = the training lr (BENCHMARKS 4.1)
+    newcomer_momentum: float = 0.9  # newcomer fine-tuning SGD momentum
+    newcomer_schedule: str = "cosine"  # newcomer lr schedule: "constant" | "cosine" (to 0 over its epochs)
+    newcomer_val_fraction: float = 0.2  # share of a newcomer's training data held out to choose its epoch
     newcomer_freeze_epochs: int = 0  # inherited layers frozen for the first k epochs (when some layers are fresh)
     newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
     first_contact: str = "tensors"  # a full model equal to the seeded initial one is sent as "tensors" | "seed"

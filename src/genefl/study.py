@@ -66,8 +66,9 @@ class Start:
     init_bytes: int
 
 
-def starts_for(cid: int, recorded: dict[str, dict]) -> dict[str, Start]:
-    """The six starts of newcomer `cid`, from the runs' recorded welcome messages."""
+def starts_for(cid: int, recorded: dict[str, dict], extra: tuple[str, ...] = ()) -> dict[str, Start]:
+    """The six starts of newcomer `cid`, from the runs' recorded welcome messages, plus one per extra
+    variant (named by its label, e.g. `genefl[genefl.gene_budget=0.4]`)."""
     def sent(method: str) -> Start:
         s = recorded[method][cid]
         return Start(s["tensors"], nbytes(Broadcast(tensors=s["tensors"], meta=s["meta"])))
@@ -77,24 +78,27 @@ def starts_for(cid: int, recorded: dict[str, dict]) -> dict[str, Start]:
     meta = recorded["genefl"][cid]["meta"]
     return {"learngene": gene, "global": fedavg, "random": Start({}, nbytes(Broadcast(meta={"init": "random"}))),
             "fedavg_layers": Start(control, nbytes(Broadcast(tensors=control, meta=meta))),
-            "flearngene": sent("flearngene"), "pacfl": sent("pacfl")}
+            **{label: sent(label) for label in ("flearngene", "pacfl", *extra) if label in recorded}}
 
 
-def study_seed(config: Config, out: Path, replicates: int) -> list[dict]:
+def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant, ...] = ()) -> list[dict]:
     """Fine-tune every newcomer of one seed from every start; one record per (newcomer, start, replicate)."""
     from .data.scenario import build_scenario
     from .runtime.simulator import model_spec
 
     scenario = build_scenario(config)
     spec = model_spec(config, scenario.input_shape, scenario.num_classes)
-    recorded = {m: torch.load(out / m / f"seed{config.seed}" / STARTS_FILE, weights_only=True) for m in STUDY_METHODS}
+    folders = {m: m for m in STUDY_METHODS} | {v.label: v.folder for v in extra}
+    recorded = {label: torch.load(out / folder / f"seed{config.seed}" / STARTS_FILE, weights_only=True)
+                for label, folder in folders.items() if (out / folder / f"seed{config.seed}" / STARTS_FILE).exists()}
+    labels = tuple(v.label for v in extra if v.label in recorded)
     settings = FinetuneSettings.from_config(config)
     model = spec.build(config.seed, "global").to(config.device)
     records = []
     for cid in sorted(recorded["genefl"]):
         arrival = recorded["genefl"][cid]["round"]
         fresh = spec.build(config.seed, "newcomer", cid).state_dict()
-        for name, start in starts_for(cid, recorded).items():
+        for name, start in starts_for(cid, recorded, labels).items():
             for rep in range(replicates if name in REPLICATED else 1):
                 load_into(model, fresh)
                 load_into(model, start.tensors)
@@ -132,7 +136,7 @@ def analyse(records: list[dict]) -> dict[str, Any]:
     key = {(r["seed"], r["newcomer"], r["start"], r["replicate"]): r for r in records}
     pairs = sorted({(r["seed"], r["newcomer"]) for r in records})
     rows = {}
-    for start in STARTS:
+    for start in dict.fromkeys([*STARTS, *(r["start"] for r in records)]):
         mine = [key[(s, c, start, 0)] for s, c in pairs if (s, c, start, 0) in key]
         if not mine:
             continue
@@ -240,15 +244,18 @@ def plot_study(analysis: dict, folder: Path) -> None:
 
 def run_study(base: Config, seeds: list[int], out: Path, extra: list[Variant] = (), jobs: int = 1,
               replicates: int = 3) -> dict[str, Any]:
-    variants = [Variant(m, m, {}) for m in STUDY_METHODS] + [v for v in extra if v.label not in STUDY_METHODS]
+    extra = [v for v in extra if v.label not in STUDY_METHODS]
+    variants = [Variant(m, m, {}) for m in STUDY_METHODS] + extra
+    # an extra variant of a method that sends newcomers something becomes one more start
+    starts = tuple(v for v in extra if v.method != "local")
     run_comparison(base, variants, seeds, out, jobs=jobs, record_starts=True)
     configs = [variant_config(base, variants[0], s) for s in seeds]
     if jobs > 1:
         from .compare import parallel_map
 
-        per_seed = parallel_map(study_seed, [(c, out, replicates) for c in configs], jobs)
+        per_seed = parallel_map(study_seed, [(c, out, replicates, starts) for c in configs], jobs)
     else:
-        per_seed = [study_seed(c, out, replicates) for c in configs]
+        per_seed = [study_seed(c, out, replicates, starts) for c in configs]
     records = [r for seed_records in per_seed for r in seed_records]
     analysis = analyse(records)
     write_report(analysis, records, out, seeds)
