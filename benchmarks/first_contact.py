@@ -5,7 +5,7 @@ run lengths and participation rates.
     GENEFL_DATA=../shared/data python benchmarks/first_contact.py [--rounds 5,10,30] [--participation 0.5,1.0]
 
 The scenario is the newcomer study's (configs/newcomers_fashion_alpha0.1.toml: the CNN, 20 training
-clients, 10 newcomers) on a 6,000-image subset with one fine-tuning epoch: byte counts depend on the
+clients, 10 newcomers) on a 6,000-image subset (min_samples 10) with one fine-tuning epoch: byte counts depend on the
 model, the clients and the learnGene layers, not on how much data each client trains on.
 Prints one table and a final JSON line.
 """
@@ -27,7 +27,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "newcomers_fashion_al
 
 def total_bytes(method: str, rounds: int, participation: float, first_contact: str) -> int:
     config = load_config(CONFIG, [f"method={method!r}".replace("'", '"'), f"rounds={rounds}", f"participation={participation}",
-                                  f'first_contact="{first_contact}"', "train_subset=6000", "newcomer_epochs=1",
+                                  f'first_contact="{first_contact}"', "train_subset=6000", "min_samples=10", "newcomer_epochs=1",
                                   f"eval_every={rounds}"])
     doc = build_results(Simulator(config, build_scenario(config)).run())
     return doc["summary"]["bytes_total"]

@@ -133,3 +133,43 @@ def check_update(update: ClientUpdate, expected: dict[str, torch.Tensor], requir
         # one fused pass over all tensors (a norm is finite iff every entry is); name the culprit
         bad = next(n for n, t in update.tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
         raise GeneflError(f"rejected update: tensor {bad!r} holds NaN or inf")
+
+
+# ---- reply fields: every scalar a client sends is checked before anything reads it -------------
+MAX_SAMPLES = 10**12  # an aggregation weight beyond this is nonsense (and would overflow a float sum)
+
+
+def sample_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SAMPLES
+
+
+def finite_numbers(length: int | None = None, low: float = -math.inf, high: float = math.inf):
+    """A validator for a list of finite ints/floats in [low, high] (of `length` entries if given)."""
+    def valid(value: object) -> bool:
+        return (isinstance(value, list) and (length is None or len(value) == length)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+                        for v in value))
+    return valid
+
+
+def accuracy_value(value: object) -> bool:
+    """An accuracy: a float in [0, 1], or NaN (an empty test split)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (math.isnan(value) or 0 <= value <= 1)
+
+
+def accuracy_list(value: object) -> bool:
+    return isinstance(value, list) and all(accuracy_value(v) for v in value)
+
+
+def check_fields(meta: dict, fields: dict) -> None:
+    """Reject `meta` unless it holds exactly `fields` (name -> (validator, what it must be))."""
+    if not isinstance(meta, dict):
+        raise GeneflError("rejected reply: its fields are not a table")
+    for name, (valid, what) in fields.items():
+        if name not in meta:
+            raise GeneflError(f"rejected reply: missing field {name!r}")
+        if not valid(meta[name]):
+            raise GeneflError(f"rejected reply: field {name!r} must be {what}, got {str(meta[name])[:60]}")
+    extra = sorted(set(meta) - set(fields), key=str)
+    if extra:
+        raise GeneflError(f"rejected reply: unexpected field {str(extra[0])[:60]!r}")

@@ -22,7 +22,8 @@ from .. import rng
 from ..config import Config
 from ..data.scenario import ClientData
 from ..layers import Layer
-from ..messages import Broadcast, ClientUpdate, check_update
+from ..errors import GeneflError
+from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
 from ..models import build_model
 from ..newcomer import FinetuneSettings, NewcomerCurve, finetune
 from ..training import TrainSettings, accuracy, load_into, snapshot
@@ -94,9 +95,41 @@ class Strategy:
         """A newcomer arrives; return the new state and what it is sent to start from."""
         raise NotImplementedError
 
+    def check_hello(self, update: ClientUpdate, rows: int | None) -> None:
+        """Reject a malformed signature reply (Stage 0): exactly one extra, `signature`, a finite
+        float matrix of `rows` rows (the training clients' common count; None = any) and at most
+        `clustering.p` columns, and no fields."""
+        if not isinstance(update, ClientUpdate):
+            raise GeneflError("rejected signature: not a client update")
+        sig = update.extras.get("signature")
+        if set(update.extras) != {"signature"} or update.tensors or update.meta:
+            raise GeneflError("rejected signature: expected exactly one extra tensor 'signature' and nothing else")
+        if sig.dim() != 2 or not sig.is_floating_point() or not 1 <= sig.shape[1] <= self.config.clustering.p:
+            raise GeneflError(f"rejected signature: expected a float matrix with 1..{self.config.clustering.p} columns, "
+                              f"got {sig.dtype}{list(sig.shape)}")
+        if rows is not None and sig.shape[0] != rows:
+            raise GeneflError(f"rejected signature: {sig.shape[0]} rows, the other clients' have {rows}")
+        if not bool(torch.isfinite(sig).all()):
+            raise GeneflError("rejected signature: holds NaN or inf")
+
+    def reply_fields(self) -> dict[str, tuple]:
+        """The fields every training reply carries: name -> (validator, what it must be)."""
+        return {"num_samples": (sample_count, f"an integer in 1..{MAX_SAMPLES}")}
+
+    def expected_extras(self) -> dict[str, torch.Tensor]:
+        """Named extra tensors a training reply must carry (shape and dtype templates)."""
+        return {}
+
     def check(self, update: ClientUpdate) -> None:
-        """Reject a malformed update (wrong keys, shapes, dtypes, NaN/inf) with a GeneflError."""
+        """Reject a malformed update with a one-line GeneflError: tensors that are not the model's
+        (keys, shapes, dtypes) or hold NaN/inf, missing or unexpected extras, and any field that is
+        missing, unexpected, of the wrong type or out of range. Nothing else reads a reply first."""
+        if not isinstance(update, ClientUpdate):
+            raise GeneflError("rejected reply: not a client update")
         check_update(update, self.initial)
+        extras = self.expected_extras()
+        check_update(ClientUpdate(tensors=update.extras), extras, required=set(extras))
+        check_fields(update.meta, self.reply_fields())
 
     def summary(self, state: Any) -> dict[str, Any]:
         """Method-specific facts for results.json."""

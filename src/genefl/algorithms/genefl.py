@@ -29,7 +29,7 @@ from .. import fisher, sensitivity
 from ..aggregate import LayerwiseMean
 from ..constraints import coefficients
 from ..layers import layer_tensors, model_nbytes
-from ..messages import Broadcast, ClientUpdate
+from ..messages import Broadcast, ClientUpdate, finite_numbers
 from ..rng import generator
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates
@@ -63,6 +63,10 @@ class Genefl(Strategy):
         k = max(cluster_of.values()) + 1
         return replace(state, cluster_of=cluster_of, signatures=sigs,
                        genes=[dict(self.initial) for _ in range(k)], gene_layers=[None] * k)
+
+    def reply_fields(self) -> dict[str, tuple]:
+        return {**super().reply_fields(),
+                "scores": (finite_numbers(len(self.layers)), f"a list of {len(self.layers)} finite layer scores")}
 
     def budget_bytes(self) -> int:
         return int(self.config.genefl.gene_budget * model_nbytes(self.layers))

@@ -3,7 +3,9 @@
 Local steps use the corrected gradient g + c − c_i, obtained by adding ⟨c − c_i, θ⟩ to the loss
 (here: the offset of the training loop's gradient correction). After K steps of size η a client
 updates c_i⁺ = c_i − c + (x − y)/(K η) and uploads its model y and Δc = c_i⁺ − c_i; the server moves
-x ← x + η_g (ȳ − x) and c ← c + (|S|/N) mean(Δc). Both control variates travel with the model, so a
+x ← x + η_g (ȳ − x) and c ← c + (|S|/N) mean(Δc), N the number of clients in the federation: the
+training clients plus every newcomer welcomed so far (a newcomer joins with c_i = 0; counting only
+the training clients let |S|/N exceed 1 once newcomers took part, and c overshot). Both control variates travel with the model, so a
 round costs twice FedAvg's bytes; the ledger counts them. Choices: ȳ is sample-weighted like
 FedAvg's mean (the paper uses a plain mean); buffers (BatchNorm statistics) are averaged without
 control variates; a newcomer starts from x with c_i = 0.
@@ -28,6 +30,7 @@ PREFIX = "c/"  # extras key prefix: "c/<param>" server variate, "delta_c/<param>
 class ScaffoldState:
     weights: dict[str, torch.Tensor]
     control: dict[str, torch.Tensor]  # c, per trainable parameter
+    population: int  # N: training clients plus the newcomers welcomed so far
 
 
 class Scaffold(FedAvg):
@@ -35,7 +38,8 @@ class Scaffold(FedAvg):
         return [k for layer in self.layers for k in layer.param_keys]
 
     def init(self) -> ScaffoldState:
-        return ScaffoldState(dict(self.initial), {k: torch.zeros_like(self.initial[k]) for k in self.param_names()})
+        return ScaffoldState(dict(self.initial), {k: torch.zeros_like(self.initial[k]) for k in self.param_names()},
+                             self.config.num_clients)
 
     def configure_train(self, state: ScaffoldState, round: int, cid: int) -> Broadcast:
         return Broadcast(tensors=state.weights, extras={PREFIX + k: v for k, v in state.control.items()})
@@ -55,16 +59,15 @@ class Scaffold(FedAvg):
         lr = self.config.scaffold.server_lr
         weights = {k: (x + lr * (mean_y[k] - x)) if x.is_floating_point() else mean_y[k] for k, x in state.weights.items()}
         mean_dc = deltas.result({k: torch.zeros_like(v) for k, v in state.control.items()})
-        share = count / self.config.num_clients  # |S| / N
+        share = count / state.population  # |S| / N
         control = {k: c + share * mean_dc[k] for k, c in state.control.items()}
         return replace(state, weights=weights, control=control)
 
-    def check(self, update: ClientUpdate) -> None:
-        super().check(update)
-        from ..messages import check_update
+    def welcome(self, state: ScaffoldState, round: int, cid: int, hello):
+        return super().welcome(replace(state, population=state.population + 1), round, cid, hello)
 
-        expected = {"delta_" + PREFIX + k: self.initial[k] for k in self.param_names()}
-        check_update(ClientUpdate(tensors=update.extras), expected, required=set(expected))
+    def expected_extras(self) -> dict[str, torch.Tensor]:
+        return {"delta_" + PREFIX + k: self.initial[k] for k in self.param_names()}
 
 
 class ScaffoldClient(FedAvgClient):

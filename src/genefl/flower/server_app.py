@@ -21,7 +21,7 @@ from ..algorithms import get as get_method
 from ..data.datasets import SHAPES
 from ..errors import GeneflError
 from ..layers import model_layers, model_nbytes
-from ..messages import Broadcast, ClientUpdate, encode
+from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve
 from ..results import ResultWriter
 from ..runtime.loop import RoundLoop
@@ -110,12 +110,28 @@ class FlowerClients:
 
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | None:
         reply = self._exchange("train.welcome", round, {cid: broadcast}).get(cid)
-        if reply is None:
+        if reply is None or not self._fields_ok(cid, reply, WELCOME_FIELDS):
             return None
-        return NewcomerCurve([float(a) for a in reply.meta["accs"]], [float(a) for a in reply.meta.get("val_accs", [])])
+        if not reply.meta["accs"] or len(reply.meta["val_accs"]) not in (0, len(reply.meta["accs"]) - 1):
+            self.failures[cid] = "rejected reply: accs and val_accs do not describe one fine-tuning"
+            return None
+        return NewcomerCurve([float(a) for a in reply.meta["accs"]], [float(a) for a in reply.meta["val_accs"]])
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
-        return {cid: float(u.meta["acc"]) for cid, u in self._exchange("evaluate", round, broadcasts).items()}
+        replies = self._exchange("evaluate", round, broadcasts).items()
+        return {cid: float(u.meta["acc"]) for cid, u in replies if self._fields_ok(cid, u, EVALUATE_FIELDS)}
+
+    def _fields_ok(self, cid: int, reply: ClientUpdate, fields: dict) -> bool:
+        try:
+            check_fields(reply.meta, fields)
+        except GeneflError as exc:
+            self.failures[cid] = str(exc)
+            return False
+        return True
+
+
+WELCOME_FIELDS = {"accs": (accuracy_list, "a list of accuracies"), "val_accs": (accuracy_list, "a list of accuracies")}
+EVALUATE_FIELDS = {"acc": (accuracy_value, "an accuracy in [0, 1]")}
 
 
 @app.main()

@@ -83,11 +83,27 @@ class RoundLoop:
         self.callbacks = list(callbacks)
         self.ledger = Ledger()
         self.notes: list[str] = []
+        self.signature_rows: int | None = None  # the training clients' signature row count
 
     def _outgoing(self, broadcast: Broadcast) -> Broadcast:
         if self.config.first_contact == "seed":
             return send_initial_as_seed(broadcast, self.strategy.initial)
         return broadcast
+
+    def _checked_signatures(self, signatures: dict[int, ClientUpdate]) -> dict[int, ClientUpdate]:
+        """Signatures that pass `check_hello`; their common row count is the most frequent one."""
+        rows = [u.extras["signature"].shape[0] for u in signatures.values()
+                if isinstance(u, ClientUpdate) and isinstance(u.extras.get("signature"), torch.Tensor)
+                and u.extras["signature"].dim() == 2]
+        self.signature_rows = max(set(rows), key=rows.count) if rows else None
+        kept = {}
+        for cid, update in signatures.items():
+            try:
+                self.strategy.check_hello(update, self.signature_rows)
+                kept[cid] = update
+            except GeneflError as exc:
+                self.notes.append(f"round 0: client {cid}: {exc}")
+        return kept
 
     def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int]):
         for cid, update in updates:
@@ -107,6 +123,11 @@ class RoundLoop:
             if hello is None:
                 return state, None
             self.ledger.record(round, cid, "up", "signature", hello)
+            try:
+                self.strategy.check_hello(hello, self.signature_rows)
+            except GeneflError as exc:
+                self.transport.failures[cid] = str(exc)
+                return state, None
         state, broadcast = self.strategy.welcome(state, round, cid, hello)
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, broadcast)
@@ -171,6 +192,7 @@ class RoundLoop:
             signatures = self.transport.signatures(0, active)
             for cid, update in signatures.items():
                 self.ledger.record(0, cid, "up", "signature", update)
+            signatures = self._checked_signatures(signatures)
             active = sorted(signatures)
             state = self.strategy.register(state, signatures)
         waiting = sorted(self.arrivals)
