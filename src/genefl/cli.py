@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
-        raise GeneflError(f"{message} (see 'genefl {self.prog.split()[-1]} --help')")
+        raise GeneflError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one federated experiment")
     add_config_arguments(run)
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<dataset>-<time>)")
+    add_force_argument(run)
     compare = sub.add_parser("compare", help="run several methods on the identical scenario and tabulate them")
     add_config_arguments(compare)
     compare.add_argument("--methods", default="genefl,fedavg,fedprox,scaffold,fedlp,flearngene,pacfl,local",
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     compare.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare-<dataset>-<time>)")
     add_jobs_argument(compare)
+    add_force_argument(compare)
     study = sub.add_parser("newcomers", help="the newcomer study: every newcomer start on the identical newcomers")
     add_config_arguments(study)
     study.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
@@ -45,9 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tuning seeds for the learngene/global/random starts (the noise floor); >= 1")
     study.add_argument("--out", type=Path, default=None, help="output folder (default: runs/newcomers-<dataset>-<time>)")
     add_jobs_argument(study)
+    add_force_argument(study)
     plot = sub.add_parser("plot", help="redraw the plots of a comparison folder")
     plot.add_argument("dir", type=Path)
     return parser
+
+
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="write into an --out folder that already holds results")
+
+
+RESULT_FILES = ("results.json", "rounds.csv", "config.toml", "summary.csv")
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """Check --out before any data is loaded or round run: a folder we can write that holds no earlier
+    results (unless --force), created now. Refusing here is what keeps earlier results intact."""
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise GeneflError(f"--out {out}: {parent} is a file, not a folder")
+    if out.is_dir() and not force and (any((out / name).exists() for name in RESULT_FILES)
+                                       or any(out.glob("*/seed*/results.json"))):
+        raise GeneflError(f"--out {out} already holds results; choose another folder or pass --force to overwrite them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".genefl-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GeneflError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    return out
 
 
 def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +107,7 @@ def command_run(args: argparse.Namespace) -> int:
     from .runtime.simulator import Simulator
 
     config = load_config(args.config, args.overrides)
-    out = args.out or default_out(config)
+    out = prepare_out(args.out or default_out(config), args.force)
     scenario = build_scenario(config)
     sim = Simulator(config, scenario, [ProgressBar(config.rounds, config.method), ResultWriter(out)])
     result = sim.run()
@@ -121,8 +150,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     variants, seeds = parse_variants(args.methods), parse_seeds(args.seeds)
-    out = args.out or Path("runs") / f"compare-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(args.out or Path("runs") / f"compare-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
     docs = run_comparison(config, variants, seeds, out, jobs=check_jobs(args.jobs))
     plot_all(docs, out)
     print((out / "summary.md").read_text())
@@ -142,8 +170,7 @@ def command_newcomers(args: argparse.Namespace) -> int:
     if config.num_newcomers < 1:
         raise GeneflError("num_newcomers: the newcomer study needs at least one newcomer")
     extra = parse_variants(args.methods) if args.methods.strip() else []
-    out = args.out or Path("runs") / f"newcomers-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(args.out or Path("runs") / f"newcomers-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
     run_study(config, seeds, out, extra, jobs=jobs, replicates=args.replicates)
     from .compare import load_runs
 
@@ -171,7 +198,9 @@ COMMANDS = {"run": command_run, "compare": command_compare, "newcomers": command
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # reported here so that the message names the subcommand's help
+            raise GeneflError(f"unrecognized arguments: {' '.join(unknown)} (see 'genefl {args.command} --help')")
         if args.verbose:
             logging.getLogger("genefl").setLevel(logging.INFO)
         return COMMANDS[args.command](args)
@@ -179,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genefl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("genefl: interrupted; finished rounds are in rounds.csv", file=sys.stderr)
+        print("\ngenefl: interrupted; finished rounds are in rounds.csv", file=sys.stderr)
         return 130
 
 

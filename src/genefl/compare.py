@@ -55,7 +55,12 @@ class Variant:
         return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", self.label).strip("_")
 
 
+RESERVED = {"method": "the name before the brackets", "seed": "--seeds"}  # not overridable per variant
+
+
 def parse_variants(text: str) -> list[Variant]:
+    if text.count("[") != text.count("]"):
+        raise ConfigError(f"--methods: unbalanced brackets in {text!r}")
     variants = []
     for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", text):
         item = item.strip()
@@ -65,10 +70,19 @@ def parse_variants(text: str) -> list[Variant]:
         overrides = {}
         for pair in filter(None, (match.group(2) or "").split(";")):
             keys, value = parse_override(pair)
-            overrides[".".join(keys)] = value
+            key = ".".join(keys)
+            if key in RESERVED:
+                raise ConfigError(f"--methods: {item!r} sets {key!r}; set it with {RESERVED[key]}")
+            overrides[key] = value
         variants.append(Variant(item, match.group(1), overrides))
     if not variants:
         raise ConfigError("--methods: name at least one method")
+    labels, folders = [v.label for v in variants], [v.folder for v in variants]
+    for seen, what in ((labels, "is listed twice"), (folders, "shares its output folder with another entry")):
+        dupes = sorted({x for x in seen if seen.count(x) > 1})
+        if dupes:
+            culprit = dupes[0] if what.startswith("is") else next(v.label for v in variants if v.folder == dupes[0])
+            raise ConfigError(f"--methods: {culprit!r} {what}")
     return variants
 
 
@@ -172,12 +186,31 @@ def scenario_key(config: Config) -> tuple:
 def load_runs(out: Path) -> list[dict]:
     docs = []
     for path in sorted(Path(out).glob("*/seed*/results.json")):
-        doc = json.loads(path.read_text())
+        doc = read_results(path)
         doc.setdefault("label", path.parent.parent.name)
         docs.append(doc)
     if not docs:
         raise ConfigError(f"no results found under {out} (expected {out}/<method>/seed<k>/results.json)")
     return docs
+
+
+def read_results(path: Path) -> dict:
+    """A results.json document, checked for the parts that tables and plots read."""
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not a readable results.json ({type(exc).__name__})") from None
+    numbers = (int, float, type(None))
+    ok = (isinstance(doc, dict) and isinstance(doc.get("summary"), dict) and isinstance(doc.get("seed"), int)
+          and all(isinstance(v, numbers) for v in doc["summary"].values())
+          and isinstance(doc.get("rounds"), list) and isinstance(doc.get("newcomers"), list)
+          and all(isinstance(r, dict) and isinstance(r.get("round"), int) and isinstance(r.get("bytes_up"), int)
+                  and isinstance(r.get("bytes_down"), int) and isinstance(r.get("acc_clients"), numbers) for r in doc["rounds"])
+          and all(isinstance(n, dict) and isinstance(n.get("acc_by_epoch"), list)
+                  and all(isinstance(a, numbers) for a in n["acc_by_epoch"]) for n in doc["newcomers"]))
+    if not ok:
+        raise ConfigError(f"{path}: not a genefl results.json (missing or mistyped summary, seed, rounds or newcomers)")
+    return doc
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

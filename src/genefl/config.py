@@ -8,6 +8,7 @@ Every default is visible below. Configs are validated once, at load time, and ne
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import typing
@@ -93,7 +94,7 @@ class Config:
     partition: str = "dirichlet"  # one of PARTITIONS
     alpha: float = 0.5  # Dirichlet concentration (smaller = more heterogeneous)
     classes_per_client: int = 2  # for the pathological partition
-    min_samples: int = 10  # smallest training set a Dirichlet client may get
+    min_samples: int = 10  # smallest training set any client may get (Dirichlet redraws until it holds)
     train_subset: int = 0  # use a seeded stratified subset of this many training samples; 0 = all
     local_epochs: int = 1  # local epochs per round
     batch_size: int = 32
@@ -136,28 +137,31 @@ _POSITIVE = (lambda v: v > 0, "must be > 0")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
 _FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
 _PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+_WEIGHT = (lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")  # a loss-term weight
 RULES: dict[str, tuple] = {
     "method": _choices(METHODS), "dataset": _choices(DATASETS), "model": _choices(MODELS),
     "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
     "min_samples": _POSITIVE, "train_subset": _NONNEG, "local_epochs": _POSITIVE,
-    "batch_size": _POSITIVE, "lr": _POSITIVE, "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "weight_decay": _NONNEG, "participation": _FRACTION, "dropout": _PROB,
-    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "newcomer_lr": _NONNEG,
+    "batch_size": (lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"),
+    "lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "participation": _FRACTION, "dropout": _PROB,
+    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "newcomer_lr": (lambda v: 0 <= v <= 10, "must be in [0, 10]"),
     "newcomer_momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "newcomer_schedule": _choices(("constant", "cosine")), "newcomer_val_fraction": _PROB,
     "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": _NONNEG,
-    "device": (lambda v: v in ("cpu", "cuda", "mps") or v.startswith("cuda:"), "must be cpu, cuda, cuda:N or mps"),
+    "device": (lambda v: v in ("cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
+               "must be cpu, cuda, cuda:N or mps"),
     "state_store": _choices(("memory", "disk")), "first_contact": _choices(("tensors", "seed")),
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
     "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
     "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
     "genefl.fisher_estimator": _choices(("per_sample", "batch")),
-    "genefl.lambda_s": _NONNEG, "genefl.lambda_e": _NONNEG, "genefl.gene_budget": _FRACTION,
+    "genefl.lambda_s": _WEIGHT, "genefl.lambda_e": _WEIGHT, "genefl.gene_budget": _FRACTION,
     "genefl.gene_selection": _choices(("window", "greedy", "random")),
     "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),
-    "newcomer_init": _choices(("method", "random")), "fedprox.mu": _NONNEG,
-    "scaffold.server_lr": _POSITIVE, "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
+    "newcomer_init": _choices(("method", "random")), "fedprox.mu": _WEIGHT,
+    "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
 }
 
 
@@ -168,8 +172,18 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return value
     if kind is str and isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{key}: is not valid UTF-8 text ({value.encode('utf-8', 'replace')[:60]!r})") from None
         return value
     if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
         inner = typing.get_args(kind)[0]
@@ -211,18 +225,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise ConfigError(f"--set {key}: value nested too deeply") from None
     return key.split("."), value
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
     table: dict[str, Any] = {}
     if path is not None:
-        try:
-            table = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        table = _read_toml(Path(path))
     for item in overrides:
         keys, value = parse_override(item)
         node = table
@@ -232,7 +243,54 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
                 raise ConfigError(f"--set {item!r}: {k!r} is not a table")
         node[keys[-1]] = value
     config = _build(Config, table, "")
+    cross_check(config)
     return config
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; this refuses /dev/zero and the like
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if str(path) in ("", "."):
+        raise ConfigError("--config: empty path")
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: values nested too deeply") from None
+
+
+def cross_check(config: Config) -> None:
+    """Rules that involve more than one field, or the machine."""
+    if config.method in ("genefl", "pacfl") and config.min_samples < config.clustering.p:
+        raise ConfigError(f"min_samples: must be >= clustering.p = {config.clustering.p} for {config.method}, "
+                          f"whose client signatures have p columns (got {config.min_samples})")
+    check_device(config.device)
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA device")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: 'mps' asked for, but this torch sees no MPS device")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -246,6 +304,10 @@ def replace(config: Config, **changes: Any) -> Config:
         *parents, leaf = key.split(".")
         node = table
         for k in parents:
-            node = node[k]
+            node = node.get(k) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"unknown config key {key!r} ({k!r} is not a table of options)")
         node[leaf] = value
-    return _build(Config, table, "")
+    config = _build(Config, table, "")
+    cross_check(config)
+    return config

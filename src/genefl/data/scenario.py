@@ -66,13 +66,24 @@ def partition_indices(config: Config, dataset: Dataset) -> tuple[list[np.ndarray
     y_train = dataset.y_train.numpy()
     y_test = dataset.y_test.numpy()
     pool = np.arange(len(y_train))
-    if config.train_subset:
-        pool = partition.stratified_subset(y_train, config.train_subset, rng.numpy_rng(config.seed, "subset"))
     total = config.num_clients + config.num_newcomers
+    needed = total * config.min_samples
+    if config.train_subset:
+        if config.train_subset < needed:
+            raise ConfigError(f"train_subset: {config.train_subset} samples cannot give {total} clients (num_clients + "
+                              f"num_newcomers) min_samples = {config.min_samples} each; use >= {needed}")
+        pool = partition.stratified_subset(y_train, config.train_subset, rng.numpy_rng(config.seed, "subset"))
+    if len(pool) < needed:
+        raise ConfigError(f"num_clients: {total} clients (num_clients + num_newcomers) x min_samples = {config.min_samples} "
+                          f"exceed the {len(pool)} training samples of {config.dataset}")
     parts = partition.split(
         y_train[pool], total, config.partition, config.alpha, config.classes_per_client,
         config.min_samples, rng.numpy_rng(config.seed, "partition"),
     )
+    smallest = min(range(total), key=lambda i: len(parts[i]))
+    if len(parts[smallest]) < config.min_samples:  # iid and pathological splits can leave a client short
+        raise ConfigError(f"partition: client {smallest} gets {len(parts[smallest])} training samples, fewer than "
+                          f"min_samples = {config.min_samples}; use fewer clients or a larger training set")
     train_parts = [pool[p] for p in parts]
     test_parts = partition.matching_test_splits(y_train, train_parts, y_test, rng.numpy_rng(config.seed, "test-split"))
     return train_parts, test_parts

@@ -19,6 +19,7 @@ class RoundReport:
     bytes_down: int
     wall_s: float
     notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
+    rejected: list[int] = field(default_factory=list)  # clients whose reply failed the checks (also in dropped)
 
     def mean_acc(self, training_only: bool = True) -> float | None:
         accs = [a for c, a in self.acc_by_client.items()  # NaN: an empty test split, left out

@@ -172,7 +172,7 @@ class RoundLoop:
             t, sorted(reported), sorted(dropped + failed + rejected), accs, self.num_training,
             sum(x.nbytes for x in new if x.direction == "up" and x.kind != "eval"),
             sum(x.nbytes for x in new if x.direction == "down" and x.kind != "eval"),
-            time.perf_counter() - t0, self.notes[notes_mark:],
+            time.perf_counter() - t0, self.notes[notes_mark:], sorted(rejected),
         )
         return state, report
 

@@ -29,6 +29,10 @@ class ProgressBar(Callback):
                  report.id, report.arrival_round, report.init, report.init_bytes / 1e3, accs)
 
     def after_round(self, report: RoundReport) -> None:
+        answered = len(report.participants) + len(report.rejected)
+        if report.rejected and 2 * len(report.rejected) >= answered:
+            tqdm.write(f"genefl: warning: round {report.round}: {len(report.rejected)} of {answered} replies were "
+                       f"rejected and not aggregated ({report.notes[0] if report.notes else 'see rounds[].notes'})")
         self.megabytes += (report.bytes_up + report.bytes_down) / 1e6
         acc = report.mean_acc()
         self.acc = acc if acc is not None else self.acc

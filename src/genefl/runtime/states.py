@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+
 
 class MemoryStates:
     def __init__(self):
@@ -45,7 +47,12 @@ class DiskStates:
     def __init__(self, folder: str | os.PathLike | None = None):
         self._own = folder is None or str(folder) == ""
         self.folder = Path(tempfile.mkdtemp(prefix="genefl-states-")) if self._own else Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"state_dir: {self.folder} exists and is not a folder") from None
+        except OSError as exc:
+            raise ConfigError(f"state_dir: cannot create {self.folder} ({exc.strerror})") from None
 
     def _path(self, cid: int) -> Path:
         return self.folder / f"client{cid}.pt"
