@@ -166,3 +166,47 @@ def test_real_mnist_and_fashion(shared_data):
         d = load_dataset(name, shared_data)
         assert len(d.y_train) == 60000 and len(d.y_test) == 10000 and d.num_classes == 10
         assert sorted(d.y_train.unique().tolist()) == list(range(10))
+
+
+def _replace(root, sums, index, payload: bytes, compress=True):
+    """Swap one of the four IDX files for `payload`, with its md5 accepted (the checksum_file route)."""
+    path = root / "MNIST/raw" / IDX[index]
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    sums[f"MNIST/raw/{IDX[index]}"] = md5_of(path)
+
+
+BAD_FILES = [
+    (0, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"garbage" * 10, False, "unreadable data file"),  # bad deflate
+    (0, bytes([0, 0, 8, 0]), True, "IDX file of 0 dimensions"),
+    (1, idx_bytes(np.full(20, 200)), True, "a label of 200"),
+    (0, idx_bytes(np.zeros((20, 784))), True, "IDX file of 2 dimensions"),
+    (2, idx_bytes(np.zeros((10, 1, 28, 28))), True, "IDX file of 4 dimensions"),
+    (1, idx_bytes(np.arange(5) % 10), True, "20 images but 5 labels"),
+    (0, idx_bytes(np.zeros((20, 8, 8))), True, "images of shape (1, 8, 8), expected (1, 28, 28)"),
+]
+
+
+@pytest.mark.parametrize("index, payload, compress, fragment", BAD_FILES)
+def test_malformed_idx_files_are_one_line_errors(tmp_path, index, payload, compress, fragment):
+    sums = write_mnist(tmp_path)
+    _replace(tmp_path, sums, index, payload, compress)
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", tmp_path, checksums=sums)
+    assert fragment in one_line(err)
+
+
+def test_a_folder_in_place_of_a_file_and_a_binary_checksum_file(tmp_path):
+    from genefl.data.datasets import read_checksum_file
+
+    sums = write_mnist(tmp_path)
+    path = tmp_path / "MNIST/raw" / IDX[3]
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", tmp_path, checksums=sums)
+    assert "is not a regular file" in one_line(err)
+    binary = tmp_path / "sums.md5"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError) as err:
+        read_checksum_file(binary)
+    assert "not UTF-8" in one_line(err)

@@ -21,6 +21,7 @@ import pickle
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ def md5_of(path: Path) -> str:
 
 def verified(root: Path, rel: str, checksums: Mapping[str, str], how_to_get: str) -> Path:
     path = root / rel
+    if path.exists() and not path.is_file():
+        raise DataError(f"data file {path} is not a regular file (expected the {rel} file)")
     if not path.is_file():
         raise DataError(f"missing data file {path} (expected the {rel} file; {how_to_get})")
     expected, actual = checksums.get(rel), md5_of(path)
@@ -106,17 +109,41 @@ def verified(root: Path, rel: str, checksums: Mapping[str, str], how_to_get: str
 def read_idx(path: Path) -> np.ndarray:
     """An IDX array (ubyte data) from a gzip file."""
     try:
-        data = gzip.open(path).read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"unreadable data file {path}: {exc}") from None
+        with gzip.open(path) as f:
+            data = f.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"unreadable data file {path}: {exc}".replace("\n", " ")) from None
+    if len(data) > MAX_IDX_BYTES:
+        raise DataError(f"unreadable data file {path}: more than {MAX_IDX_BYTES} bytes once decompressed")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"unreadable data file {path}: not an unsigned-byte IDX file")
     ndim = data[3]
+    if ndim not in (1, 3):
+        raise DataError(f"unreadable data file {path}: an IDX file of {ndim} dimensions (expected 1 for labels, 3 for images)")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset, size = 4 + 4 * ndim, int(np.prod(dims))
     if len(data) != offset + size:
         raise DataError(f"truncated data file {path}: {len(data) - offset} bytes of data, expected {size}")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+MAX_IDX_BYTES = 1 << 30  # the largest real file (MNIST training images) is 47 MB decompressed
+
+
+def check_split(name: str, where: str, images: np.ndarray, labels: np.ndarray, classes: int, shape: tuple | None) -> None:
+    """One split's arrays: (n, C, H, W) images, n integer labels in [0, classes), images of `shape`."""
+    if images.ndim != 4 or labels.ndim != 1:
+        raise DataError(f"{name} {where}: images of {images.ndim - 1} dimensions / labels of {labels.ndim} "
+                        "(expected images (n, H, W) and labels (n,))")
+    if len(images) != len(labels):
+        raise DataError(f"{name} {where}: {len(images)} images but {len(labels)} labels")
+    if len(labels) == 0:
+        raise DataError(f"{name} {where}: holds no images")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise DataError(f"{name} {where}: a label of {int(labels.max()) if labels.max() >= classes else int(labels.min())}"
+                        f", expected 0..{classes - 1}")
+    if shape is not None and tuple(images.shape[1:]) != shape:
+        raise DataError(f"{name} {where}: images of shape {tuple(images.shape[1:])}, expected {shape}")
 
 
 def normalise(images: np.ndarray, name: str) -> torch.Tensor:
@@ -133,6 +160,9 @@ def load_idx_dataset(name: str, root: Path, checksums: Mapping[str, str], downlo
     how = f"pass --set download=true, or place the file there from {MIRRORS[folder][0]}{'{'}file{'}'}"
     arrays = [read_idx(verified(root, f"{folder}/raw/{f}", checksums, how)) for f in IDX_FILES]
     x_train, y_train, x_test, y_test = arrays
+    shape = SHAPES[name][0]
+    check_split(name, "training files", x_train[:, None] if x_train.ndim == 3 else x_train, y_train, 10, shape)
+    check_split(name, "test files", x_test[:, None] if x_test.ndim == 3 else x_test, y_test, 10, shape)
     return Dataset(name, normalise(x_train[:, None], name), torch.from_numpy(y_train.astype(np.int64)),
                    normalise(x_test[:, None], name), torch.from_numpy(y_test.astype(np.int64)), 10)
 
@@ -160,6 +190,9 @@ def load_cifar(name: str, root: Path, checksums: Mapping[str, str], download: bo
     train = [read_pickle_batch(verified(root, f"{folder}/{f}", checksums, how), label_key) for f in train_files]
     x_test, y_test = read_pickle_batch(verified(root, f"{folder}/{test_file}", checksums, how), label_key)
     x_train, y_train = np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])
+    classes = SHAPES[name][1]
+    check_split(name, "training files", x_train, y_train, classes, SHAPES[name][0])
+    check_split(name, "test file", x_test, y_test, classes, SHAPES[name][0])
     return Dataset(name, normalise(x_train, name), torch.from_numpy(y_train), normalise(x_test, name),
                    torch.from_numpy(y_test), 10 if name == "cifar10" else 100)
 
@@ -220,9 +253,11 @@ def load_digits_dataset() -> Dataset:
 def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
     """An md5sum-format file (`<md5>  <path relative to data_dir>` per line) as {path: md5}."""
     try:
-        lines = Path(path).expanduser().read_text().splitlines()
+        lines = Path(path).expanduser().read_bytes().decode("utf-8").splitlines()
     except OSError as exc:
         raise DataError(f"checksum_file {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"checksum_file {path}: not UTF-8 text") from None
     table = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
