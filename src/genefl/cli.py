@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<dataset>-<time>)")
     add_force_argument(run)
+    run.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                     help="continue the run in DIR from its last checkpoint (a killed or interrupted run)")
     compare = sub.add_parser("compare", help="run several methods on the identical scenario and tabulate them")
     add_config_arguments(compare)
     compare.add_argument("--methods", default="genefl,fedavg,fedprox,scaffold,fedlp,flearngene,pacfl,local",
@@ -68,7 +70,8 @@ def prepare_out(out: Path, force: bool) -> Path:
             raise GeneflError(f"--out {out}: {parent} is a file, not a folder")
     if out.is_dir() and not force and (any((out / name).exists() for name in RESULT_FILES)
                                        or any(out.glob("*/seed*/results.json"))):
-        raise GeneflError(f"--out {out} already holds results; choose another folder or pass --force to overwrite them")
+        raise GeneflError(f"--out {out} already holds results; continue that run with 'genefl run --resume {out}', "
+                          "choose another folder, or pass --force to overwrite them")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".genefl-write-test"
@@ -106,11 +109,26 @@ def command_run(args: argparse.Namespace) -> int:
     from .runtime.progress import ProgressBar
     from .runtime.simulator import Simulator
 
-    config = load_config(args.config, args.overrides)
-    out = prepare_out(args.out or default_out(config), args.force)
+    from .runtime import checkpoint
+
+    resume = None
+    if args.resume is not None:
+        if args.config or args.overrides or args.out or args.force:
+            raise GeneflError("--resume DIR takes no --config, --set, --out or --force: the run continues as configured in DIR")
+        out = args.resume
+        if not (out / "config.toml").is_file():
+            raise GeneflError(f"--resume {out}: no config.toml there (not a genefl run folder)")
+        if (out / "results.json").is_file() and not (out / checkpoint.FILE).exists():
+            raise GeneflError(f"--resume {out}: that run already finished (results.json is complete)")
+        config = load_config(out / "config.toml")
+        if (out / checkpoint.FILE).is_file():
+            resume = checkpoint.load(out / checkpoint.FILE)
+    else:
+        config = load_config(args.config, args.overrides)
+        out = prepare_out(args.out or default_out(config), args.force)
     scenario = build_scenario(config)
-    sim = Simulator(config, scenario, [ProgressBar(config.rounds, config.method), ResultWriter(out)])
-    result = sim.run()
+    sim = Simulator(config, scenario, [ProgressBar(config.rounds, config.method), ResultWriter(out)], checkpoint_dir=out)
+    result = sim.run(resume)
     print_summary(build_results(result), out)
     return 0
 

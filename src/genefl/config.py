@@ -112,6 +112,7 @@ class Config:
     newcomer_freeze_epochs: int = 0  # inherited layers frozen for the first k epochs (when some layers are fresh)
     newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
     first_contact: str = "tensors"  # a full model equal to the seeded initial one is sent as "tensors" | "seed"
+    checkpoint_every: int = 1  # save a checkpoint (DIR/checkpoint.pt) every N rounds; 0 = never
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
     state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
@@ -146,7 +147,7 @@ RULES: dict[str, tuple] = {
     "batch_size": (lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"),
     "lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "weight_decay": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "participation": _FRACTION, "dropout": _PROB,
-    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "newcomer_lr": (lambda v: 0 <= v <= 10, "must be in [0, 10]"),
+    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "checkpoint_every": _NONNEG, "newcomer_lr": (lambda v: 0 <= v <= 10, "must be in [0, 10]"),
     "newcomer_momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "newcomer_schedule": _choices(("constant", "cosine")), "newcomer_val_fraction": _PROB,
     "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": _NONNEG,

@@ -88,7 +88,10 @@ class ResultWriter(Callback):
         self.out.mkdir(parents=True, exist_ok=True)
         write_config(info["config"], self.out / "config.toml")
         with open(self.out / "rounds.csv", "w", newline="") as f:
-            csv.DictWriter(f, ROUND_FIELDS).writeheader()
+            writer = csv.DictWriter(f, ROUND_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for report in info.get("finished_rounds", []):  # a resumed run: the checkpoint's rounds
+                writer.writerow(round_row(report))
 
     def after_round(self, report: RoundReport) -> None:
         with open(self.out / "rounds.csv", "a", newline="") as f:

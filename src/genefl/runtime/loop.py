@@ -9,7 +9,7 @@ accounting, rejecting malformed replies, evaluation) lives here, once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -182,10 +182,35 @@ class RoundLoop:
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)
 
-    def run(self, start_info: dict[str, Any]) -> RunResult:
+    def run(self, start_info: dict[str, Any], resume: dict[str, Any] | None = None,
+            checkpoint: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+        """The whole run, or its rest after `resume` (a `snapshot` taken after a finished round).
+        `checkpoint(snapshot)` is called every `checkpoint_every` rounds."""
         config, start = self.config, time.perf_counter()
+        if resume is not None:
+            state, active, waiting, first, start = self._restore(resume, start)
+            start_info = {**start_info, "finished_rounds": list(self.rounds)}
         for cb in self.callbacks:
             cb.on_start(start_info)
+        if resume is None:
+            state, active, waiting, first = *self._begin(), 1
+        for t in range(first, config.rounds + 1):
+            state, report = self._round(state, t, active, waiting)
+            self.rounds.append(report)
+            for cb in self.callbacks:
+                cb.after_round(report)
+            if checkpoint and config.checkpoint_every and (t % config.checkpoint_every == 0) and t < config.rounds:
+                checkpoint(self.snapshot(state, t, active, waiting, time.perf_counter() - start))
+        result = RunResult(config, self.rounds, self.newcomers, self.ledger, self.model_bytes,
+                           time.perf_counter() - start, self.strategy.summary(state), server_weights(state))
+        if self.notes:
+            result.method_info["notes"] = list(self.notes)
+        for cb in self.callbacks:
+            cb.on_end(result)
+        return result
+
+    def _begin(self) -> tuple[Any, list[int], list[int]]:
+        """Server state before round 1: Stage 0 for methods that cluster."""
         state = self.strategy.init()
         active = self.transport.available(list(range(self.num_training)))
         if self.strategy.needs_signatures:
@@ -195,17 +220,16 @@ class RoundLoop:
             signatures = self._checked_signatures(signatures)
             active = sorted(signatures)
             state = self.strategy.register(state, signatures)
-        waiting = sorted(self.arrivals)
         self.rounds, self.newcomers = [], []
-        for t in range(1, config.rounds + 1):
-            state, report = self._round(state, t, active, waiting)
-            self.rounds.append(report)
-            for cb in self.callbacks:
-                cb.after_round(report)
-        result = RunResult(config, self.rounds, self.newcomers, self.ledger, self.model_bytes,
-                           time.perf_counter() - start, self.strategy.summary(state), server_weights(state))
-        if self.notes:
-            result.method_info["notes"] = list(self.notes)
-        for cb in self.callbacks:
-            cb.on_end(result)
-        return result
+        return state, active, sorted(self.arrivals)
+
+    def snapshot(self, state: Any, round: int, active: list[int], waiting: list[int], elapsed: float) -> dict[str, Any]:
+        """What the loop needs to go on after `round`."""
+        return {"round": round, "server": state, "active": list(active), "waiting": list(waiting),
+                "rounds": list(self.rounds), "newcomers": list(self.newcomers), "ledger": self.ledger,
+                "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed}
+
+    def _restore(self, snap: dict[str, Any], now: float):
+        self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
+        self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
+        return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]

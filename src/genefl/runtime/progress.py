@@ -21,7 +21,7 @@ class ProgressBar(Callback):
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.bar = tqdm(total=self.total, desc=self.description, unit="round", position=self.position,
-                        leave=self.leave, dynamic_ncols=True)
+                        leave=self.leave, dynamic_ncols=True, initial=len(info.get("finished_rounds", [])))
 
     def after_newcomer(self, report: NewcomerReport) -> None:
         accs = " ".join(f"{a:.3f}" for a in report.acc_by_epoch)

@@ -10,6 +10,7 @@ so no list of client models is ever held.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..algorithms import get as get_method
@@ -20,6 +21,7 @@ from ..layers import model_layers, model_nbytes
 from ..messages import Broadcast, ClientUpdate
 from ..models import default_model
 from ..newcomer import NewcomerCurve
+from . import checkpoint
 from .events import Callback
 from .loop import RoundLoop, RunResult
 from .states import make_states
@@ -57,18 +59,27 @@ class InProcessClients:
         return {cid: self.call(self.client.signature, cid, round) for cid in ids}
 
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
-        for cid, broadcast in broadcasts.items():
+        for i, (cid, broadcast) in enumerate(broadcasts.items()):
             yield cid, self.call(self.client.train, cid, round, broadcast)
+            if i == 0:
+                checkpoint.fault("round", round)
 
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve:
-        return self.call(self.client.welcome, cid, round, broadcast)
+        curve = self.call(self.client.welcome, cid, round, broadcast)
+        checkpoint.fault("newcomer", round)
+        return curve
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
         return {cid: self.call(self.client.evaluate, cid, round, b) for cid, b in broadcasts.items()}
 
 
 class Simulator:
-    def __init__(self, config: Config, scenario: Scenario, callbacks: list[Callback] = ()):
+    """`checkpoint_dir`: where `checkpoint.pt` is kept while the run goes (removed when it ends);
+    `run(resume=checkpoint.load(...))` continues a run from one."""
+
+    def __init__(self, config: Config, scenario: Scenario, callbacks: list[Callback] = (),
+                 checkpoint_dir: str | Path | None = None):
+        self.checkpoint_path = Path(checkpoint_dir) / checkpoint.FILE if checkpoint_dir is not None else None
         self.config, self.scenario = config, scenario
         self.spec = model_spec(config, scenario.input_shape, scenario.num_classes)
         strategy_cls, client_cls = get_method(config.method)
@@ -84,8 +95,18 @@ class Simulator:
     def states(self):
         return self.clients.states
 
-    def run(self) -> RunResult:
+    def run(self, resume: dict[str, Any] | None = None) -> RunResult:
+        if resume is not None:
+            self.clients.states.restore(resume["clients"])
+        save = None
+        if self.checkpoint_path is not None:
+            def save(snapshot: dict[str, Any]) -> None:
+                checkpoint.save(self.checkpoint_path, {**snapshot, "clients": dict(self.clients.states.items())})
         try:
-            return self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name})
+            result = self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name}, resume, save)
         finally:
             self.clients.states.cleanup()  # removes only a temporary folder the store made itself
+        if self.checkpoint_path is not None:
+            self.checkpoint_path.unlink(missing_ok=True)  # the run is complete: results.json is its record
+            self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp").unlink(missing_ok=True)
+        return result

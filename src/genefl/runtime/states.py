@@ -33,6 +33,9 @@ class MemoryStates:
     def items(self) -> Iterator[tuple[int, dict[str, Any]]]:
         return iter(list(self._states.items()))
 
+    def restore(self, states: dict[int, dict[str, Any]]) -> None:
+        self._states = {cid: dict(state) for cid, state in states.items()}
+
     def nbytes_in_memory(self) -> int:
         return sum(_tensor_bytes(state) for _, state in self.items())
 
@@ -74,6 +77,12 @@ class DiskStates:
 
     def nbytes_in_memory(self) -> int:
         return 0
+
+    def restore(self, states: dict[int, dict[str, Any]]) -> None:
+        for path in self.folder.glob("client*.pt"):
+            path.unlink()
+        for cid, state in states.items():
+            self.close(cid, state)
 
     def cleanup(self) -> None:
         if self._own:
