@@ -8,8 +8,10 @@ Every default is visible below. Configs are validated once, at load time, and ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -25,9 +27,39 @@ PARTITIONS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
 
 
+class _Validated:
+    """Checks every field on construction, from Python as from TOML: `Config(lr=-1)` raises the same
+    one-line `ConfigError` as `--set lr=-1`. Nested option tables may be given as dicts."""
+
+    _prefix: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, kind in _hints(type(self)).items():
+            value, full = getattr(self, name), self._prefix + name
+            if dataclasses.is_dataclass(kind):
+                if isinstance(value, dict):
+                    value = _build(kind, value, full + ".")
+                elif not isinstance(value, kind):
+                    raise ConfigError(f"{full}: expected a table of options, got {value!r}")
+            else:
+                value = _coerce(full, value, kind)
+                rule = RULES.get(full)
+                if rule and not rule[0](value):
+                    raise ConfigError(f"{full}: {rule[1]}, got {value!r}")
+            object.__setattr__(self, name, value)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+
+
 @dataclass(frozen=True)
-class ClusteringOptions:
+class ClusteringOptions(_Validated):
     """Stage 0 (PACFL signatures), shared by genefl and pacfl so both cluster identically."""
+
+    _prefix = "clustering."
 
     p: int = 5  # rank of each client's signature (top-p left singular vectors)
     num_clusters: int = 0  # K; 0 = cut the dendrogram at distance `beta` instead
@@ -35,7 +67,9 @@ class ClusteringOptions:
 
 
 @dataclass(frozen=True)
-class GeneflOptions:
+class GeneflOptions(_Validated):
+    _prefix = "genefl."
+
     fisher_samples: int = 256  # samples for the diagonal empirical Fisher
     fisher_estimator: str = "per_sample"  # "per_sample" (the empirical Fisher) | "batch" (squared mini-batch gradients, cheaper)
     fisher_top: float = 0.2  # fraction of each layer's parameters in the elastic mask
@@ -50,28 +84,38 @@ class GeneflOptions:
 
 
 @dataclass(frozen=True)
-class FedProxOptions:
+class FedProxOptions(_Validated):
+    _prefix = "fedprox."
+
     mu: float = 0.01  # proximal term weight
 
 
 @dataclass(frozen=True)
-class ScaffoldOptions:
+class ScaffoldOptions(_Validated):
+    _prefix = "scaffold."
+
     server_lr: float = 1.0  # global step size on the averaged model delta
 
 
 @dataclass(frozen=True)
-class FedLPOptions:
+class FedLPOptions(_Validated):
+    _prefix = "fedlp."
+
     p: float = 0.5  # probability that a client uploads a given layer
 
 
 @dataclass(frozen=True)
-class FLearngeneOptions:
+class FLearngeneOptions(_Validated):
+    _prefix = "flearngene."
+
     gene_budget: float = 0.25  # same byte budget as GENE-FL; the layers are the last body layers
 
 
 @dataclass(frozen=True)
-class FlowerOptions:
+class FlowerOptions(_Validated):
     """Only used by the Flower runtime (`flwr run`)."""
+
+    _prefix = "flower."
 
     round_timeout: float = 300.0  # seconds to wait for replies; later ones are dropped from the round
     node_wait: float = 120.0  # seconds to wait at the start for the training clients' SuperNodes
@@ -79,7 +123,7 @@ class FlowerOptions:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Validated):
     method: str = "genefl"  # one of METHODS
     dataset: str = "digits"  # one of DATASETS; digits needs no files
     data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
@@ -125,6 +169,10 @@ class Config:
     flearngene: FLearngeneOptions = field(default_factory=FLearngeneOptions)
     flower: FlowerOptions = field(default_factory=FlowerOptions)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cross_check(self)
+
     def resolved_data_dir(self) -> str:
         return self.data_dir or os.environ.get("GENEFL_DATA", "")
 
@@ -140,7 +188,8 @@ _FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
 _PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 _WEIGHT = (lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")  # a loss-term weight
 RULES: dict[str, tuple] = {
-    "method": _choices(METHODS), "dataset": _choices(DATASETS), "model": _choices(MODELS),
+    "method": _choices(METHODS), "dataset": _choices(DATASETS), "model": (lambda v: v in MODELS or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None,
+              "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"),
     "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
     "min_samples": _POSITIVE, "train_subset": _NONNEG, "local_epochs": _POSITIVE,
@@ -243,9 +292,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k!r} is not a table")
         node[keys[-1]] = value
-    config = _build(Config, table, "")
-    cross_check(config)
-    return config
+    return _build(Config, table, "")
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; this refuses /dev/zero and the like
@@ -309,6 +356,4 @@ def replace(config: Config, **changes: Any) -> Config:
             if not isinstance(node, dict):
                 raise ConfigError(f"unknown config key {key!r} ({k!r} is not a table of options)")
         node[leaf] = value
-    config = _build(Config, table, "")
-    cross_check(config)
-    return config
+    return _build(Config, table, "")

@@ -9,6 +9,8 @@ layers, and a "window" is only meaningful in forward order.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import nn
 
@@ -173,9 +175,30 @@ def kaiming_init(model: nn.Module) -> nn.Module:
     return model
 
 
+def user_factory(spec: str):
+    """`model = "package.module:factory"`: your own model, any callable
+    factory(input_shape, num_classes) -> nn.Module whose parameterised modules are registered in
+    forward order (the last one being the classifier head)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model: cannot import {spec!r} ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+    if not callable(factory):
+        raise ConfigError(f"model: {spec!r} is not callable")
+    return factory
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int, *tags: object) -> nn.Module:
     """A freshly initialised model; its weights are determined by (seed, tags)."""
     channels, height, width = input_shape
+    if ":" in name:
+        factory = user_factory(name)
+        with seeded_global_rng(seed, "model-init", *tags):
+            model = factory(tuple(input_shape), num_classes)
+        if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+            raise ConfigError(f"model: {name!r} returned {type(model).__name__}, not an nn.Module with parameters")
+        return model
     if name not in MODELS:
         raise ConfigError(f"model: {name!r} is not one of {', '.join(MODELS)}")
     with seeded_global_rng(seed, "model-init", *tags):

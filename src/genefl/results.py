@@ -67,7 +67,7 @@ def build_results(result) -> dict[str, Any]:
     }
     summary.update(result.method_info.get("summary", {}))
     return {
-        "method": config.method, "dataset": config.dataset, "seed": config.seed, "summary": summary,
+        "method": config.method, "dataset": result.dataset or config.dataset, "seed": config.seed, "summary": summary,
         "rounds": [round_row(r) for r in result.rounds],
         "newcomers": [newcomer_row(n) for n in news],
         "method_info": {k: v for k, v in result.method_info.items() if k != "summary"},

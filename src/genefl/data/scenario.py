@@ -39,9 +39,7 @@ class Scenario:
     clients: list[ClientData]  # indexed by partition id
     num_clients: int  # ids below this train from round 1
     arrivals: dict[int, int]  # newcomer id -> arrival round
-
-    def newcomers_at(self, round: int) -> list[int]:
-        return sorted(cid for cid, r in self.arrivals.items() if r == round)
+    dataset: str = ""  # the dataset's name (a user's own dataset has its own)
 
 
 def arrival_rounds(config: Config) -> dict[int, int]:
@@ -108,4 +106,5 @@ def build_scenario(config: Config, dataset: Dataset | None = None) -> Scenario:
     dataset = dataset if dataset is not None else load_for(config)
     train_parts, test_parts = partition_indices(config, dataset)
     clients = [client_data(dataset, tr, te, config.device) for tr, te in zip(train_parts, test_parts)]
-    return Scenario(dataset.input_shape, dataset.num_classes, clients, config.num_clients, arrival_rounds(config))
+    return Scenario(dataset.input_shape, dataset.num_classes, clients, config.num_clients, arrival_rounds(config),
+                    dataset.name)

@@ -48,6 +48,7 @@ class RunResult:
     wall_s: float
     method_info: dict[str, Any] = field(default_factory=dict)
     final_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    dataset: str = ""  # the data's name when it is not `config.dataset` (a user's own dataset)
 
 
 def sample_clients(config: Config, round: int, active: list[int]) -> tuple[list[int], list[int]]:
@@ -77,10 +78,10 @@ def server_weights(state: Any) -> dict[str, torch.Tensor]:
 
 class RoundLoop:
     def __init__(self, config: Config, strategy: Strategy, transport: Transport, model_bytes: int,
-                 num_training: int, arrivals: dict[int, int], callbacks: list[Callback] = ()):
+                 num_training: int, arrivals: dict[int, int], callbacks: list[Callback] = (), dataset: str = ""):
         self.config, self.strategy, self.transport = config, strategy, transport
         self.model_bytes, self.num_training, self.arrivals = model_bytes, num_training, arrivals
-        self.callbacks = list(callbacks)
+        self.callbacks, self.dataset = list(callbacks), dataset
         self.ledger = Ledger()
         self.notes: list[str] = []
         self.signature_rows: int | None = None  # the training clients' signature row count
@@ -202,7 +203,8 @@ class RoundLoop:
             if checkpoint and config.checkpoint_every and (t % config.checkpoint_every == 0) and t < config.rounds:
                 checkpoint(self.snapshot(state, t, active, waiting, time.perf_counter() - start))
         result = RunResult(config, self.rounds, self.newcomers, self.ledger, self.model_bytes,
-                           time.perf_counter() - start, self.strategy.summary(state), server_weights(state))
+                           time.perf_counter() - start, self.strategy.summary(state), server_weights(state),
+                           dataset=self.dataset)
         if self.notes:
             result.method_info["notes"] = list(self.notes)
         for cb in self.callbacks:

@@ -89,7 +89,7 @@ class Simulator:
         self.strategy = strategy_cls(config, self.layers, initial)
         self.clients = InProcessClients(config, scenario, self.spec, client_cls(), self.model, self.layers)
         self.loop = RoundLoop(config, self.strategy, self.clients, model_nbytes(self.layers), scenario.num_clients,
-                              scenario.arrivals, callbacks)
+                              scenario.arrivals, callbacks, dataset=scenario.dataset)
 
     @property
     def states(self):
