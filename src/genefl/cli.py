@@ -203,10 +203,15 @@ def command_plot(args: argparse.Namespace) -> int:
     from .compare import load_runs, write_summary
     from .plots import plot_all
 
+    from .study import redraw
+
     docs = load_runs(args.dir)
     write_summary(docs, args.dir)
     for path in plot_all(docs, args.dir):
         print(path)
+    study = redraw(args.dir)
+    if study is not None:
+        print(study)
     return 0
 
 

@@ -34,6 +34,7 @@ from . import rng
 from .algorithms.base import newcomer_split_generator
 from .compare import STARTS_FILE, Variant, run_comparison, variant_config
 from .config import Config
+from .errors import GeneflError
 from .messages import Broadcast, nbytes
 from .newcomer import FinetuneSettings, finetune
 from .runtime.events import Callback
@@ -180,6 +181,34 @@ def noise_floor(key: dict, pairs: list) -> dict[str, Any]:
     return floor
 
 
+def add_run_bytes(analysis: dict, out: Path, folders: dict[str, str], seeds: list[int]) -> None:
+    """Each start that comes from a method's run gets that run's total traffic (mean over seeds): the
+    x axis of the communication/accuracy frontier."""
+    for row in analysis["rows"]:
+        folder = folders.get(row["start"])
+        paths = [out / folder / f"seed{s}" / "results.json" for s in seeds] if folder else []
+        if paths and all(p.exists() for p in paths):
+            row["run_bytes"] = sum(json.loads(p.read_text())["summary"]["bytes_total"] for p in paths) / len(paths)
+
+
+def redraw(out: Path) -> Path | None:
+    """`genefl plot DIR` for a study folder: the analysis, tables and plots again from the records."""
+    path = out / "newcomers" / "study.json"
+    if not path.exists():
+        return None
+    try:
+        records = json.loads(path.read_text())["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise GeneflError(f"{path}: not a readable newcomer study") from None
+    analysis = analyse(records)
+    seeds = sorted({r["seed"] for r in records})
+    starts = {r["start"] for r in records} - set(STARTS)
+    add_run_bytes(analysis, out, {"learngene": "genefl", "global": "fedavg", "flearngene": "flearngene",
+                                  "pacfl": "pacfl", **{s: Variant(s, s, {}).folder for s in starts}}, seeds)
+    write_report(analysis, records, out, seeds)
+    return out / "newcomers" / "study.md"
+
+
 def write_report(analysis: dict, records: list[dict], out: Path, seeds: list[int]) -> None:
     folder = out / "newcomers"
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,11 +232,12 @@ def _diff(row: dict, m: str, floor: dict) -> str:
 
 def table(analysis: dict, seeds: list[int]) -> str:
     floor = analysis["noise_floor"]
-    lines = ["| start | init MB | acc. epoch 1 | acc. last epoch | acc. val.-chosen epoch | "
+    lines = ["| start | init MB | run total MB | acc. epoch 1 | acc. last epoch | acc. val.-chosen epoch | "
              "vs learnGene: epoch 1 | vs learnGene: last | vs learnGene: val.-chosen |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in analysis["rows"]:
-        lines.append(f"| {row['start']} | {row['init_bytes'] / 1e6:.4f} | {_pct(row['first'])} | {_pct(row['last'])} | "
+        run_mb = f"{row['run_bytes'] / 1e6:.1f}" if row.get("run_bytes") else "-"
+        lines.append(f"| {row['start']} | {row['init_bytes'] / 1e6:.4f} | {run_mb} | {_pct(row['first'])} | {_pct(row['last'])} | "
                      f"{_pct(row['chosen'])} | {_diff(row, 'first', floor)} | {_diff(row, 'last', floor)} | "
                      f"{_diff(row, 'chosen', floor)} |")
     n = analysis["rows"][0]["n"] if analysis["rows"] else 0
@@ -225,16 +255,22 @@ def plot_study(analysis: dict, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for row in analysis["rows"]:
+    fig, (left, right, frontier) = plt.subplots(1, 3, figsize=(16, 4.2))
+    for i, row in enumerate(analysis["rows"]):
+        row_color = f"C{i % 10}"  # one colour per start in every panel
         curve = [100 * a for a in row["curve"]]
-        left.plot(range(len(curve)), curve, marker="o", label=row["start"])
+        left.plot(range(len(curve)), curve, marker="o", label=row["start"], color=row_color)
         right.errorbar(max(row["init_bytes"], 1) / 1e6, 100 * row["last"], yerr=100 * row.get("ci_last", 0) if row["start"] != "learngene" else 0,
-                       fmt="o", capsize=3, label=row["start"])
+                       fmt="o", capsize=3, label=row["start"], color=row_color)
     left.set(xlabel="fine-tuning epoch (0 = as received)", ylabel="newcomer test accuracy (%)", title="Newcomer accuracy by epoch")
     right.set(xscale="log", xlabel="MB sent to initialize the newcomer", ylabel="accuracy after the last epoch (%)",
               title="Final accuracy vs init bytes")
-    for ax in (left, right):
+    for i, row in enumerate(analysis["rows"]):
+        if row.get("run_bytes"):
+            frontier.scatter(row["run_bytes"] / 1e6, 100 * row["last"], label=row["start"], color=f"C{i % 10}")
+    frontier.set(xscale="log", xlabel="total MB of the run that produced the start",
+                 ylabel="newcomer accuracy after the last epoch (%)", title="Communication / newcomer accuracy")
+    for ax in (left, right, frontier):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -258,5 +294,7 @@ def run_study(base: Config, seeds: list[int], out: Path, extra: list[Variant] = 
         per_seed = [study_seed(c, out, replicates, starts) for c in configs]
     records = [r for seed_records in per_seed for r in seed_records]
     analysis = analyse(records)
+    add_run_bytes(analysis, out, {"learngene": "genefl", "global": "fedavg", "flearngene": "flearngene",
+                                  "pacfl": "pacfl", **{v.label: v.folder for v in starts}}, seeds)
     write_report(analysis, records, out, seeds)
     return analysis
