@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from genefl.compare import parallel_map
+from genefl.comparison import parallel_map
 from genefl.config import load_config, replace
 from genefl.study import analyse, study_seed
 

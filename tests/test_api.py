@@ -83,3 +83,49 @@ def test_compare_from_python(tmp_path):
     table = genefl.compare(genefl.Config(**TINY), methods="fedavg,local", seeds=[0], out=tmp_path / "c")
     assert [row["method"] for row in table.rows] == ["fedavg", "local"]
     assert (tmp_path / "c" / "summary.csv").exists() and len(table.runs) == 2
+
+
+MY_METHODS = '''\
+from genefl.algorithms.base import full_model_update
+from genefl.algorithms.fedavg import FedAvg, FedAvgClient
+from genefl.training import GradientCorrection, train
+
+
+class ProxClient(FedAvgClient):
+    """FedProx as a delta over FedAvg: the client adds mu (θ - θ_global) to every gradient."""
+
+    mu = 0.01
+
+    def train(self, env, broadcast):
+        self.prepare(env, broadcast)
+        anchor = [broadcast.tensors[name] for name, _ in env.model.named_parameters()]
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"),
+              GradientCorrection(anchor=anchor, coef=self.mu))
+        return full_model_update(env)
+
+
+MYPROX = (FedAvg, ProxClient)
+'''
+
+
+def test_your_own_method_runs_like_a_built_in_one(tmp_path, monkeypatch):
+    from genefl.algorithms import REGISTRY, register
+
+    (tmp_path / "my_methods.py").write_text(MY_METHODS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    builtin = genefl.run(genefl.Config(method="fedprox", **TINY))
+    mine = genefl.run(genefl.Config(method="my_methods:MYPROX", **TINY))
+    assert mine.summary["acc_clients"] == builtin.summary["acc_clients"]
+    assert mine.summary["bytes_total"] == builtin.summary["bytes_total"]
+    assert all(torch.equal(mine.weights[k], builtin.weights[k]) for k in builtin.weights)
+    import my_methods
+
+    register("myprox", *my_methods.MYPROX)
+    try:
+        table = genefl.compare(genefl.Config(**TINY), methods="myprox,my_methods:MYPROX", out=tmp_path / "c")
+        assert table.rows[0]["acc_clients"] == table.rows[1]["acc_clients"] == builtin.summary["acc_clients"]
+    finally:
+        REGISTRY.pop("myprox")
+        sys.modules.pop("my_methods", None)
+    with pytest.raises(genefl.ConfigError):
+        genefl.run(genefl.Config(method="my_methods:NOPE", **TINY))

@@ -72,7 +72,7 @@ def compare(config: Config | str | Path | dict | None = None, methods: str = "ge
             seeds: list[int] = (0,), out: str | Path = "runs/compare", jobs: int = 1) -> Comparison:
     """`genefl compare` from Python: every method on the identical scenario per seed; writes the same
     folder (runs, summary.csv/.md, plots) and returns its table."""
-    from .compare import parse_variants, run_comparison, summarize
+    from .comparison import parse_variants, run_comparison, summarize
     from .plots import plot_all
 
     out = Path(out)

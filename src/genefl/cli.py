@@ -163,7 +163,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from .compare import parse_variants, run_comparison
+    from .comparison import parse_variants, run_comparison
     from .plots import plot_all
 
     config = load_config(args.config, args.overrides)
@@ -177,7 +177,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_newcomers(args: argparse.Namespace) -> int:
-    from .compare import parse_variants
+    from .comparison import parse_variants
     from .plots import plot_all
     from .study import run_study
 
@@ -190,7 +190,7 @@ def command_newcomers(args: argparse.Namespace) -> int:
     extra = parse_variants(args.methods) if args.methods.strip() else []
     out = prepare_out(args.out or Path("runs") / f"newcomers-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
     run_study(config, seeds, out, extra, jobs=jobs, replicates=args.replicates)
-    from .compare import load_runs
+    from .comparison import load_runs
 
     plot_all(load_runs(out), out)
     print((out / "summary.md").read_text())
@@ -200,7 +200,7 @@ def command_newcomers(args: argparse.Namespace) -> int:
 
 
 def command_plot(args: argparse.Namespace) -> int:
-    from .compare import load_runs, write_summary
+    from .comparison import load_runs, write_summary
     from .plots import plot_all
 
     from .study import redraw

@@ -182,13 +182,23 @@ def _choices(options: tuple[str, ...]):
     return (lambda v: v in options, "must be one of " + ", ".join(options))
 
 
+_IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # "package.module:name"
+
+
+def _known_method(name: str) -> bool:
+    from .algorithms import REGISTRY  # imported when first needed: algorithms import this module
+
+    return name in REGISTRY
+
+
 _POSITIVE = (lambda v: v > 0, "must be > 0")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
 _FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
 _PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 _WEIGHT = (lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")  # a loss-term weight
 RULES: dict[str, tuple] = {
-    "method": _choices(METHODS), "dataset": _choices(DATASETS), "model": (lambda v: v in MODELS or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None,
+    "method": (lambda v: _known_method(v) or _IMPORT_SPEC.fullmatch(v) is not None,
+               "must be one of " + ", ".join(METHODS) + ", a registered method or 'package.module:NAME'"), "dataset": _choices(DATASETS), "model": (lambda v: v in MODELS or _IMPORT_SPEC.fullmatch(v) is not None,
               "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"),
     "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,

@@ -32,7 +32,7 @@ import torch
 
 from . import rng
 from .algorithms.base import newcomer_split_generator
-from .compare import STARTS_FILE, Variant, run_comparison, variant_config
+from .comparison import STARTS_FILE, Variant, run_comparison, variant_config
 from .config import Config
 from .errors import GeneflError
 from .messages import Broadcast, nbytes
@@ -287,7 +287,7 @@ def run_study(base: Config, seeds: list[int], out: Path, extra: list[Variant] = 
     run_comparison(base, variants, seeds, out, jobs=jobs, record_starts=True)
     configs = [variant_config(base, variants[0], s) for s in seeds]
     if jobs > 1:
-        from .compare import parallel_map
+        from .comparison import parallel_map
 
         per_seed = parallel_map(study_seed, [(c, out, replicates, starts) for c in configs], jobs)
     else:

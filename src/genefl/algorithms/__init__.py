@@ -1,6 +1,13 @@
-"""The method registry: `method` name -> (server half, client half)."""
+"""The method registry: `method` name -> (server half, client half).
+
+Your own method: subclass a server half (`Strategy`, or a method's, e.g. `FedAvg`) and a client half,
+then either `register("name", MyStrategy, MyClient)` before the run, or name it in a config as
+`method = "package.module:NAME"` where NAME is the (strategy class, client class) pair: that form
+also works in worker processes (`--jobs`) and on Flower SuperNodes, which import it themselves."""
 
 from __future__ import annotations
+
+import importlib
 
 from ..errors import ConfigError
 from .base import ClientAlgorithm, Strategy
@@ -25,7 +32,25 @@ REGISTRY: dict[str, tuple[type[Strategy], type[ClientAlgorithm]]] = {
 }
 
 
+def register(name: str, strategy: type[Strategy], client: type[ClientAlgorithm]) -> None:
+    """Make `method = name` run this pair of halves (in this process)."""
+    if not (isinstance(strategy, type) and issubclass(strategy, Strategy)
+            and isinstance(client, type) and issubclass(client, ClientAlgorithm)):
+        raise ConfigError(f"method {name!r}: expected a Strategy subclass and a ClientAlgorithm subclass")
+    REGISTRY[name] = (strategy, client)
+
+
 def get(method: str) -> tuple[type[Strategy], type[ClientAlgorithm]]:
+    if ":" in method:
+        module_name, _, attr = method.partition(":")
+        try:
+            pair = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"method: cannot import {method!r} ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], type) and issubclass(pair[0], Strategy)
+                and isinstance(pair[1], type) and issubclass(pair[1], ClientAlgorithm)):
+            raise ConfigError(f"method: {method!r} is not a (Strategy subclass, ClientAlgorithm subclass) pair")
+        return pair
     if method not in REGISTRY:
-        raise ConfigError(f"method: {method!r} is not one of {', '.join(REGISTRY)}")
+        raise ConfigError(f"method: {method!r} is not one of {', '.join(REGISTRY)} (or 'package.module:NAME')")
     return REGISTRY[method]

@@ -64,7 +64,7 @@ def parse_variants(text: str) -> list[Variant]:
     variants = []
     for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", text):
         item = item.strip()
-        match = re.fullmatch(r"([A-Za-z_]+)(?:\[(.*)\])?", item)
+        match = re.fullmatch(r"([A-Za-z_][\w.:]*)(?:\[(.*)\])?", item)
         if not match:
             raise ConfigError(f"--methods: cannot read {item!r} (expected name or name[key=value;...])")
         overrides = {}
