@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import models as _model_names
+from .data.datasets import DATASETS
+from .sensitivity import SELECTIONS
 from .errors import ConfigError
 
 METHODS = ("genefl", "fedavg", "fedprox", "scaffold", "fedlp", "flearngene", "pacfl", "local")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 PARTITIONS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
 
@@ -218,7 +219,7 @@ RULES: dict[str, tuple] = {
     "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
     "genefl.fisher_estimator": _choices(("per_sample", "batch")),
     "genefl.lambda_s": _WEIGHT, "genefl.lambda_e": _WEIGHT, "genefl.gene_budget": _FRACTION,
-    "genefl.gene_selection": _choices(("window", "greedy", "random")),
+    "genefl.gene_selection": _choices(SELECTIONS),
     "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),
     "newcomer_init": _choices(("method", "random")), "fedprox.mu": _WEIGHT,
     "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,

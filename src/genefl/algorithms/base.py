@@ -10,6 +10,7 @@ control variates) lives in `ClientEnv.store`, a dict the runtime owns and keeps 
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,8 +66,9 @@ class ClientEnv:
 Updates = Iterable[tuple[int, ClientUpdate]]  # (client id, update), consumed one at a time
 
 
-class Strategy:
-    """Server half. Subclasses override what differs; the defaults are FedAvg-like."""
+class Strategy(abc.ABC):
+    """Server half: the hooks every method implements (abstract) and the ones with defaults.
+    State goes in explicitly and comes out new; nothing hidden depends on call order."""
 
     needs_signatures = False  # ask every client for a data signature before round 1?
 
@@ -75,25 +77,33 @@ class Strategy:
         self.layers = layers
         self.initial = initial  # the shared seeded initialisation (also the update template)
 
+    @abc.abstractmethod
     def init(self) -> Any:
-        raise NotImplementedError
+        """The server state before round 1."""
 
     def register(self, state: Any, signatures: dict[int, ClientUpdate]) -> Any:
         """Stage 0: signatures of the training clients, received before round 1."""
         return state
 
+    @abc.abstractmethod
     def configure_train(self, state: Any, round: int, cid: int) -> Broadcast:
-        raise NotImplementedError
+        """What client `cid` is sent to train in `round`."""
 
+    @abc.abstractmethod
     def aggregate(self, state: Any, round: int, updates: Updates) -> Any:
-        raise NotImplementedError
+        """The new state from the round's checked updates (consumed one at a time)."""
+
+    @abc.abstractmethod
+    def weights(self, state: Any) -> dict[str, torch.Tensor]:
+        """The server's model tensors, saved as weights.pt: the global model, or every cluster's
+        model / learnGene under `cluster<k>/` names, or {} for a method whose server holds none."""
 
     def configure_evaluate(self, state: Any, cid: int) -> Broadcast:
         return self.configure_train(state, 0, cid)
 
+    @abc.abstractmethod
     def welcome(self, state: Any, round: int, cid: int, hello: ClientUpdate | None) -> tuple[Any, Broadcast]:
         """A newcomer arrives; return the new state and what it is sent to start from."""
-        raise NotImplementedError
 
     def check_hello(self, update: ClientUpdate, rows: int | None) -> None:
         """Reject a malformed signature reply (Stage 0): exactly one extra, `signature`, a finite

@@ -34,6 +34,9 @@ class FedAvg(Strategy):
             mean.add(update.tensors, update.meta["num_samples"])
         return replace(state, weights=mean.result(state.weights)) if mean else state
 
+    def weights(self, state: GlobalState) -> dict[str, torch.Tensor]:
+        return dict(state.weights)
+
     def welcome(self, state, round, cid, hello):
         if self.config.newcomer_init == "random":
             return state, Broadcast(meta={"init": "random"})

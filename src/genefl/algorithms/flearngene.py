@@ -69,6 +69,9 @@ class FLearngene(Strategy):
             reported.add(cid)
         return replace(state, gene=mean.result(state.gene) if mean else state.gene, contacted=state.contacted | reported)
 
+    def weights(self, state: SharedGeneState) -> dict[str, torch.Tensor]:
+        return dict(state.gene)
+
     def welcome(self, state: SharedGeneState, round: int, cid: int, hello):
         state = replace(state, contacted=state.contacted | {cid})
         if self.config.newcomer_init == "random":

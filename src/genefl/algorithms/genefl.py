@@ -78,7 +78,7 @@ class Genefl(Strategy):
     def configure_train(self, state: GeneflState, round: int, cid: int) -> Broadcast:
         k = state.cluster_of.get(cid, 0)
         if cid not in state.contacted:
-            return Broadcast(tensors=self.initial, meta={"cluster": k, "gene_layers": None, "first": True})
+            return Broadcast(tensors=self.initial, meta={"cluster": k, "gene_layers": None})
         return Broadcast(tensors=self.gene_of(state, k), meta={"cluster": k, "gene_layers": state.gene_layers[k]})
 
     def configure_evaluate(self, state: GeneflState, cid: int) -> Broadcast:
@@ -119,6 +119,9 @@ class Genefl(Strategy):
         opts = self.config.genefl
         return sensitivity.select_gene_layers(scores, self.layers, self.budget_bytes(), opts.gene_include_head,
                                               opts.gene_selection, generator=gen)
+
+    def weights(self, state: GeneflState) -> dict[str, torch.Tensor]:
+        return {f"cluster{k}/{key}": v for k, gene in enumerate(state.genes) for key, v in gene.items()}
 
     def welcome(self, state: GeneflState, round: int, cid: int, hello: ClientUpdate | None):
         k = place_newcomer(state.cluster_of, state.signatures, hello)

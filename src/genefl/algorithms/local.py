@@ -25,6 +25,9 @@ class Local(Strategy):
     def configure_evaluate(self, state: frozenset, cid: int) -> Broadcast:
         return Broadcast() if cid in state else Broadcast(tensors=self.initial)
 
+    def weights(self, state: frozenset) -> dict:
+        return {}  # nothing is ever aggregated
+
     def welcome(self, state, round, cid, hello):
         return state | {cid}, Broadcast(meta={"init": "random"})
 

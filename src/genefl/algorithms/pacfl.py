@@ -42,6 +42,9 @@ class PACFL(Strategy):
             means[state.cluster_of.get(cid, 0)].add(update.tensors, update.meta["num_samples"])
         return replace(state, models=[m.result(w) if m else w for m, w in zip(means, state.models)])
 
+    def weights(self, state: ClusterModels) -> dict[str, torch.Tensor]:
+        return {f"cluster{k}/{key}": v for k, model in enumerate(state.models) for key, v in model.items()}
+
     def welcome(self, state: ClusterModels, round: int, cid: int, hello):
         k = place_newcomer(state.cluster_of, state.signatures, hello)
         sigs = {**state.signatures, cid: hello.extras["signature"].float()} if hello is not None else state.signatures

@@ -64,18 +64,6 @@ def is_eval_round(config: Config, round: int) -> bool:
     return round % config.eval_every == 0 or round == config.rounds
 
 
-def server_weights(state: Any) -> dict[str, torch.Tensor]:
-    """The server's model tensors: the global model, or every cluster's model/learnGene."""
-    if isinstance(getattr(state, "weights", None), dict):
-        return dict(state.weights)
-    for name in ("genes", "models"):
-        per_cluster = getattr(state, name, None)
-        if isinstance(per_cluster, list):
-            return {f"cluster{k}/{key}": v for k, d in enumerate(per_cluster) for key, v in d.items()}
-    gene = getattr(state, "gene", None)
-    return dict(gene) if isinstance(gene, dict) else {}
-
-
 class RoundLoop:
     def __init__(self, config: Config, strategy: Strategy, transport: Transport, model_bytes: int,
                  num_training: int, arrivals: dict[int, int], callbacks: list[Callback] = (), dataset: str = ""):
@@ -203,7 +191,7 @@ class RoundLoop:
             if checkpoint and config.checkpoint_every and (t % config.checkpoint_every == 0) and t < config.rounds:
                 checkpoint(self.snapshot(state, t, active, waiting, time.perf_counter() - start))
         result = RunResult(config, self.rounds, self.newcomers, self.ledger, self.model_bytes,
-                           time.perf_counter() - start, self.strategy.summary(state), server_weights(state),
+                           time.perf_counter() - start, self.strategy.summary(state), self.strategy.weights(state),
                            dataset=self.dataset)
         if self.notes:
             result.method_info["notes"] = list(self.notes)
