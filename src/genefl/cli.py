@@ -50,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", type=Path, default=None, help="output folder (default: runs/newcomers-<dataset>-<time>)")
     add_jobs_argument(study)
     add_force_argument(study)
+    attack = sub.add_parser("attack", help="gradient inversion against each method's exact uploads")
+    add_config_arguments(attack)
+    attack.add_argument("--methods", default="fedavg,genefl", help="comma-separated methods whose uploads are attacked")
+    attack.add_argument("--batch", type=int, default=1, help="images per attacked client (one local step on them)")
+    attack.add_argument("--images", type=int, default=4, help="images attacked per method (a multiple of --batch)")
+    attack.add_argument("--attack", default="idlg", help="dlg, idlg or cosine")
+    attack.add_argument("--iterations", type=int, default=100, help="optimiser iterations per restart")
+    attack.add_argument("--restarts", type=int, default=2)
+    attack.add_argument("--out", type=Path, default=None, help="output folder (default: runs/attack-<dataset>-<time>)")
+    add_force_argument(attack)
     plot = sub.add_parser("plot", help="redraw the plots of a comparison folder")
     plot.add_argument("dir", type=Path)
     return parser
@@ -59,7 +69,7 @@ def add_force_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="write into an --out folder that already holds results")
 
 
-RESULT_FILES = ("results.json", "rounds.csv", "config.toml", "summary.csv")
+RESULT_FILES = ("results.json", "rounds.csv", "config.toml", "summary.csv", "attack.json")
 
 
 def prepare_out(out: Path, force: bool) -> Path:
@@ -199,6 +209,29 @@ def command_newcomers(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_attack(args: argparse.Namespace) -> int:
+    from .privacy import ATTACKS, attack_methods
+
+    config = load_config(args.config, args.overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for value, name in ((args.batch, "--batch"), (args.iterations, "--iterations"), (args.restarts, "--restarts")):
+        if value < 1:
+            raise GeneflError(f"{name}: must be >= 1, got {value}")
+    if args.attack not in ATTACKS:
+        raise GeneflError(f"--attack: must be one of {', '.join(ATTACKS)}, got {args.attack!r}")
+    for method in methods:
+        load_config(None, [f'method="{method}"'])  # unknown method: one line before anything runs
+        if method == "local":
+            raise GeneflError("--methods: 'local' sends nothing upward; there is no upload to attack")
+    out = prepare_out(args.out or Path("runs") / f"attack-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
+    records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out)
+    for r in records:
+        psnr = "-" if r["psnr"] is None else f"{r['psnr']:.1f} dB"
+        print(f"{r['method']:>12}  PSNR {psnr}  SSIM {r['ssim'] if r['ssim'] is None else round(r['ssim'], 3)}  labels {r['label_acc']}")
+    print(f"results in {out / 'attack.json'}")
+    return 0
+
+
 def command_plot(args: argparse.Namespace) -> int:
     from .comparison import load_runs, write_summary
     from .plots import plot_all
@@ -215,7 +248,8 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "compare": command_compare, "newcomers": command_newcomers, "plot": command_plot}
+COMMANDS = {"run": command_run, "compare": command_compare, "newcomers": command_newcomers, "attack": command_attack,
+            "plot": command_plot}
 
 
 def main(argv: list[str] | None = None) -> int:
