@@ -28,28 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run one federated experiment")
     add_config_arguments(run)
-    run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<dataset>-<time>)")
-    add_force_argument(run)
+    add_output_arguments(run, "<method>")
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue the run in DIR from its last checkpoint (a killed or interrupted run)")
     compare = sub.add_parser("compare", help="run several methods on the identical scenario and tabulate them")
     add_config_arguments(compare)
     compare.add_argument("--methods", default="genefl,fedavg,fedprox,scaffold,fedlp,flearngene,pacfl,local",
                          help="comma-separated methods, each optionally with overrides: genefl[newcomer_init=random]")
-    compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    compare.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare-<dataset>-<time>)")
-    add_jobs_argument(compare)
-    add_force_argument(compare)
+    add_output_arguments(compare, "compare", seeds_and_jobs=True)
     study = sub.add_parser("newcomers", help="the newcomer study: every newcomer start on the identical newcomers")
     add_config_arguments(study)
-    study.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     study.add_argument("--methods", default="", help="more methods to run for the method table (genefl, fedavg, "
                        "flearngene and pacfl always run), e.g. fedprox,scaffold,fedlp,local")
     study.add_argument("--replicates", type=int, default=3,
                        help="fine-tuning seeds for the learngene/global/random starts (the noise floor); >= 1")
-    study.add_argument("--out", type=Path, default=None, help="output folder (default: runs/newcomers-<dataset>-<time>)")
-    add_jobs_argument(study)
-    add_force_argument(study)
+    add_output_arguments(study, "newcomers", seeds_and_jobs=True)
     attack = sub.add_parser("attack", help="gradient inversion against each method's exact uploads")
     add_config_arguments(attack)
     attack.add_argument("--methods", default="fedavg,genefl", help="comma-separated methods whose uploads are attacked")
@@ -58,15 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--attack", default="idlg", help="dlg, idlg or cosine")
     attack.add_argument("--iterations", type=int, default=100, help="optimiser iterations per restart")
     attack.add_argument("--restarts", type=int, default=2)
-    attack.add_argument("--out", type=Path, default=None, help="output folder (default: runs/attack-<dataset>-<time>)")
-    add_force_argument(attack)
+    add_output_arguments(attack, "attack")
     plot = sub.add_parser("plot", help="redraw the plots of a comparison folder")
     plot.add_argument("dir", type=Path)
     return parser
 
 
-def add_force_argument(parser: argparse.ArgumentParser) -> None:
+def add_output_arguments(parser: argparse.ArgumentParser, what: str, seeds_and_jobs: bool = False) -> None:
+    """--out and --force for every command that writes results; --seeds and --jobs for those that run many."""
+    if seeds_and_jobs:
+        parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+        parser.add_argument("--jobs", type=int, default=1,
+                            help="runs side by side, the CPU cores split evenly between them (default 1)")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: runs/{what}-<dataset>-<time>)")
     parser.add_argument("--force", action="store_true", help="write into an --out folder that already holds results")
+
+
+def default_folder(what: str, config: Config) -> Path:
+    return Path("runs") / f"{what}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 RESULT_FILES = ("results.json", "rounds.csv", "config.toml", "summary.csv", "attack.json")
@@ -92,11 +94,6 @@ def prepare_out(out: Path, force: bool) -> Path:
     return out
 
 
-def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs side by side, the CPU cores split evenly between them (default 1)")
-
-
 def check_jobs(jobs: int) -> int:
     if jobs < 1:
         raise GeneflError(f"--jobs: must be >= 1, got {jobs}")
@@ -110,7 +107,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_out(config: Config) -> Path:
-    return Path("runs") / f"{config.method}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return default_folder(config.method, config)
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -178,7 +175,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     variants, seeds = parse_variants(args.methods), parse_seeds(args.seeds)
-    out = prepare_out(args.out or Path("runs") / f"compare-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
+    out = prepare_out(args.out or default_folder("compare", config), args.force)
     docs = run_comparison(config, variants, seeds, out, jobs=check_jobs(args.jobs))
     plot_all(docs, out)
     print((out / "summary.md").read_text())
@@ -198,7 +195,7 @@ def command_newcomers(args: argparse.Namespace) -> int:
     if config.num_newcomers < 1:
         raise GeneflError("num_newcomers: the newcomer study needs at least one newcomer")
     extra = parse_variants(args.methods) if args.methods.strip() else []
-    out = prepare_out(args.out or Path("runs") / f"newcomers-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
+    out = prepare_out(args.out or default_folder("newcomers", config), args.force)
     run_study(config, seeds, out, extra, jobs=jobs, replicates=args.replicates)
     from .comparison import load_runs
 
@@ -223,7 +220,7 @@ def command_attack(args: argparse.Namespace) -> int:
         load_config(None, [f'method="{method}"'])  # unknown method: one line before anything runs
         if method == "local":
             raise GeneflError("--methods: 'local' sends nothing upward; there is no upload to attack")
-    out = prepare_out(args.out or Path("runs") / f"attack-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", args.force)
+    out = prepare_out(args.out or default_folder("attack", config), args.force)
     records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out)
     for r in records:
         psnr = "-" if r["psnr"] is None else f"{r['psnr']:.1f} dB"
