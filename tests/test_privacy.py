@@ -57,8 +57,10 @@ def test_attack_cli_writes_records_and_grids_and_refuses_bad_input(tmp_path, cap
     assert main(["attack", "--methods", "fedavg,genefl", "--images", "2", "--iterations", "20", "--restarts", "1",
                  "--out", str(out)]) == 0
     records = json.loads((out / "attack.json").read_text())
-    assert [r["method"] for r in records] == ["fedavg", "genefl"]
-    assert all(set(r) >= {"method", "attack", "case", "batch", "psnr", "ssim", "label_acc"} for r in records)
+    assert [r["method"] for r in records] == ["fedavg", "genefl", "genefl/pacfl signature"]
+    assert all(set(r) >= {"method", "attack", "case", "batch", "psnr", "ssim", "label_acc"} for r in records[:2])
+    signature = records[2]  # the subspace holds more of an image than its best single vector
+    assert signature["case"] == "signature" and signature["projection"]["psnr"] > signature["single_vector"]["psnr"] > 0
     assert len(records[0]["per_image"]["psnr"]) == 2 and (out / "grid_genefl.png").stat().st_size > 1000
     for args, fragment in ((["--methods", "local"], "sends nothing upward"), (["--methods", "nope"], "method:"),
                            (["--batch", "0"], "--batch: must be >= 1"), (["--images", "3", "--batch", "2"], "multiple")):

@@ -223,6 +223,10 @@ def command_attack(args: argparse.Namespace) -> int:
     out = prepare_out(args.out or default_folder("attack", config), args.force)
     records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out)
     for r in records:
+        if r.get("case") == "signature":
+            print(f"   signature  projection onto U: PSNR {r['projection']['psnr']:.1f} dB, best single vector: "
+                  f"{r['single_vector']['psnr']:.1f} dB")
+            continue
         psnr = "-" if r["psnr"] is None else f"{r['psnr']:.1f} dB"
         print(f"{r['method']:>12}  PSNR {psnr}  SSIM {r['ssim'] if r['ssim'] is None else round(r['ssim'], 3)}  labels {r['label_acc']}")
     print(f"results in {out / 'attack.json'}")

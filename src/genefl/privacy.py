@@ -7,6 +7,8 @@ reply as the bytes the wire format sends (`genefl.messages.encode`, what the led
 Flower ships) and decodes them as the server would. So a method that uploads a learnGene of two
 layers is attacked on those two layers only, and FedLP on the layers it happened to send.
 
+Also `signature_leak`: what GENE-FL's and PACFL's one-shot SVD signature gives away.
+
 Threat case implemented: the attack's best case, one local step of plain SGD on a batch of B
 images; the update is then exactly lr x the gradient of the uploaded layers (GENE-FL's, FedProx's
 and SCAFFOLD's correction terms are zero at the first step). SCAFFOLD's Δc carries the same
@@ -267,6 +269,36 @@ def run_attack(config: Config, images: torch.Tensor, labels: torch.Tensor, batch
 __all__ = ["ATTACKS", "Payload", "attack_payload", "exact_payloads", "run_attack"]
 
 
+def signature_leak(config: Config, clients: int = 4, images: int = 4) -> dict[str, Any]:
+    """What the Stage-0 signature (the top-p left singular vectors U of a client's data, sent by
+    GENE-FL and PACFL clients before round 1) gives away: for `images` images of each of the first
+    `clients` training clients, PSNR/SSIM of x against (a) its projection U Uᵀ x onto the sent
+    subspace (how much of the image the subspace holds) and (b) the best single sent vector, sign and
+    scale fitted (the closest thing to an image the server holds without any prior)."""
+    from .clustering import signature
+    from .data.scenario import build_scenario
+
+    scenario = build_scenario(config)
+    originals, projected, single = [], [], []
+    for cid in range(min(clients, scenario.num_clients)):
+        data = scenario.clients[cid].x_train.cpu()
+        u = signature(data, config.clustering.p, rng.generator(config.seed, "client", cid, 0, "signature"))  # (d, p)
+        for x in data[:images]:
+            flat = x.reshape(-1)
+            coeffs = u.T @ flat  # (p,)
+            originals.append(x)
+            projected.append((u @ coeffs).reshape(x.shape))
+            best = int(coeffs.abs().argmax())
+            single.append((u[:, best] * coeffs[best]).reshape(x.shape))
+    originals = torch.stack(originals)
+    out = {"case": "signature", "p": config.clustering.p, "images": len(originals)}
+    for name, recon in (("projection", torch.stack(projected)), ("single_vector", torch.stack(single))):
+        scores = [image_scores(o[None], r[None])[0] for o, r in zip(originals, recon)]  # image by image, no matching
+        out[name] = {"psnr": float(np.mean([p for _, p, _ in scores])), "ssim": float(np.mean([q for _, _, q in scores])),
+                     "per_image_psnr": [p for _, p, _ in scores]}
+    return out
+
+
 def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` seeded training images of the config's dataset (the same for every method)."""
     from .data.scenario import load_for
@@ -316,5 +348,7 @@ def attack_methods(config: Config, methods: list[str], batch: int, images: int, 
         records.append({k: result[k] for k in ("method", "attack", "case", "batch", "psnr", "ssim", "label_acc",
                                                "images_attacked", "per_image", "payload_bytes")}
                        | {"iterations": iterations, "restarts": restarts})
+    if any(m in ("genefl", "pacfl") for m in methods):  # their clients also send a data signature
+        records.append({"method": "genefl/pacfl signature", **signature_leak(config)})
     (out / "attack.json").write_text(json.dumps(records, indent=1))
     return records
