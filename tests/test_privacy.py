@@ -68,3 +68,13 @@ def test_attack_cli_writes_records_and_grids_and_refuses_bad_input(tmp_path, cap
         assert main(["attack", *args, "--out", str(tmp_path / "b")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and fragment in err, err
+
+
+def test_membership_inference_on_what_a_newcomer_is_handed():
+    from genefl.privacy import membership_auc
+
+    config = Config(rounds=3, num_clients=4, num_newcomers=1, newcomer_epochs=1)
+    records = membership_auc(config, ("fedavg", "genefl"), limit=300)
+    assert [(r["method"], r["start"]) for r in records] == [("fedavg", "global"), ("genefl", "learngene")]
+    assert all(0.0 <= r["auc"] <= 1.0 and r["samples_each"] == 300 for r in records)
+    assert membership_auc(config, ("fedavg",), limit=300)[0]["auc"] == records[0]["auc"]  # seeded, repeatable

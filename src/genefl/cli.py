@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--attack", default="idlg", help="dlg, idlg or cosine")
     attack.add_argument("--iterations", type=int, default=100, help="optimiser iterations per restart")
     attack.add_argument("--restarts", type=int, default=2)
+    attack.add_argument("--membership", action="store_true",
+                        help="also: membership inference (loss threshold) on the model each method hands a newcomer")
     add_output_arguments(attack, "attack")
     plot = sub.add_parser("plot", help="redraw the plots of a comparison folder")
     plot.add_argument("dir", type=Path)
@@ -221,8 +223,12 @@ def command_attack(args: argparse.Namespace) -> int:
         if method == "local":
             raise GeneflError("--methods: 'local' sends nothing upward; there is no upload to attack")
     out = prepare_out(args.out or default_folder("attack", config), args.force)
-    records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out)
+    records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out,
+                             membership=args.membership)
     for r in records:
+        if r.get("case") == "membership":
+            print(f"{r['method']:>12}  membership AUC on the newcomer's start ({r['start']}): {r['auc']:.3f}")
+            continue
         if r.get("case") == "signature":
             print(f"   signature  projection onto U: PSNR {r['projection']['psnr']:.1f} dB, best single vector: "
                   f"{r['single_vector']['psnr']:.1f} dB")

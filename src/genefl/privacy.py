@@ -7,7 +7,8 @@ reply as the bytes the wire format sends (`genefl.messages.encode`, what the led
 Flower ships) and decodes them as the server would. So a method that uploads a learnGene of two
 layers is attacked on those two layers only, and FedLP on the layers it happened to send.
 
-Also `signature_leak`: what GENE-FL's and PACFL's one-shot SVD signature gives away.
+Also `signature_leak`: what GENE-FL's and PACFL's one-shot SVD signature gives away; and
+`membership_auc`: a loss-threshold membership inference on what a newcomer is handed.
 
 Threat case implemented: the attack's best case, one local step of plain SGD on a batch of B
 images; the update is then exactly lr x the gradient of the uploaded layers (GENE-FL's, FedProx's
@@ -299,6 +300,49 @@ def signature_leak(config: Config, clients: int = 4, images: int = 4) -> dict[st
     return out
 
 
+def membership_auc(config: Config, methods: tuple[str, ...] = ("fedavg", "genefl"), limit: int = 2000) -> list[dict[str, Any]]:
+    """The newcomer side (Yeom et al. 2018, loss threshold): is a sample in some training client's
+    data? Scored on the model a newcomer is handed (the last newcomer's start, other layers fresh as
+    it gets them): members are training clients' training samples, non-members the held-out test
+    splits, equal counts (at most `limit` each, seeded); AUC of −loss (0.5 = no leak)."""
+    from sklearn.metrics import roc_auc_score
+
+    from .data.scenario import build_scenario
+    from .runtime.simulator import Simulator
+    from .study import StartRecorder
+    from .training import load_into
+
+    scenario = build_scenario(config)
+    train = [scenario.clients[c] for c in range(scenario.num_clients)]
+    members_x, members_y = torch.cat([c.x_train for c in train]), torch.cat([c.y_train for c in train])
+    held_x = torch.cat([c.x_test for c in scenario.clients])
+    held_y = torch.cat([c.y_test for c in scenario.clients])
+    n = min(limit, len(members_y), len(held_y))
+    gen = rng.numpy_rng(config.seed, "membership")
+    pick_m, pick_h = gen.choice(len(members_y), n, replace=False), gen.choice(len(held_y), n, replace=False)
+    x = torch.cat([members_x[pick_m], held_x[pick_h]])
+    y = torch.cat([members_y[pick_m], held_y[pick_h]])
+    is_member = np.r_[np.ones(n), np.zeros(n)]
+    records = []
+    for method in methods:
+        run_config = replace(config, method=method)
+        recorder = StartRecorder(None)
+        sim = Simulator(run_config, scenario, [recorder])
+        sim.run()
+        if not recorder.starts:
+            raise ConfigError("membership: the run had no newcomer (set num_newcomers >= 1)")
+        cid = max(recorder.starts, key=lambda c: recorder.starts[c]["round"])
+        model = sim.spec.build(config.seed, "newcomer", cid).to(config.device)
+        load_into(model, recorder.starts[cid]["tensors"])
+        model.eval()
+        with torch.no_grad():
+            losses = nn.functional.cross_entropy(model(x), y, reduction="none").cpu().numpy()
+        records.append({"case": "membership", "method": method, "start": recorder.starts[cid]["meta"].get("init", "method"),
+                        "arrival_round": recorder.starts[cid]["round"], "samples_each": n,
+                        "auc": float(roc_auc_score(is_member, -losses))})
+    return records
+
+
 def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` seeded training images of the config's dataset (the same for every method)."""
     from .data.scenario import load_for
@@ -330,7 +374,7 @@ def save_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path, titl
 
 
 def attack_methods(config: Config, methods: list[str], batch: int, images: int, attack: str, iterations: int,
-                   restarts: int, out) -> list[dict[str, Any]]:
+                   restarts: int, out, membership: bool = False) -> list[dict[str, Any]]:
     """`genefl attack`: every method's exact uploads attacked on the same images; writes
     DIR/attack.json (one record per method) and DIR/grid_<method>.png."""
     import json
@@ -350,5 +394,7 @@ def attack_methods(config: Config, methods: list[str], batch: int, images: int, 
                        | {"iterations": iterations, "restarts": restarts})
     if any(m in ("genefl", "pacfl") for m in methods):  # their clients also send a data signature
         records.append({"method": "genefl/pacfl signature", **signature_leak(config)})
+    if membership:
+        records.extend(membership_auc(config, tuple(methods)))
     (out / "attack.json").write_text(json.dumps(records, indent=1))
     return records

@@ -49,14 +49,16 @@ METRICS = ("first", "last", "chosen")  # after epoch 1, after the last epoch, at
 class StartRecorder(Callback):
     """Keeps what every newcomer was sent (tensors and meta) and saves it at the end of the run."""
 
-    def __init__(self, path: Path):
-        self.path, self.starts = Path(path), {}
+    def __init__(self, path: Path | None):
+        self.path, self.starts = (Path(path) if path is not None else None), {}
 
     def on_newcomer_start(self, round: int, cid: int, broadcast: Broadcast) -> None:
         self.starts[cid] = {"round": round, "meta": dict(broadcast.meta),
                             "tensors": {k: v.detach().cpu().clone() for k, v in broadcast.tensors.items()}}
 
     def on_end(self, result: Any) -> None:
+        if self.path is None:  # kept in memory only
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(self.starts, self.path)
 
