@@ -44,6 +44,8 @@ CONFIG_CASES = [
     (["--set", "train_subset=5", "--set", "partition=iid"], "train_subset: 5 samples"),
     (["--set", "train_subset=1"], "train_subset: 1 samples"),
     (["--set", "min_samples=3"], "min_samples: must be >= clustering.p"),
+    (["--set", "dp_noise=1"], "dp_noise: needs dp_clip > 0"),
+    (["--set", "dp_clip=-1"], "dp_clip: must be in [0, 1e6]"),
     (["--set", "data_dir=/tmp/\udcff"], "data_dir: is not valid UTF-8"),
 ]
 

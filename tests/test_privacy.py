@@ -78,3 +78,18 @@ def test_membership_inference_on_what_a_newcomer_is_handed():
     assert [(r["method"], r["start"]) for r in records] == [("fedavg", "global"), ("genefl", "learngene")]
     assert all(0.0 <= r["auc"] <= 1.0 and r["samples_each"] == 300 for r in records)
     assert membership_auc(config, ("fedavg",), limit=300)[0]["auc"] == records[0]["auc"]  # seeded, repeatable
+
+
+def test_clip_and_noise_defence_bounds_the_change_and_blinds_the_attack():
+    x, y, _ = digits(2)
+    clipped, sim = exact_payloads(Config(method="fedavg", dp_clip=0.01), x, y, 1)
+    for p in clipped:  # no noise: the change is exactly clipped to norm 0.01
+        change = sum(float(((p.update.tensors[k] - v) ** 2).sum()) for k, v in sim.strategy.initial.items())
+        assert abs(change ** 0.5 - 0.01) < 1e-6
+    open_result = run_attack(Config(method="fedavg"), x, y, 1, "idlg", 50, 1)
+    noisy = run_attack(Config(method="fedavg", dp_clip=0.01, dp_noise=1.0), x, y, 1, "idlg", 50, 1)
+    assert min(open_result["per_image"]["psnr"]) > 60 and max(noisy["per_image"]["psnr"]) < 30
+    from genefl.api import run
+
+    summary = run(Config(method="fedavg", rounds=1, num_clients=3, num_newcomers=0, dp_clip=1.0, dp_noise=2.0)).summary
+    assert abs(summary["dp_epsilon_per_upload"] - (2 * __import__("math").log(1.25 / 1e-5)) ** 0.5 / 2.0) < 1e-12

@@ -156,6 +156,8 @@ class Config(_Validated):
     newcomer_val_fraction: float = 0.2  # share of a newcomer's training data held out to choose its epoch
     newcomer_freeze_epochs: int = 0  # inherited layers frozen for the first k epochs (when some layers are fresh)
     newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
+    dp_clip: float = 0.0  # defence: clip each upload's change to this L2 norm (0 = off; see defence.py)
+    dp_noise: float = 0.0  # defence: Gaussian noise std as a multiple of dp_clip
     first_contact: str = "tensors"  # a full model equal to the seeded initial one is sent as "tensors" | "seed"
     checkpoint_every: int = 1  # save a checkpoint (DIR/checkpoint.pt) every N rounds; 0 = never
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
@@ -214,6 +216,7 @@ RULES: dict[str, tuple] = {
     "device": (lambda v: v in ("cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
                "must be cpu, cuda, cuda:N or mps"),
     "state_store": _choices(("memory", "disk")), "first_contact": _choices(("tensors", "seed")),
+    "dp_clip": _WEIGHT, "dp_noise": _WEIGHT,
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
     "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
     "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
@@ -333,6 +336,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def cross_check(config: Config) -> None:
     """Rules that involve more than one field, or the machine."""
+    if config.dp_noise > 0 and config.dp_clip <= 0:
+        raise ConfigError("dp_noise: needs dp_clip > 0 (the noise is a multiple of the clipping norm)")
     if config.method in ("genefl", "pacfl") and config.min_samples < config.clustering.p:
         raise ConfigError(f"min_samples: must be >= clustering.p = {config.clustering.p} for {config.method}, "
                           f"whose client signatures have p columns (got {config.min_samples})")

@@ -20,6 +20,7 @@ from typing import Any
 import tomli_w
 
 from .config import Config, config_to_dict
+from .defence import epsilon_per_upload
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
 ROUND_FIELDS = ["round", "acc_clients", "acc_all", "bytes_up", "bytes_down", "participants", "dropped", "wall_s"]
@@ -64,6 +65,7 @@ def build_results(result) -> dict[str, Any]:
         "bytes_newcomer_init_mean": _mean([n.init_bytes for n in news]),
         "model_bytes": result.model_bytes,
         "wall_s": round(result.wall_s, 3),
+        "dp_epsilon_per_upload": epsilon_per_upload(config.dp_noise) if config.dp_clip > 0 else None,
     }
     summary.update(result.method_info.get("summary", {}))
     return {

@@ -23,6 +23,7 @@ from .. import rng
 from ..config import Config
 from ..data.scenario import ClientData
 from ..layers import Layer
+from ..defence import protect
 from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
 from ..models import build_model
@@ -219,6 +220,13 @@ def send_initial_as_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor])
 @functools.lru_cache(maxsize=2)
 def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in spec.build(seed, "global").state_dict().items()}
+
+
+def train_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+    """What a client sends after training: its method's update, through the optional clip-and-noise
+    defence (`dp_clip`, `dp_noise`). Both runtimes call this, never `client.train` directly."""
+    update = client.train(env, broadcast)
+    return protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
 
 
 def received(env: ClientEnv, broadcast: Broadcast) -> Broadcast:

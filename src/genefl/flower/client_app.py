@@ -25,7 +25,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..algorithms import get as get_method
-from ..algorithms.base import ClientEnv, received
+from ..algorithms.base import ClientEnv, received, train_and_send
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
@@ -102,7 +102,7 @@ def signature(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    return _handle(message, context, lambda client, env, b: client.train(env, b))
+    return _handle(message, context, lambda client, env, b: train_and_send(client, env, b))
 
 
 @app.train("welcome")

@@ -9,12 +9,13 @@ so no list of client models is ever held.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..algorithms import get as get_method
-from ..algorithms.base import ClientEnv, ModelSpec, received
+from ..algorithms.base import ClientEnv, ModelSpec, received, train_and_send
 from ..config import Config
 from ..data.scenario import Scenario
 from ..layers import model_layers, model_nbytes
@@ -60,7 +61,7 @@ class InProcessClients:
 
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
         for i, (cid, broadcast) in enumerate(broadcasts.items()):
-            yield cid, self.call(self.client.train, cid, round, broadcast)
+            yield cid, self.call(functools.partial(train_and_send, self.client), cid, round, broadcast)
             if i == 0:
                 checkpoint.fault("round", round)
 
