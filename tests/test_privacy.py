@@ -93,3 +93,14 @@ def test_clip_and_noise_defence_bounds_the_change_and_blinds_the_attack():
 
     summary = run(Config(method="fedavg", rounds=1, num_clients=3, num_newcomers=0, dp_clip=1.0, dp_noise=2.0)).summary
     assert abs(summary["dp_epsilon_per_upload"] - (2 * __import__("math").log(1.25 / 1e-5)) ** 0.5 / 2.0) < 1e-12
+
+
+def test_realistic_case_counts_the_local_steps_it_attacks():
+    from genefl.privacy import local_steps
+
+    config = Config(method="fedavg", batch_size=8, local_epochs=2)
+    assert local_steps(config, 4, "one_step") == (4, 1, 1)
+    assert local_steps(config, 4, "local_epochs") == (2, 2, 4)  # batches of 2: 2 steps an epoch, 2 epochs
+    x, y, _ = digits(4)
+    result = run_attack(config, x, y, 4, "idlg", 10, 1, "local_epochs")
+    assert result["case"] == "local_epochs" and result["steps"] == 4 and len(result["per_image"]["psnr"]) == 4

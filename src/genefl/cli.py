@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--attack", default="idlg", help="dlg, idlg or cosine")
     attack.add_argument("--iterations", type=int, default=100, help="optimiser iterations per restart")
     attack.add_argument("--restarts", type=int, default=2)
+    attack.add_argument("--case", default="one_step", help="one_step (best case) or local_epochs (realistic)")
     attack.add_argument("--membership", action="store_true",
                         help="also: membership inference (loss threshold) on the model each method hands a newcomer")
     add_output_arguments(attack, "attack")
@@ -209,7 +210,7 @@ def command_newcomers(args: argparse.Namespace) -> int:
 
 
 def command_attack(args: argparse.Namespace) -> int:
-    from .privacy import ATTACKS, attack_methods
+    from .privacy import ATTACKS, CASES, attack_methods
 
     config = load_config(args.config, args.overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -223,8 +224,10 @@ def command_attack(args: argparse.Namespace) -> int:
         if method == "local":
             raise GeneflError("--methods: 'local' sends nothing upward; there is no upload to attack")
     out = prepare_out(args.out or default_folder("attack", config), args.force)
+    if args.case not in CASES:
+        raise GeneflError(f"--case: must be one of {', '.join(CASES)}, got {args.case!r}")
     records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out,
-                             membership=args.membership)
+                             membership=args.membership, case=args.case)
     for r in records:
         if r.get("case") == "membership":
             print(f"{r['method']:>12}  membership AUC on the newcomer's start ({r['start']}): {r['auc']:.3f}")

@@ -10,10 +10,12 @@ layers is attacked on those two layers only, and FedLP on the layers it happened
 Also `signature_leak`: what GENE-FL's and PACFL's one-shot SVD signature gives away; and
 `membership_auc`: a loss-threshold membership inference on what a newcomer is handed.
 
-Threat case implemented: the attack's best case, one local step of plain SGD on a batch of B
-images; the update is then exactly lr x the gradient of the uploaded layers (GENE-FL's, FedProx's
-and SCAFFOLD's correction terms are zero at the first step). SCAFFOLD's Δc carries the same
-gradient and is not attacked separately.
+Threat cases (`local_steps`): `one_step`, the attack's best case, one local step of plain SGD on a
+batch of B images; the update is then exactly lr x the gradient of the uploaded layers (GENE-FL's,
+FedProx's and SCAFFOLD's correction terms are zero at the first step). `local_epochs`, the realistic
+case: the configured local epochs over the B images in smaller batches, several steps; the update
+is read as lr x steps x one averaged gradient, as Inverting Gradients attacks multi-step updates.
+SCAFFOLD's Δc carries the same gradient and is not attacked separately.
 
 Attacks (written here; the `breaching` package on PyPI dates from 2022 and its configuration stack
 does not install beside this torch):
@@ -61,7 +63,24 @@ class Payload:
     ledger_bytes: int  # what the run's ledger counted for this upload
 
 
-def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, batch: int) -> tuple[list[Payload], Any]:
+CASES = ("one_step", "local_epochs")
+
+
+def local_steps(config: Config, batch: int, case: str) -> tuple[int, int, int]:
+    """(batch_size, local_epochs, SGD steps) of an attacked client holding `batch` images: one step on
+    all of them (`one_step`, the attack's best case), or `local_epochs` epochs of batches of
+    `config.batch_size // 4` (at least 2; several steps an epoch once batch >= 4): the realistic case."""
+    if case == "one_step":
+        return max(batch, 2), 1, 1
+    from .training import batches
+
+    size = max(2, config.batch_size // 4)
+    per_epoch = len(batches(batch, size, torch.Generator(), "cpu"))  # the training loop's own batching
+    return size, config.local_epochs, config.local_epochs * per_epoch
+
+
+def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, batch: int,
+                   case: str = "one_step") -> tuple[list[Payload], Any]:
     """One round of `config.method` with len(images) / batch clients holding `batch` images each;
     returns every client's upload as sent, and the simulator (for its model spec and initial weights)."""
     from .runtime.simulator import Simulator
@@ -72,8 +91,9 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
     clients = [ClientData(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch],
                           images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch]) for i in range(n)]
     scenario = Scenario(tuple(images.shape[1:]), int(config_classes(config)), clients, n, {}, config.dataset)
-    one_step = replace(config, rounds=1, num_clients=n, num_newcomers=0, newcomer_rounds=[], batch_size=max(batch, 2),
-                       local_epochs=1, participation=1.0, dropout=0.0, momentum=0.0, weight_decay=0.0,
+    size, epochs, _ = local_steps(config, batch, case)
+    one_step = replace(config, rounds=1, num_clients=n, num_newcomers=0, newcomer_rounds=[], batch_size=size,
+                       local_epochs=epochs, participation=1.0, dropout=0.0, momentum=0.0, weight_decay=0.0,
                        min_samples=max(config.clustering.p, 1), first_contact="tensors", checkpoint_every=0)
     wires: dict[int, bytes] = {}
     sim = Simulator(one_step, scenario)
@@ -222,11 +242,12 @@ def image_scores(original: torch.Tensor, recon: torch.Tensor) -> list[tuple[int,
 
 
 def attack_payload(payload: Payload, sim, attack: str, iterations: int, restarts: int, seed: int,
-                   target: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+                   target: dict[str, torch.Tensor] | None = None, steps: int = 1) -> dict[str, Any]:
     """One client's upload attacked; `target` replaces the observed gradient (the negative control)."""
     model = sim.model
     trainable = {k for k, p in model.named_parameters()}
-    grads = observed_gradient(payload.update, sim.strategy.initial, trainable, sim.config.lr) if target is None else target
+    # several steps: the update read as one averaged gradient, as Inverting Gradients attacks it
+    grads = observed_gradient(payload.update, sim.strategy.initial, trainable, sim.config.lr * steps) if target is None else target
     if not grads:  # nothing trainable was uploaded (a FedLP client can send no layer): nothing to invert
         return {"cid": payload.cid, "attacked_layers": 0, "psnr": [None] * len(payload.labels),
                 "ssim": [None] * len(payload.labels), "reconstructions": torch.zeros_like(payload.images)}
@@ -247,19 +268,22 @@ def attack_payload(payload: Payload, sim, attack: str, iterations: int, restarts
 
 
 def run_attack(config: Config, images: torch.Tensor, labels: torch.Tensor, batch: int, attack: str = "idlg",
-               iterations: int = 100, restarts: int = 2) -> dict[str, Any]:
+               iterations: int = 100, restarts: int = 2, case: str = "one_step") -> dict[str, Any]:
     """Every client's exact upload attacked; means over the attacked images and per-image values."""
     if attack not in ATTACKS:
         raise ConfigError(f"attack: must be one of {', '.join(ATTACKS)}, got {attack!r}")
     if batch < 1:
         raise ConfigError(f"batch: must be >= 1, got {batch}")
-    payloads, sim = exact_payloads(config, images, labels, batch)
-    results = [attack_payload(p, sim, attack, iterations, restarts, config.seed) for p in payloads]
+    if case not in CASES:
+        raise ConfigError(f"case: must be one of {', '.join(CASES)}, got {case!r}")
+    payloads, sim = exact_payloads(config, images, labels, batch, case)
+    steps = local_steps(config, batch, case)[2]
+    results = [attack_payload(p, sim, attack, iterations, restarts, config.seed, steps=steps) for p in payloads]
     psnr = [v for r in results for v in r["psnr"]]
     ssim = [v for r in results for v in r["ssim"]]
     attacked = [v for v in psnr if v is not None]
     label_accs = [r["label_acc"] for r in results if "label_acc" in r]
-    return {"method": config.method, "attack": attack, "case": "one_step", "batch": batch,
+    return {"method": config.method, "attack": attack, "case": case, "steps": steps, "batch": batch,
             "psnr": float(np.mean(attacked)) if attacked else None,
             "ssim": float(np.mean([v for v in ssim if v is not None])) if attacked else None,
             "label_acc": float(np.mean(label_accs)) if label_accs else None, "images_attacked": len(attacked),
@@ -374,7 +398,7 @@ def save_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path, titl
 
 
 def attack_methods(config: Config, methods: list[str], batch: int, images: int, attack: str, iterations: int,
-                   restarts: int, out, membership: bool = False) -> list[dict[str, Any]]:
+                   restarts: int, out, membership: bool = False, case: str = "one_step") -> list[dict[str, Any]]:
     """`genefl attack`: every method's exact uploads attacked on the same images; writes
     DIR/attack.json (one record per method) and DIR/grid_<method>.png."""
     import json
@@ -386,10 +410,10 @@ def attack_methods(config: Config, methods: list[str], batch: int, images: int, 
     out = Path(out)
     records = []
     for method in methods:
-        result = run_attack(replace(config, method=method), x, y, batch, attack, iterations, restarts)
+        result = run_attack(replace(config, method=method), x, y, batch, attack, iterations, restarts, case)
         recon = torch.cat([c["reconstructions"] for c in result["clients"]])
         save_grid(x, recon, out / f"grid_{method}.png", f"{method}: {attack}, batch {batch}, PSNR {result['psnr'] or 0:.1f} dB")
-        records.append({k: result[k] for k in ("method", "attack", "case", "batch", "psnr", "ssim", "label_acc",
+        records.append({k: result[k] for k in ("method", "attack", "case", "steps", "batch", "psnr", "ssim", "label_acc",
                                                "images_attacked", "per_image", "payload_bytes")}
                        | {"iterations": iterations, "restarts": restarts})
     if any(m in ("genefl", "pacfl") for m in methods):  # their clients also send a data signature
