@@ -15,7 +15,6 @@ base = load_config(out / "genefl" / f"seed{seeds[0]}" / "config.toml")
 starts = tuple(v for v in (parse_variants(extra) if extra else []) if v.method != "local")
 records = [r for s in seeds for r in study_seed(variant_config(base, Variant("genefl", "genefl", {}), s), out, 3, starts)]
 analysis = analyse(records)
-add_run_bytes(analysis, out, {"learngene": "genefl", "global": "fedavg", "flearngene": "flearngene", "pacfl": "pacfl",
-                              **{v.label: v.folder for v in starts}}, seeds)
+add_run_bytes(analysis, out, [v.label for v in starts], seeds)
 write_report(analysis, records, out, seeds)
 print((out / "newcomers" / "study.md").read_text())

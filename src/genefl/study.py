@@ -183,9 +183,13 @@ def noise_floor(key: dict, pairs: list) -> dict[str, Any]:
     return floor
 
 
-def add_run_bytes(analysis: dict, out: Path, folders: dict[str, str], seeds: list[int]) -> None:
+RUN_OF = {"learngene": "genefl", "global": "fedavg", "flearngene": "flearngene", "pacfl": "pacfl"}  # start -> its run
+
+
+def add_run_bytes(analysis: dict, out: Path, extra: list[str], seeds: list[int]) -> None:
     """Each start that comes from a method's run gets that run's total traffic (mean over seeds): the
-    x axis of the communication/accuracy frontier."""
+    x axis of the communication/accuracy frontier. `extra`: labels of extra variants, each its own run."""
+    folders = {**RUN_OF, **{label: Variant(label, label, {}).folder for label in extra}}
     for row in analysis["rows"]:
         folder = folders.get(row["start"])
         paths = [out / folder / f"seed{s}" / "results.json" for s in seeds] if folder else []
@@ -205,8 +209,7 @@ def redraw(out: Path) -> Path | None:
     analysis = analyse(records)
     seeds = sorted({r["seed"] for r in records})
     starts = {r["start"] for r in records} - set(STARTS)
-    add_run_bytes(analysis, out, {"learngene": "genefl", "global": "fedavg", "flearngene": "flearngene",
-                                  "pacfl": "pacfl", **{s: Variant(s, s, {}).folder for s in starts}}, seeds)
+    add_run_bytes(analysis, out, sorted(starts), seeds)
     write_report(analysis, records, out, seeds)
     return out / "newcomers" / "study.md"
 
@@ -296,7 +299,6 @@ def run_study(base: Config, seeds: list[int], out: Path, extra: list[Variant] = 
         per_seed = [study_seed(c, out, replicates, starts) for c in configs]
     records = [r for seed_records in per_seed for r in seed_records]
     analysis = analyse(records)
-    add_run_bytes(analysis, out, {"learngene": "genefl", "global": "fedavg", "flearngene": "flearngene",
-                                  "pacfl": "pacfl", **{v.label: v.folder for v in starts}}, seeds)
+    add_run_bytes(analysis, out, [v.label for v in starts], seeds)
     write_report(analysis, records, out, seeds)
     return analysis
