@@ -40,3 +40,34 @@ def test_temporary_state_folder_is_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     run(["state_store=disk"])
     assert not list(tmp_path.glob("genefl-states-*"))
+
+
+def test_folder_of_a_killed_run_is_removed_by_the_next(tmp_path):
+    """SIGKILL leaves no chance to clean up: the next run with a temporary state folder removes the
+    folders of genefl processes that are gone, and only those."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from genefl.runtime.states import DiskStates
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GENEFL_FAULT": "round:2"}
+    killed = subprocess.run([sys.executable, "-m", "genefl.cli", "run", "--set", "rounds=3", "--set", "num_clients=3",
+                             "--set", "num_newcomers=0", "--set", "method=genefl", "--set", "state_store=disk",
+                             "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = list(tmp_path.glob("genefl-states-*"))
+    assert len(left) == 1 and list(left[0].glob("client*.pt"))  # the killed run's folder, with states in it
+    mine = tmp_path / f"genefl-states-{os.getpid()}-alive"  # a live process's folder is not touched
+    mine.mkdir()
+    import tempfile
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path)
+    try:
+        states = DiskStates()
+        assert not left[0].exists() and mine.exists() and states.folder.exists()
+        states.cleanup()
+    finally:
+        tempfile.tempdir = saved
+    assert sorted(p.name for p in tmp_path.glob("genefl-states-*")) == [mine.name]

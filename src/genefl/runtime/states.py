@@ -45,11 +45,17 @@ class MemoryStates:
 
 class DiskStates:
     """One `torch.save` file per client under `folder` (a temporary folder, removed at the end, when
-    none is given)."""
+    none is given).
+
+    A temporary folder is named after the process that owns it (`genefl-states-<pid>-...`): a run
+    killed with SIGKILL cannot remove its own, so each new one first removes those whose process is
+    gone."""
 
     def __init__(self, folder: str | os.PathLike | None = None):
         self._own = folder is None or str(folder) == ""
-        self.folder = Path(tempfile.mkdtemp(prefix="genefl-states-")) if self._own else Path(folder)
+        if self._own:
+            remove_orphaned_state_folders()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")) if self._own else Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -87,6 +93,30 @@ class DiskStates:
     def cleanup(self) -> None:
         if self._own:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+TEMP_PREFIX = "genefl-states-"
+
+
+def remove_orphaned_state_folders() -> list[Path]:
+    """Remove temporary state folders left by genefl processes that no longer exist; returns them."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _tensor_bytes(value: Any) -> int:
