@@ -67,9 +67,12 @@ class Federation:
         self._start(args + (["--simulation"] if self.simulation else []), "superlink.log")
         wait_for_port(self.port)
 
-    def start_node(self, partition_id: int, num_partitions: int | None = None, data_file: str | None = None) -> None:
+    def start_node(self, partition_id: int, num_partitions: int | None = None, data_file: str | None = None,
+                   state_dir: str | None = None) -> None:
         """A SuperNode holding a benchmark partition, or (with `data_file`) its own data file."""
         node_config = f"partition-id={partition_id} " + (f"data-file='{data_file}'" if data_file else f"num-partitions={num_partitions}")
+        if state_dir:
+            node_config += f" state-dir='{state_dir}'"
         args = [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
                 "--node-config", node_config]
         self.nodes[partition_id] = self._start(args, f"node{partition_id}.log")
@@ -77,11 +80,34 @@ class Federation:
     def kill_node(self, partition_id: int) -> None:
         _kill(self.nodes[partition_id])
 
-    def run(self, run_config: str, timeout: float = 400, federation_config: str | None = None) -> subprocess.CompletedProcess:
-        args = [str(BIN / "flwr"), "run", str(REPO), "test", "--run-config", run_config, "--stream"]
+    def run(self, run_config: str, timeout: float = 400, federation_config: str | None = None,
+            stream: bool = True) -> subprocess.CompletedProcess:
+        """`flwr run` of this checkout; with `stream`, returns when the run ends, else once it is submitted."""
+        args = [str(BIN / "flwr"), "run", str(REPO), "test", "--run-config", run_config] + (["--stream"] if stream else [])
         if federation_config:
             args += ["--federation-config", federation_config]
         return subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=timeout, cwd=self.root)
+
+    def stop_run(self, run_id: int) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "flwr"), "stop", str(run_id), "test"], capture_output=True, text=True,
+                              env=self.env, timeout=60, cwd=self.root)
+
+    def kill_serverapps(self) -> int:
+        """SIGKILL every ServerApp process of this federation (found by its FLWR_HOME); how many."""
+        home = f"FLWR_HOME={self.home}".encode()
+        killed = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"flwr-serverapp" in cmdline and home in environ:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        return killed
 
     def stop(self) -> None:
         for proc in self.processes:

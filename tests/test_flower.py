@@ -5,6 +5,7 @@ installed (the README's test command installs it, so CI runs these)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -13,6 +14,9 @@ import pytest
 import torch
 
 pytest.importorskip("flwr")
+# one pytest-xdist worker runs these one after another while the other runs everything else: they
+# mostly wait on Flower's 3-second polls, so they overlap with CPU-bound tests instead of adding to them
+pytestmark = pytest.mark.xdist_group("flower")
 
 from flower_harness import Federation  # noqa: E402
 
@@ -21,7 +25,7 @@ from genefl.data.scenario import build_scenario  # noqa: E402
 from genefl.results import build_results  # noqa: E402
 from genefl.runtime.simulator import Simulator  # noqa: E402
 
-PARITY = ["rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"]
+KILLED = ["method=fedavg", "rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"]
 
 
 def run_config(overrides: list[str], out) -> str:
@@ -32,32 +36,49 @@ def run_config(overrides: list[str], out) -> str:
     return " ".join(quoted + [f"flower.out='{out}'", "flower.node_wait=60.0", "flower.round_timeout=120.0"])
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
-    fed = Federation(tmp_path_factory.mktemp("deploy"))
-    try:
-        fed.start_superlink()
-        for i in range(3):
-            fed.start_node(i, 3)
-        yield fed
-    finally:
-        fed.stop()
-
-
 def simulate(overrides: list[str]):
     config = load_config(None, overrides)
     result = Simulator(config, build_scenario(config)).run()
     return build_results(result), result.final_weights
 
 
-@pytest.mark.parametrize("method", ["fedavg", "genefl"])
-def test_simulator_and_flower_give_same_weights_and_bytes(deployment, tmp_path, method):
-    overrides = [f"method={method}", *PARITY]
-    proc = deployment.run(run_config(overrides, tmp_path))
+RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eval_every=3"]
+
+
+def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
+    """The ServerApp is SIGKILLed mid-run (after round 1's checkpoint, during round 2) and a second
+    `flwr run` with flower.resume=true finishes it: weights, bytes and accuracies equal an
+    uninterrupted simulator run of the same config, so the Flower runtime agrees with the simulator
+    and nothing is lost on the way. GENE-FL's clients keep personal models, which survive the new
+    Flower run through the nodes' state-dir."""
+    fed = Federation(tmp_path_factory.mktemp("resume"))
+    out, states = fed.root / "out", fed.root / "node-states"
+    try:
+        fed.start_superlink()
+        for i in range(3):
+            fed.start_node(i, 3, state_dir=str(states))
+        config = run_config(RESUMED, out)
+        submitted = fed.run(config, stream=False)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.pt").exists():
+            assert time.monotonic() < deadline, "the ServerApp wrote no checkpoint"
+            time.sleep(0.2)
+        assert fed.kill_serverapps() == 1
+        assert len((out / "rounds.csv").read_text().splitlines()) == 2  # header + round 1: killed in round 2
+        # as an operator would: mark the dead run stopped (else the SuperLink notices only later)
+        run_id = re.search(r"(\d{6,})", submitted.stdout).group(1)
+        assert fed.stop_run(int(run_id)).returncode == 0
+        proc = fed.run(config + " flower.resume=true")
+    finally:
+        fed.stop()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    flower_doc = json.loads((tmp_path / "results.json").read_text())
-    flower_weights = torch.load(tmp_path / "weights.pt")
-    sim_doc, sim_weights = simulate(overrides)
+    assert not (out / "checkpoint.pt").exists()
+    assert sorted(p.name.rsplit("-", 1)[1] for p in states.iterdir()) == ["client0", "client1", "client2"]
+    flower_doc = json.loads((out / "results.json").read_text())
+    flower_weights = torch.load(out / "weights.pt")
+    sim_doc, sim_weights = simulate(RESUMED)
+    assert len(flower_doc["rounds"]) == 3 and len((out / "rounds.csv").read_text().splitlines()) == 4
     for key in ("bytes_up", "bytes_down", "bytes_total", "bytes_eval"):
         assert flower_doc["summary"][key] == sim_doc["summary"][key], key
     assert [r["bytes_up"] for r in flower_doc["rounds"]] == [r["bytes_up"] for r in sim_doc["rounds"]]
@@ -65,8 +86,7 @@ def test_simulator_and_flower_give_same_weights_and_bytes(deployment, tmp_path, 
     for name, value in sim_weights.items():
         assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
     assert flower_doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
-    if method == "genefl":
-        assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
+    assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
 
 
 def test_run_goes_on_when_a_supernode_dies(tmp_path_factory):
@@ -87,7 +107,7 @@ def test_run_goes_on_when_a_supernode_dies(tmp_path_factory):
                 time.sleep(0.5)
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
-        cfg = run_config(["method=genefl", "rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"], out)
+        cfg = run_config(KILLED, out)
         proc = fed.run(cfg.replace("flower.round_timeout=120.0", "flower.round_timeout=40.0"))
         thread.join(timeout=5)
     finally:
@@ -98,6 +118,10 @@ def test_run_goes_on_when_a_supernode_dies(tmp_path_factory):
     assert doc["rounds"][0]["participants"] == 3
     assert doc["rounds"][-1]["participants"] == 2 and doc["rounds"][-1]["dropped"] == 1
     assert any("client 2" in note for note in doc["method_info"]["notes"])
+    # round 1, before the kill, is FedAvg's round 1 in the simulator, byte for byte
+    sim_doc, _ = simulate(KILLED)
+    assert (doc["rounds"][0]["bytes_up"], doc["rounds"][0]["bytes_down"]) == \
+        (sim_doc["rounds"][0]["bytes_up"], sim_doc["rounds"][0]["bytes_down"])
 
 
 def test_flower_ray_simulation_runs_genefl(tmp_path_factory):

@@ -120,7 +120,8 @@ class FlowerOptions(_Validated):
 
     round_timeout: float = 300.0  # seconds to wait for replies; later ones are dropped from the round
     node_wait: float = 120.0  # seconds to wait at the start for the training clients' SuperNodes
-    out: str = "genefl-flower-out"  # folder where the ServerApp writes results.json
+    out: str = "genefl-flower-out"  # folder where the ServerApp writes results.json (and its checkpoint)
+    resume: bool = False  # continue the run in `out` from its last checkpoint (a killed ServerApp)
 
 
 @dataclass(frozen=True)

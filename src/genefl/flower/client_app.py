@@ -7,6 +7,9 @@ A node finds its data in one of two ways (node config, `flower-supernode --node-
   newcomers);
 - its own data: `data-file=<file.npz>` with arrays x_train (n, C, H, W) float32 (already
   normalised), y_train (n,) int, x_test, y_test, plus `partition-id=<i>` as its client id.
+Optionally `state-dir=<folder>`: the client's state between rounds is also kept there, so that it
+survives a restarted SuperNode and a resumed ServerApp (`node_store`); without it, it lives in
+Flower's per-run Context only.
 
 Message types: query.identify, query.signature, train, train.welcome, evaluate.
 """
@@ -33,7 +36,8 @@ from ..errors import DataError, GeneflError
 from ..layers import model_layers
 from ..messages import ClientUpdate
 from ..runtime.simulator import model_spec
-from .codec import from_content, reply_content, store_from_state, store_to_state
+from .codec import decode_store, encode_store, from_content, reply_content, resumed_from, store_from_state, store_to_state
+from .node_store import NodeStore
 from .runconfig import config_from_run_config
 
 app = ClientApp()
@@ -67,7 +71,7 @@ def _model(config: Config):
     return spec, model, model_layers(model)
 
 
-def client_env(context: Context, round: int) -> tuple[ClientEnv, Any]:
+def client_env(context: Context, round: int, message: Message | None = None) -> tuple[ClientEnv, Any]:
     config = config_from_run_config(dict(context.run_config))
     node = context.node_config
     cid = int(node["partition-id"])
@@ -78,14 +82,25 @@ def client_env(context: Context, round: int) -> tuple[ClientEnv, Any]:
         data = _partition_data(config, cid, int(node["num-partitions"]), data_dir)
     spec, model, layers = _model(config)
     store = store_from_state(context.state)
+    if message is not None and not store and node_store(context, config, cid):
+        saved = node_store(context, config, cid).restore(context.run_id, round, resumed_from(message.content))
+        store = decode_store(saved) if saved is not None else {}
     return ClientEnv(cid, round, model, data, store, config, spec, layers), get_method(config.method)[1]()
+
+
+def node_store(context: Context, config: Config, cid: int) -> NodeStore | None:
+    folder = str(context.node_config.get("state-dir", ""))
+    return NodeStore(folder, config, cid) if folder else None
 
 
 def _handle(message: Message, context: Context, action) -> Message:
     broadcast, round = from_content(message.content)
-    env, client = client_env(context, round)
+    env, client = client_env(context, round, message)
     update = action(client, env, received(env, broadcast))
     store_to_state(env.store, context.state)
+    disk = node_store(context, env.config, env.cid)
+    if disk is not None:
+        disk.save(round, encode_store(env.store))
     return Message(reply_content(update), reply_to=message)
 
 

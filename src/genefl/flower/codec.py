@@ -22,9 +22,20 @@ def _array(data: bytes) -> Array:
     return Array(dtype="uint8", shape=(len(data),), stype="genefl.wire", data=data)
 
 
-def to_content(wire: bytes, round: int = 0) -> RecordDict:
-    """Content of a Flower message carrying an already encoded genefl message."""
-    return RecordDict({PAYLOAD: ArrayRecord({"payload": _array(wire)}), HEADER: ConfigRecord({"round": round})})
+def to_content(wire: bytes, round: int = 0, resumed_from: int | None = None) -> RecordDict:
+    """Content of a Flower message carrying an already encoded genefl message. `resumed_from`: in a
+    resumed run, the round of the checkpoint it continues from (a client with a `state-dir` reads
+    its state as of that round)."""
+    header = {"round": round} if resumed_from is None else {"round": round, "resumed-from": resumed_from}
+    return RecordDict({PAYLOAD: ArrayRecord({"payload": _array(wire)}), HEADER: ConfigRecord(header)})
+
+
+def resumed_from(content: RecordDict) -> int | None:
+    try:
+        value = content[HEADER]["resumed-from"] if HEADER in content else None
+        return None if value is None else int(value)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def from_content(content: RecordDict) -> tuple[Message, int]:
@@ -46,6 +57,15 @@ def reply_content(update: ClientUpdate) -> RecordDict:
 
 def store_to_state(store: dict[str, Any], state: RecordDict) -> None:
     """Save a client's store (tensors, dicts of tensors, JSON values) into `Context.state`."""
+    state[STORE] = ArrayRecord({"store": _array(encode_store(store))})
+
+
+def store_from_state(state: RecordDict) -> dict[str, Any]:
+    return decode_store(state[STORE]["store"].data) if STORE in state else {}
+
+
+def encode_store(store: dict[str, Any]) -> bytes:
+    """A client's store as bytes (genefl's wire format: tensors plus one JSON header)."""
     tensors, meta = {}, {}
     for key, value in store.items():
         if isinstance(value, torch.Tensor):
@@ -55,13 +75,11 @@ def store_to_state(store: dict[str, Any], state: RecordDict) -> None:
             meta.setdefault("__dicts__", []).append(key)
         else:
             meta[key] = value
-    state[STORE] = ArrayRecord({"store": _array(encode(ClientUpdate(tensors=tensors, meta=meta)))})
+    return encode(ClientUpdate(tensors=tensors, meta=meta))
 
 
-def store_from_state(state: RecordDict) -> dict[str, Any]:
-    if STORE not in state:
-        return {}
-    saved = decode(state[STORE]["store"].data)
+def decode_store(data: bytes) -> dict[str, Any]:
+    saved = decode(data)
     dict_keys = saved.meta.pop("__dicts__", [])
     store: dict[str, Any] = dict(saved.meta)
     for key in dict_keys:
@@ -75,4 +93,4 @@ def store_from_state(state: RecordDict) -> dict[str, Any]:
     return store
 
 
-__all__ = ["Broadcast", "ClientUpdate", "from_content", "reply_content", "store_from_state", "store_to_state", "to_content"]
+__all__ = ["Broadcast", "ClientUpdate", "decode_store", "encode_store", "from_content", "reply_content", "resumed_from", "store_from_state", "store_to_state", "to_content"]

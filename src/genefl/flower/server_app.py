@@ -5,6 +5,10 @@ Nodes are keyed by their partition id (asked once with `query.identify`), never 
 node ids. A node that errors, disappears or misses `flower.round_timeout` is dropped from that round
 and the run goes on; a reply that is malformed (undecodable, wrong keys, shapes, dtypes, NaN/inf) is
 rejected and never aggregated. Both are recorded in results.json (`rounds[].notes`).
+
+Like `genefl run`, the ServerApp checkpoints the loop every `checkpoint_every` rounds (to
+`flower.out/checkpoint.pt`); a new `flwr run` with `flower.resume = true` and the same config
+continues from it. Client state stays on the SuperNodes (see `node_store`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from ..errors import GeneflError
 from ..layers import model_layers, model_nbytes
 from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve
+from ..config import config_to_dict
 from ..results import ResultWriter
+from ..runtime import checkpoint
 from ..runtime.loop import RoundLoop
 from ..runtime.simulator import model_spec
 from ..data.scenario import arrival_rounds
@@ -37,8 +43,9 @@ app = ServerApp()
 class FlowerClients:
     """The loop's transport over a Flower Grid."""
 
-    def __init__(self, grid: Grid, timeout: float):
+    def __init__(self, grid: Grid, timeout: float, resumed_from: int | None = None):
         self.grid, self.timeout = grid, timeout
+        self.resumed_from = resumed_from  # told to every client: where a client's saved state must come from
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
         self.known: set[int] = set()  # node ids already identified
         self.failures: dict[int, str] = {}
@@ -80,7 +87,8 @@ class FlowerClients:
                 self.failures[cid] = "node offline"
                 continue
             wire = wire_of.setdefault(id(payload), encode(payload))
-            messages.append(Message(to_content(wire, round), dst_node_id=node, message_type=message_type))
+            messages.append(Message(to_content(wire, round, self.resumed_from), dst_node_id=node,
+                                    message_type=message_type))
             cid_of[node] = cid
         replies: dict[int, ClientUpdate] = {}
         for reply in self.grid.send_and_receive(messages, timeout=self.timeout) if messages else []:
@@ -143,14 +151,44 @@ def main(grid: Grid, context: Context) -> None:
     layers = model_layers(model)
     strategy_cls, _ = get_method(config.method)
     strategy = strategy_cls(config, layers, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    clients = FlowerClients(grid, config.flower.round_timeout)
-    clients.wait_for(list(range(config.num_clients)), config.flower.node_wait)
     out = Path(config.flower.out).expanduser()
+    resume = checkpoint_to_resume(config, out)
+    clients = FlowerClients(grid, config.flower.round_timeout, resume["round"] if resume else None)
+    clients.wait_for(list(range(config.num_clients)), config.flower.node_wait)
     loop = RoundLoop(config, strategy, clients, model_nbytes(layers), config.num_clients, arrival_rounds(config),
                      [ResultWriter(out)])
-    result = loop.run({"config": config, "layers": layers, "model": spec.name})
+    path = out / checkpoint.FILE
+    result = loop.run({"config": config, "layers": layers, "model": spec.name}, resume,
+                      lambda snapshot: checkpoint.save(path, {**snapshot, "config": run_table(config)}))
     save_weights(result.final_weights, out / "weights.pt")
+    path.unlink(missing_ok=True)  # the run is complete: results.json is its record
     log.warning("genefl: %s finished %d rounds; results in %s", config.method, len(result.rounds), out / "results.json")
+
+
+def run_table(config) -> dict:
+    """The config as a resume compares it: all but the `flower` table (timeouts, out, resume)."""
+    table = config_to_dict(config)
+    table.pop("flower", None)
+    return table
+
+
+def checkpoint_to_resume(config, out: Path) -> dict | None:
+    """With `flower.resume`, the checkpoint in `out` (which must be this config's); without it, None,
+    refusing an `out` that holds another run, as `genefl run --out` does."""
+    path = out / checkpoint.FILE
+    if not config.flower.resume:
+        if (out / "results.json").exists() or path.exists():
+            raise GeneflError(f"flower.out {out} already holds a run; continue it with flower.resume=true "
+                              "or choose another flower.out")
+        return None
+    if not path.is_file():
+        finished = (out / "results.json").exists()
+        raise GeneflError(f"flower.resume: no checkpoint in {out}" + (" (that run finished)" if finished else ""))
+    saved = checkpoint.load(path)
+    if saved.get("config") != run_table(config):
+        raise GeneflError(f"flower.resume: the checkpoint in {out} is from a run with another config; "
+                          "resume with the same --run-config")
+    return saved
 
 
 def save_weights(weights, path: Path) -> None:
