@@ -54,15 +54,19 @@ def test_the_attacked_payload_is_what_the_ledger_counted():
 
 def test_attack_cli_writes_records_and_grids_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "a"
-    assert main(["attack", "--methods", "fedavg,genefl", "--images", "2", "--iterations", "20", "--restarts", "1",
-                 "--out", str(out)]) == 0
+    assert main(["attack", "--methods", "fedavg,genefl,genefl[genefl.gene_budget=0.9]", "--images", "2",
+                 "--iterations", "20", "--restarts", "1", "--out", str(out)]) == 0
     records = json.loads((out / "attack.json").read_text())
+    head = records.pop(2)  # a variant is attacked under its label, with its own options
+    assert head["method"] == "genefl[genefl.gene_budget=0.9]" and head["payload_bytes"] > records[1]["payload_bytes"]
+    assert (out / "grid_genefl_genefl.gene_budget=0.9.png").stat().st_size > 1000
     assert [r["method"] for r in records] == ["fedavg", "genefl", "genefl/pacfl signature"]
     assert all(set(r) >= {"method", "attack", "case", "batch", "psnr", "ssim", "label_acc"} for r in records[:2])
     signature = records[2]  # the subspace holds more of an image than its best single vector
     assert signature["case"] == "signature" and signature["projection"]["psnr"] > signature["single_vector"]["psnr"] > 0
     assert len(records[0]["per_image"]["psnr"]) == 2 and (out / "grid_genefl.png").stat().st_size > 1000
     for args, fragment in ((["--methods", "local"], "sends nothing upward"), (["--methods", "nope"], "method:"),
+                           (["--methods", "genefl[genefl.nokey=1]"], "unknown config key 'genefl.nokey'"),
                            (["--batch", "0"], "--batch: must be >= 1"), (["--images", "3", "--batch", "2"], "multiple")):
         capsys.readouterr()
         assert main(["attack", *args, "--out", str(tmp_path / "b")]) == 2

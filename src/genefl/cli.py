@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, load_config, replace
 from .errors import GeneflError
 
 EXIT_USAGE = 2
@@ -210,23 +210,24 @@ def command_newcomers(args: argparse.Namespace) -> int:
 
 
 def command_attack(args: argparse.Namespace) -> int:
+    from .comparison import parse_variants
     from .privacy import ATTACKS, CASES, attack_methods
 
     config = load_config(args.config, args.overrides)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    variants = parse_variants(args.methods)  # e.g. genefl[genefl.gene_include_head=true]
     for value, name in ((args.batch, "--batch"), (args.iterations, "--iterations"), (args.restarts, "--restarts")):
         if value < 1:
             raise GeneflError(f"{name}: must be >= 1, got {value}")
     if args.attack not in ATTACKS:
         raise GeneflError(f"--attack: must be one of {', '.join(ATTACKS)}, got {args.attack!r}")
-    for method in methods:
-        load_config(None, [f'method="{method}"'])  # unknown method: one line before anything runs
-        if method == "local":
+    for v in variants:
+        replace(config, method=v.method, **v.overrides)  # unknown method or option: one line before anything runs
+        if v.method == "local":
             raise GeneflError("--methods: 'local' sends nothing upward; there is no upload to attack")
     out = prepare_out(args.out or default_folder("attack", config), args.force)
     if args.case not in CASES:
         raise GeneflError(f"--case: must be one of {', '.join(CASES)}, got {args.case!r}")
-    records = attack_methods(config, methods, args.batch, args.images, args.attack, args.iterations, args.restarts, out,
+    records = attack_methods(config, variants, args.batch, args.images, args.attack, args.iterations, args.restarts, out,
                              membership=args.membership, case=args.case)
     for r in records:
         if r.get("case") == "membership":

@@ -397,28 +397,32 @@ def save_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path, titl
     plt.close(fig)
 
 
-def attack_methods(config: Config, methods: list[str], batch: int, images: int, attack: str, iterations: int,
+def attack_methods(config: Config, methods: list, batch: int, images: int, attack: str, iterations: int,
                    restarts: int, out, membership: bool = False, case: str = "one_step") -> list[dict[str, Any]]:
     """`genefl attack`: every method's exact uploads attacked on the same images; writes
-    DIR/attack.json (one record per method) and DIR/grid_<method>.png."""
+    DIR/attack.json (one record per method) and DIR/grid_<method>.png. `methods`: names, or
+    `comparison.Variant`s (a method with option overrides, recorded under its label)."""
     import json
     from pathlib import Path
+
+    from .comparison import Variant
 
     if images < batch or images % batch:
         raise ConfigError(f"--images: must be a positive multiple of --batch ({batch}), got {images}")
     x, y = attack_images(config, images)
     out = Path(out)
+    variants = [m if isinstance(m, Variant) else Variant(m, m, {}) for m in methods]
     records = []
-    for method in methods:
-        result = run_attack(replace(config, method=method), x, y, batch, attack, iterations, restarts, case)
+    for v in variants:
+        result = run_attack(replace(config, method=v.method, **v.overrides), x, y, batch, attack, iterations, restarts, case)
         recon = torch.cat([c["reconstructions"] for c in result["clients"]])
-        save_grid(x, recon, out / f"grid_{method}.png", f"{method}: {attack}, batch {batch}, PSNR {result['psnr'] or 0:.1f} dB")
-        records.append({k: result[k] for k in ("method", "attack", "case", "steps", "batch", "psnr", "ssim", "label_acc",
+        save_grid(x, recon, out / f"grid_{v.folder}.png", f"{v.label}: {attack}, batch {batch}, PSNR {result['psnr'] or 0:.1f} dB")
+        records.append({k: result[k] for k in ("attack", "case", "steps", "batch", "psnr", "ssim", "label_acc",
                                                "images_attacked", "per_image", "payload_bytes")}
-                       | {"iterations": iterations, "restarts": restarts})
-    if any(m in ("genefl", "pacfl") for m in methods):  # their clients also send a data signature
+                       | {"method": v.label, "iterations": iterations, "restarts": restarts})
+    if any(v.method in ("genefl", "pacfl") for v in variants):  # their clients also send a data signature
         records.append({"method": "genefl/pacfl signature", **signature_leak(config)})
     if membership:
-        records.extend(membership_auc(config, tuple(methods)))
+        records.extend(membership_auc(config, tuple(v.method for v in variants if not v.overrides)))
     (out / "attack.json").write_text(json.dumps(records, indent=1))
     return records
