@@ -21,7 +21,7 @@ from genefl.errors import GeneflError
 from genefl.layers import model_layers
 from genefl.messages import ClientUpdate
 from genefl.runtime.loop import RoundLoop
-from genefl.runtime.simulator import model_spec
+from genefl.runtime.assembly import model_spec
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30),
                  st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),

@@ -23,7 +23,6 @@ from .data.datasets import DATASETS
 from .sensitivity import SELECTIONS
 from .errors import ConfigError
 
-METHODS = ("genefl", "fedavg", "fedprox", "scaffold", "fedlp", "flearngene", "pacfl", "local")
 PARTITIONS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
 
@@ -46,7 +45,8 @@ class _Validated:
                 value = _coerce(full, value, kind)
                 rule = RULES.get(full)
                 if rule and not rule[0](value):
-                    raise ConfigError(f"{full}: {rule[1]}, got {value!r}")
+                    message = rule[1]() if callable(rule[1]) else rule[1]
+                    raise ConfigError(f"{full}: {message}, got {value!r}")
             object.__setattr__(self, name, value)
 
 
@@ -126,7 +126,7 @@ class FlowerOptions(_Validated):
 
 @dataclass(frozen=True)
 class Config(_Validated):
-    method: str = "genefl"  # one of METHODS
+    method: str = "genefl"  # a name in algorithms.REGISTRY, or "package.module:NAME"
     dataset: str = "digits"  # one of DATASETS; digits needs no files
     data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
     download: bool = False  # fetch missing dataset files from the official sources
@@ -195,14 +195,21 @@ def _known_method(name: str) -> bool:
     return name in REGISTRY
 
 
+def _methods_message() -> str:
+    from .algorithms import REGISTRY
+
+    return "must be one of " + ", ".join(REGISTRY) + " (registered methods) or 'package.module:NAME'"
+
+
 _POSITIVE = (lambda v: v > 0, "must be > 0")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
 _FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
 _PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 _WEIGHT = (lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")  # a loss-term weight
 RULES: dict[str, tuple] = {
-    "method": (lambda v: _known_method(v) or _IMPORT_SPEC.fullmatch(v) is not None,
-               "must be one of " + ", ".join(METHODS) + ", a registered method or 'package.module:NAME'"), "dataset": _choices(DATASETS), "model": (lambda v: v in MODELS or _IMPORT_SPEC.fullmatch(v) is not None,
+    "method": (lambda v: _known_method(v) or _IMPORT_SPEC.fullmatch(v) is not None, _methods_message),
+    "dataset": _choices(DATASETS),
+    "model": (lambda v: v in MODELS or _IMPORT_SPEC.fullmatch(v) is not None,
               "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"),
     "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
@@ -272,11 +279,7 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{full}: expected a table of options, got {value!r}")
             values[key] = _build(kind, value, full + ".")
             continue
-        value = _coerce(full, value, kind)
-        rule = RULES.get(full)
-        if rule and not rule[0](value):
-            raise ConfigError(f"{full}: {rule[1]}, got {value!r}")
-        values[key] = value
+        values[key] = value  # coerced and checked by the dataclass itself (`_Validated.__post_init__`)
     return cls(**values)
 
 

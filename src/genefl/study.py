@@ -87,7 +87,7 @@ def starts_for(cid: int, recorded: dict[str, dict], extra: tuple[str, ...] = ())
 def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant, ...] = ()) -> list[dict]:
     """Fine-tune every newcomer of one seed from every start; one record per (newcomer, start, replicate)."""
     from .data.scenario import build_scenario
-    from .runtime.simulator import model_spec
+    from .runtime.assembly import model_spec
 
     scenario = build_scenario(config)
     spec = model_spec(config, scenario.input_shape, scenario.num_classes)

@@ -27,15 +27,13 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..algorithms import get as get_method
 from ..algorithms.base import ClientEnv, received, train_and_send
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
 from ..errors import DataError, GeneflError
-from ..layers import model_layers
 from ..messages import ClientUpdate
-from ..runtime.simulator import model_spec
+from ..runtime.assembly import Assembly, assemble
 from .codec import decode_store, encode_store, from_content, reply_content, resumed_from, store_from_state, store_to_state
 from .node_store import NodeStore
 from .runconfig import config_from_run_config
@@ -64,11 +62,9 @@ def _partition_data(config: Config, cid: int, num_partitions: int, data_dir: str
 
 
 @functools.lru_cache(maxsize=4)
-def _model(config: Config):
+def _assembly(config: Config) -> Assembly:
     shape, classes = SHAPES[config.dataset]
-    spec = model_spec(config, shape, classes)
-    model = spec.build(config.seed, "global").to(config.device)
-    return spec, model, model_layers(model)
+    return assemble(config, shape, classes)
 
 
 def client_env(context: Context, round: int, message: Message | None = None) -> tuple[ClientEnv, Any]:
@@ -80,12 +76,12 @@ def client_env(context: Context, round: int, message: Message | None = None) -> 
     else:
         data_dir = str(node.get("data-dir", "")) or config.data_dir or os.environ.get("GENEFL_DATA", "")
         data = _partition_data(config, cid, int(node["num-partitions"]), data_dir)
-    spec, model, layers = _model(config)
+    parts = _assembly(config)
     store = store_from_state(context.state)
     if message is not None and not store and node_store(context, config, cid):
         saved = node_store(context, config, cid).restore(context.run_id, round, resumed_from(message.content))
         store = decode_store(saved) if saved is not None else {}
-    return ClientEnv(cid, round, model, data, store, config, spec, layers), get_method(config.method)[1]()
+    return ClientEnv(cid, round, parts.model, data, store, config, parts.spec, parts.layers), parts.client()
 
 
 def node_store(context: Context, config: Config, cid: int) -> NodeStore | None:

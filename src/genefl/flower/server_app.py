@@ -21,17 +21,15 @@ from pathlib import Path
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from ..algorithms import get as get_method
 from ..data.datasets import SHAPES
 from ..errors import GeneflError
-from ..layers import model_layers, model_nbytes
 from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve
 from ..config import config_to_dict
 from ..results import ResultWriter
 from ..runtime import checkpoint
 from ..runtime.loop import RoundLoop
-from ..runtime.simulator import model_spec
+from ..runtime.assembly import assemble
 from ..data.scenario import arrival_rounds
 from .codec import from_content, to_content
 from .runconfig import config_from_run_config
@@ -146,19 +144,16 @@ EVALUATE_FIELDS = {"acc": (accuracy_value, "an accuracy in [0, 1]")}
 def main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(dict(context.run_config))
     shape, classes = SHAPES[config.dataset]
-    spec = model_spec(config, shape, classes)
-    model = spec.build(config.seed, "global")
-    layers = model_layers(model)
-    strategy_cls, _ = get_method(config.method)
-    strategy = strategy_cls(config, layers, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    parts = assemble(config, shape, classes)
+    strategy = parts.strategy()
     out = Path(config.flower.out).expanduser()
     resume = checkpoint_to_resume(config, out)
     clients = FlowerClients(grid, config.flower.round_timeout, resume["round"] if resume else None)
     clients.wait_for(list(range(config.num_clients)), config.flower.node_wait)
-    loop = RoundLoop(config, strategy, clients, model_nbytes(layers), config.num_clients, arrival_rounds(config),
+    loop = RoundLoop(config, strategy, clients, parts.model_bytes, config.num_clients, arrival_rounds(config),
                      [ResultWriter(out)])
     path = out / checkpoint.FILE
-    result = loop.run({"config": config, "layers": layers, "model": spec.name}, resume,
+    result = loop.run({"config": config, "layers": parts.layers, "model": parts.spec.name}, resume,
                       lambda snapshot: checkpoint.save(path, {**snapshot, "config": run_table(config)}))
     save_weights(result.final_weights, out / "weights.pt")
     path.unlink(missing_ok=True)  # the run is complete: results.json is its record

@@ -14,25 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..algorithms import get as get_method
 from ..algorithms.base import ClientEnv, ModelSpec, received, train_and_send
 from ..config import Config
 from ..data.scenario import Scenario
-from ..layers import model_layers, model_nbytes
 from ..messages import Broadcast, ClientUpdate
-from ..models import default_model
 from ..newcomer import NewcomerCurve
 from . import checkpoint
+from .assembly import assemble
 from .events import Callback
 from .loop import RoundLoop, RunResult
 from .states import make_states
 
-__all__ = ["Simulator", "RunResult", "model_spec"]
-
-
-def model_spec(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
-    name = default_model(config.dataset) if config.model == "auto" else config.model
-    return ModelSpec(name, input_shape, num_classes)
+__all__ = ["Simulator", "RunResult"]
 
 
 class InProcessClients:
@@ -82,14 +75,11 @@ class Simulator:
                  checkpoint_dir: str | Path | None = None):
         self.checkpoint_path = Path(checkpoint_dir) / checkpoint.FILE if checkpoint_dir is not None else None
         self.config, self.scenario = config, scenario
-        self.spec = model_spec(config, scenario.input_shape, scenario.num_classes)
-        strategy_cls, client_cls = get_method(config.method)
-        self.model = self.spec.build(config.seed, "global").to(config.device)
-        self.layers = model_layers(self.model)
-        initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.strategy = strategy_cls(config, self.layers, initial)
-        self.clients = InProcessClients(config, scenario, self.spec, client_cls(), self.model, self.layers)
-        self.loop = RoundLoop(config, self.strategy, self.clients, model_nbytes(self.layers), scenario.num_clients,
+        parts = assemble(config, scenario.input_shape, scenario.num_classes)
+        self.spec, self.model, self.layers = parts.spec, parts.model, parts.layers
+        self.strategy = parts.strategy()
+        self.clients = InProcessClients(config, scenario, self.spec, parts.client(), self.model, self.layers)
+        self.loop = RoundLoop(config, self.strategy, self.clients, parts.model_bytes, scenario.num_clients,
                               scenario.arrivals, callbacks, dataset=scenario.dataset)
 
     @property
