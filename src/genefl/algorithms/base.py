@@ -102,6 +102,12 @@ class Strategy(abc.ABC):
     def configure_evaluate(self, state: Any, cid: int) -> Broadcast:
         return self.configure_train(state, 0, cid)
 
+    def first_contact(self, contacted: frozenset[int], cid: int, meta: dict | None = None) -> Broadcast | None:
+        """For methods whose clients keep their own model (and so only ever receive part of one): a
+        client not yet `contacted` is sent the whole initial model, else None. Usage:
+        `return self.first_contact(state.contacted, cid) or <what a known client gets>`."""
+        return None if cid in contacted else Broadcast(tensors=self.initial, meta=dict(meta or {}))
+
     @abc.abstractmethod
     def welcome(self, state: Any, round: int, cid: int, hello: ClientUpdate | None) -> tuple[Any, Broadcast]:
         """A newcomer arrives; return the new state and what it is sent to start from."""

@@ -31,5 +31,21 @@ def place_newcomer(cluster_of: dict[int, int], signatures: dict[int, torch.Tenso
                                       [cluster_of[m] for m in members])
 
 
+def join_cluster(cluster_of: dict[int, int], signatures: dict[int, torch.Tensor], cid: int,
+                 hello: ClientUpdate | None) -> tuple[int, dict[int, int], dict[int, torch.Tensor]]:
+    """A newcomer joins its nearest cluster: (its cluster, the new cluster map, the new signatures,
+    which hold its own so that later newcomers are compared with it too)."""
+    k = place_newcomer(cluster_of, signatures, hello)
+    if hello is not None:
+        signatures = {**signatures, cid: hello.extras["signature"].float()}
+    return k, {**cluster_of, cid: k}, signatures
+
+
+def cluster_report(cluster_of: dict[int, int], num_clusters: int) -> dict:
+    """What results.json's method_info says about the clusters."""
+    return {"cluster_sizes": [sum(1 for k in cluster_of.values() if k == c) for c in range(num_clusters)],
+            "cluster_of": {str(c): k for c, k in sorted(cluster_of.items())}}
+
+
 def signature_update(x: torch.Tensor, p: int, gen: torch.Generator) -> ClientUpdate:
     return ClientUpdate(extras={"signature": clustering.signature(x, p, gen).float()})

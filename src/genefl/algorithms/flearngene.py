@@ -58,9 +58,7 @@ class FLearngene(Strategy):
 
     def configure_train(self, state: SharedGeneState, round: int, cid: int) -> Broadcast:
         meta = {"gene_layers": self.gene_layers()}
-        if cid not in state.contacted:
-            return Broadcast(tensors=self.initial, meta=meta)
-        return Broadcast(tensors=state.gene, meta=meta)
+        return self.first_contact(state.contacted, cid, meta) or Broadcast(tensors=state.gene, meta=meta)
 
     def aggregate(self, state: SharedGeneState, round: int, updates: Updates) -> SharedGeneState:
         mean, reported = LayerwiseMean(), set()

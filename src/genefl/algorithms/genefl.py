@@ -33,7 +33,7 @@ from ..messages import Broadcast, ClientUpdate, finite_numbers
 from ..rng import generator
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates
-from .clustered import cluster_clients, place_newcomer, signature_update
+from .clustered import cluster_clients, cluster_report, join_cluster, signature_update
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,16 @@ class GeneflState:
     genes: list[dict[str, torch.Tensor]]  # per cluster: G_k (full-size; only S_k is ever sent)
     gene_layers: list[list[int] | None]  # per cluster: S_k as layer indices; None until decided
     contacted: frozenset[int]  # clients that already hold a model
+
+
+def choose_gene_layers(config, layers, scores: list[float], gen: torch.Generator) -> list[int]:
+    """The learnGene rule both halves apply: the layers `gene_selection` picks by `scores` within
+    `gene_budget` of the model's bytes (the server per cluster from its clients' mean scores, a
+    client in round 1 from its own)."""
+    opts = config.genefl
+    budget = int(opts.gene_budget * model_nbytes(layers))
+    return sensitivity.select_gene_layers(scores, layers, budget, opts.gene_include_head, opts.gene_selection,
+                                          generator=gen)
 
 
 class Genefl(Strategy):
@@ -68,18 +78,14 @@ class Genefl(Strategy):
         return {**super().reply_fields(),
                 "scores": (finite_numbers(len(self.layers)), f"a list of {len(self.layers)} finite layer scores")}
 
-    def budget_bytes(self) -> int:
-        return int(self.config.genefl.gene_budget * model_nbytes(self.layers))
-
     def gene_of(self, state: GeneflState, k: int) -> dict[str, torch.Tensor]:
         chosen = state.gene_layers[k]
         return layer_tensors(state.genes[k], [self.layers[i] for i in chosen]) if chosen is not None else {}
 
     def configure_train(self, state: GeneflState, round: int, cid: int) -> Broadcast:
         k = state.cluster_of.get(cid, 0)
-        if cid not in state.contacted:
-            return Broadcast(tensors=self.initial, meta={"cluster": k, "gene_layers": None})
-        return Broadcast(tensors=self.gene_of(state, k), meta={"cluster": k, "gene_layers": state.gene_layers[k]})
+        return (self.first_contact(state.contacted, cid, {"cluster": k, "gene_layers": None})
+                or Broadcast(tensors=self.gene_of(state, k), meta={"cluster": k, "gene_layers": state.gene_layers[k]}))
 
     def configure_evaluate(self, state: GeneflState, cid: int) -> Broadcast:
         return self.configure_train(state, 0, cid)
@@ -116,17 +122,14 @@ class Genefl(Strategy):
         return decided
 
     def select(self, scores: list[float], gen: torch.Generator) -> list[int]:
-        opts = self.config.genefl
-        return sensitivity.select_gene_layers(scores, self.layers, self.budget_bytes(), opts.gene_include_head,
-                                              opts.gene_selection, generator=gen)
+        return choose_gene_layers(self.config, self.layers, scores, gen)
 
     def weights(self, state: GeneflState) -> dict[str, torch.Tensor]:
         return {f"cluster{k}/{key}": v for k, gene in enumerate(state.genes) for key, v in gene.items()}
 
     def welcome(self, state: GeneflState, round: int, cid: int, hello: ClientUpdate | None):
-        k = place_newcomer(state.cluster_of, state.signatures, hello)
-        signatures = {**state.signatures, cid: hello.extras["signature"].float()} if hello is not None else state.signatures
-        state = replace(state, cluster_of={**state.cluster_of, cid: k}, signatures=signatures, contacted=state.contacted | {cid})
+        k, cluster_of, signatures = join_cluster(state.cluster_of, state.signatures, cid, hello)
+        state = replace(state, cluster_of=cluster_of, signatures=signatures, contacted=state.contacted | {cid})
         if self.config.newcomer_init == "random" or state.gene_layers[k] is None:
             return state, Broadcast(meta={"init": "random", "cluster": k})
         return state, Broadcast(tensors=self.gene_of(state, k), meta={"init": "learngene", "cluster": k})
@@ -134,10 +137,8 @@ class Genefl(Strategy):
     def summary(self, state: GeneflState) -> dict:
         names = [[self.layers[i].name for i in chosen] if chosen is not None else None for chosen in state.gene_layers]
         gene_bytes = [sum(self.layers[i].nbytes for i in chosen) for chosen in state.gene_layers if chosen is not None]
-        sizes = [sum(1 for k in state.cluster_of.values() if k == c) for c in range(len(state.genes))]
         return {"summary": {"gene_bytes": max(gene_bytes) if gene_bytes else 0, "num_clusters": len(state.genes)},
-                "gene_layers": names, "cluster_sizes": sizes,
-                "cluster_of": {str(c): k for c, k in sorted(state.cluster_of.items())}}
+                "gene_layers": names, **cluster_report(state.cluster_of, len(state.genes))}
 
 
 class GeneflClient(PersonalModelClient):
@@ -171,8 +172,6 @@ class GeneflClient(PersonalModelClient):
             env.model, data.x_train[:256], data.y_train[:256], layers)
         chosen = broadcast.meta.get("gene_layers")
         if chosen is None:  # round 1: the client's own scores choose its upload
-            budget = int(opts.gene_budget * model_nbytes(layers))
-            chosen = sensitivity.select_gene_layers(scores, layers, budget, opts.gene_include_head, opts.gene_selection,
-                                                    generator=env.generator("gene-layers"))
+            chosen = choose_gene_layers(env.config, layers, scores, env.generator("gene-layers"))
         return ClientUpdate(tensors=layer_tensors(after, [layers[i] for i in chosen]),
                             meta={"num_samples": data.num_train, "scores": [float(s) for s in scores]})

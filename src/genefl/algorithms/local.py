@@ -17,13 +17,10 @@ class Local(Strategy):
         return frozenset()  # the ids of clients that already hold their initial model
 
     def configure_train(self, state: frozenset, round: int, cid: int) -> Broadcast:
-        return Broadcast() if cid in state else Broadcast(tensors=self.initial)
+        return self.first_contact(state, cid) or Broadcast()
 
     def aggregate(self, state: frozenset, round: int, updates) -> frozenset:
         return state | {cid for cid, _ in updates}
-
-    def configure_evaluate(self, state: frozenset, cid: int) -> Broadcast:
-        return Broadcast() if cid in state else Broadcast(tensors=self.initial)
 
     def weights(self, state: frozenset) -> dict:
         return {}  # nothing is ever aggregated

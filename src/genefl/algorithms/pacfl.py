@@ -12,7 +12,7 @@ import torch
 from ..aggregate import LayerwiseMean
 from ..messages import Broadcast, ClientUpdate
 from .base import ClientEnv, Strategy, Updates
-from .clustered import cluster_clients, place_newcomer, signature_update
+from .clustered import cluster_clients, cluster_report, join_cluster, signature_update
 from .fedavg import FedAvgClient
 
 
@@ -46,17 +46,14 @@ class PACFL(Strategy):
         return {f"cluster{k}/{key}": v for k, model in enumerate(state.models) for key, v in model.items()}
 
     def welcome(self, state: ClusterModels, round: int, cid: int, hello):
-        k = place_newcomer(state.cluster_of, state.signatures, hello)
-        sigs = {**state.signatures, cid: hello.extras["signature"].float()} if hello is not None else state.signatures
-        state = replace(state, cluster_of={**state.cluster_of, cid: k}, signatures=sigs)
+        k, cluster_of, signatures = join_cluster(state.cluster_of, state.signatures, cid, hello)
+        state = replace(state, cluster_of=cluster_of, signatures=signatures)
         if self.config.newcomer_init == "random":
             return state, Broadcast(meta={"init": "random", "cluster": k})
         return state, Broadcast(tensors=state.models[k], meta={"init": "cluster", "cluster": k})
 
     def summary(self, state: ClusterModels) -> dict:
-        sizes = [sum(1 for k in state.cluster_of.values() if k == c) for c in range(len(state.models))]
-        return {"summary": {"num_clusters": len(state.models)}, "cluster_sizes": sizes,
-                "cluster_of": {str(c): k for c, k in sorted(state.cluster_of.items())}}
+        return {"summary": {"num_clusters": len(state.models)}, **cluster_report(state.cluster_of, len(state.models))}
 
 
 class PACFLClient(FedAvgClient):
