@@ -1,0 +1,46 @@
+"""The README's code blocks, read from the README itself, so the tests that run them cannot drift
+from what users read."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+# a model factory for the README's `my_package.models:factory` (any factory(input_shape, num_classes))
+MY_MODELS = '''\
+from torch import nn
+
+
+def factory(input_shape, num_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * h * w, 32), nn.ReLU(),
+                         nn.Linear(32, num_classes))
+'''
+
+
+def blocks(language: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def python_example(first_line: str) -> str:
+    """The README's Python block whose first line is `first_line`."""
+    found = [b for b in blocks("python") if b.splitlines()[0].strip() == first_line]
+    assert len(found) == 1, f"README has {len(found)} python blocks starting with {first_line!r}"
+    return found[0]
+
+
+def my_methods() -> str:
+    return python_example("# my_methods.py")
+
+
+def cli_examples() -> list[str]:
+    """Every `genefl ...` command line of the README's bash blocks (comments stripped)."""
+    lines = []
+    for block in blocks("bash"):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("genefl "):
+                lines.append(line)
+    return lines
