@@ -83,3 +83,27 @@ def test_compare_from_python(tmp_path):
     table = genefl.compare(genefl.Config(**TINY), methods="fedavg,local", seeds=[0], out=tmp_path / "c")
     assert [row["method"] for row in table.rows] == ["fedavg", "local"]
     assert (tmp_path / "c" / "summary.csv").exists() and len(table.runs) == 2
+
+
+def test_tensorboard_callback_logs_what_results_json_says(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from genefl.tensorboard import TensorBoard
+
+    result = genefl.run(genefl.Config(method="genefl", eval_every=1, **TINY), callbacks=[TensorBoard(tmp_path / "tb")])
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+
+    def series(tag):
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    rounds = result.rounds
+    assert series("bytes/up") == [(r["round"], r["bytes_up"]) for r in rounds]
+    total = sum(r["bytes_up"] + r["bytes_down"] for r in rounds)
+    assert series("bytes/total_so_far")[-1] == (2, total)
+    assert [s for s, _ in series("accuracy/training_clients")] == [1, 2]
+    assert series("accuracy/training_clients")[-1][1] == pytest.approx(rounds[-1]["acc_clients"], abs=1e-6)
+    newcomer = result.newcomers[0]
+    curve = series(f"newcomer/{newcomer['id']}/accuracy")
+    assert [v for _, v in curve] == pytest.approx([newcomer["acc_init"], *newcomer["acc_by_epoch"]], abs=1e-6)
+    assert sorted(events.Tags()["tensors"]) == ["config/text_summary", "summary/text_summary"]

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_arguments(run, "<method>")
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue the run in DIR from its last checkpoint (a killed or interrupted run)")
+    run.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                     help="also log accuracy, bytes and newcomer curves for TensorBoard to DIR (extra: genefl[tensorboard])")
     compare = sub.add_parser("compare", help="run several methods on the identical scenario and tabulate them")
     add_config_arguments(compare)
     compare.add_argument("--methods", default="genefl,fedavg,fedprox,scaffold,fedlp,flearngene,pacfl,local",
@@ -137,7 +139,12 @@ def command_run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
         out = prepare_out(args.out or default_out(config), args.force)
     scenario = build_scenario(config)
-    sim = Simulator(config, scenario, [ProgressBar(config.rounds, config.method), ResultWriter(out)], checkpoint_dir=out)
+    callbacks = [ProgressBar(config.rounds, config.method), ResultWriter(out)]
+    if args.tensorboard is not None:
+        from .tensorboard import TensorBoard
+
+        callbacks.append(TensorBoard(args.tensorboard))
+    sim = Simulator(config, scenario, callbacks, checkpoint_dir=out)
     result = sim.run(resume)
     print_summary(build_results(result), out)
     return 0
