@@ -45,11 +45,14 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
 class Federation:
     """A SuperLink (deployment or simulation) and, for deployment, SuperNodes."""
 
-    def __init__(self, root: Path, simulation: bool = False):
+    def __init__(self, root: Path, simulation: bool = False, pythonpath: Path | None = None):
+        """`pythonpath`: a folder every Flower process can import from (your own model or method)."""
         self.root, self.simulation = root, simulation
         self.home = root / "flwr-home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = flower_env(self.home)
+        if pythonpath is not None:
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), self.env.get("PYTHONPATH", "")]))
         self.port = free_port()
         self.processes: list[subprocess.Popen] = []
         self.nodes: dict[int, subprocess.Popen] = {}

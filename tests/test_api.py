@@ -54,6 +54,9 @@ def test_your_own_model_factory(tmp_path, monkeypatch):
     result = genefl.run(genefl.Config(method="genefl", model="my_models:small", **TINY))
     assert result.summary["model_bytes"] == 4 * (64 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10)
     assert result.method_info["gene_layers"][0] == ["3"]  # the only body layer that fits 25% of the bytes
+    table = genefl.compare(genefl.Config(model="my_models:small", **TINY), methods="genefl,fedavg", out=tmp_path / "c")
+    assert [r["summary"]["model_bytes"] for r in table.runs] == [result.summary["model_bytes"]] * 2
+    assert table.runs[0]["summary"]["bytes_total"] == result.summary["bytes_total"]
     for spec, fragment in (("my_models:nothing", "not an nn.Module with parameters"), ("my_models:absent", "cannot import"),
                            ("no_such_module:f", "cannot import")):
         with pytest.raises(genefl.ConfigError) as err:
@@ -62,7 +65,7 @@ def test_your_own_model_factory(tmp_path, monkeypatch):
     sys.modules.pop("my_models", None)
 
 
-def test_your_own_arrays_are_partitioned_and_scheduled():
+def test_your_own_arrays_are_partitioned_and_scheduled(tmp_path):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 1, 6, 6)) * 3
     y_train, y_test = np.arange(600) % 3, np.arange(150) % 3
@@ -73,6 +76,11 @@ def test_your_own_arrays_are_partitioned_and_scheduled():
     result = genefl.run(genefl.Config(method="fedavg", rounds=3, num_clients=4, num_newcomers=1), dataset=data)
     assert result.summary["acc_clients"] > 0.9  # well-separated blobs
     assert result.raw.dataset == "blobs"
+    # genefl.compare takes them too, also in worker processes (--jobs)
+    table = genefl.compare(genefl.Config(rounds=3, num_clients=4, num_newcomers=1), methods="fedavg,local", dataset=data,
+                           out=tmp_path / "c", jobs=2)
+    fedavg = next(r for r in table.runs if r["label"] == "fedavg")
+    assert fedavg["dataset"] == "blobs" and fedavg["summary"]["acc_clients"] > 0.9
     with pytest.raises(genefl.DataError):
         from_arrays(x_train, y_train.astype(np.float32), x_test, y_test)
     with pytest.raises(genefl.DataError):

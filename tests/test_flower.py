@@ -19,13 +19,26 @@ pytest.importorskip("flwr")
 pytestmark = pytest.mark.xdist_group("flower")
 
 from flower_harness import Federation  # noqa: E402
+from readme import MY_MODELS, my_methods  # noqa: E402
 
 from genefl.config import load_config  # noqa: E402
 from genefl.data.scenario import build_scenario  # noqa: E402
 from genefl.results import build_results  # noqa: E402
 from genefl.runtime.simulator import Simulator  # noqa: E402
 
-KILLED = ["method=fedavg", "rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"]
+KILLED = ["method=my_methods:MYPROX", "rounds=2", "num_clients=3", "num_newcomers=0", "eval_every=2"]
+
+
+def own_packages(root, monkeypatch):
+    """The README's own method (my_methods.py) and a model factory (my_package.models), importable by this
+    process and, through PYTHONPATH, by every Flower process."""
+    folder = root / "pkgs"
+    (folder / "my_package").mkdir(parents=True)
+    (folder / "my_package" / "__init__.py").write_text("")
+    (folder / "my_package" / "models.py").write_text(MY_MODELS)
+    (folder / "my_methods.py").write_text(my_methods())
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
 
 
 def run_config(overrides: list[str], out) -> str:
@@ -89,8 +102,10 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
 
 
-def test_run_goes_on_when_a_supernode_dies(tmp_path_factory):
-    fed = Federation(tmp_path_factory.mktemp("kill"))
+def test_run_goes_on_when_a_supernode_dies(tmp_path_factory, monkeypatch):
+    """Also your own method on Flower: the README's FedProx-over-FedAvg, imported by the nodes."""
+    root = tmp_path_factory.mktemp("kill")
+    fed = Federation(root, pythonpath=own_packages(root, monkeypatch))
     out = fed.root / "out"
     try:
         fed.start_superlink()
@@ -118,25 +133,31 @@ def test_run_goes_on_when_a_supernode_dies(tmp_path_factory):
     assert doc["rounds"][0]["participants"] == 3
     assert doc["rounds"][-1]["participants"] == 2 and doc["rounds"][-1]["dropped"] == 1
     assert any("client 2" in note for note in doc["method_info"]["notes"])
-    # round 1, before the kill, is FedAvg's round 1 in the simulator, byte for byte
+    # round 1, before the kill, is the simulator's round 1 of the same method, byte for byte
     sim_doc, _ = simulate(KILLED)
     assert (doc["rounds"][0]["bytes_up"], doc["rounds"][0]["bytes_down"]) == \
         (sim_doc["rounds"][0]["bytes_up"], sim_doc["rounds"][0]["bytes_down"])
 
 
-def test_flower_ray_simulation_runs_genefl(tmp_path_factory):
-    fed = Federation(tmp_path_factory.mktemp("sim"), simulation=True)
+def test_flower_ray_simulation_runs_genefl(tmp_path_factory, monkeypatch):
+    """On your own model (a factory imported by the Ray workers), with its learnGene and byte sizes."""
+    root = tmp_path_factory.mktemp("sim")
+    fed = Federation(root, simulation=True, pythonpath=own_packages(root, monkeypatch))
     out = fed.root / "out"
+    overrides = ["method=genefl", "rounds=2", "num_clients=3", "num_newcomers=1", "eval_every=2", "newcomer_rounds=[2]",
+                 "model=my_package.models:factory"]
     try:
         fed.start_superlink()
-        proc = fed.run(run_config(["method=genefl", "rounds=2", "num_clients=3", "num_newcomers=1", "eval_every=2",
-                                   "newcomer_rounds=[2]"], out), federation_config="num-supernodes=4")
+        proc = fed.run(run_config(overrides, out), federation_config="num-supernodes=4")
     finally:
         fed.stop()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((out / "results.json").read_text())
     assert len(doc["rounds"]) == 2 and doc["summary"]["acc_clients"] > 0.2
     assert len(doc["newcomers"]) == 1 and doc["newcomers"][0]["init"] == "learngene"
+    sim_doc, _ = simulate(overrides)
+    assert doc["summary"]["model_bytes"] == sim_doc["summary"]["model_bytes"]
+    assert doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"] == [["0"]] * len(doc["method_info"]["gene_layers"])
 
 
 def test_own_data_node_and_a_late_newcomer_node(tmp_path_factory):

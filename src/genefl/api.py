@@ -69,14 +69,15 @@ def run(config: Config | str | Path | dict | None = None, dataset: Dataset | Non
 
 
 def compare(config: Config | str | Path | dict | None = None, methods: str = "genefl,fedavg",
-            seeds: list[int] = (0,), out: str | Path = "runs/compare", jobs: int = 1) -> Comparison:
+            seeds: list[int] = (0,), out: str | Path = "runs/compare", jobs: int = 1,
+            dataset: Dataset | None = None) -> Comparison:
     """`genefl compare` from Python: every method on the identical scenario per seed; writes the same
-    folder (runs, summary.csv/.md, plots) and returns its table."""
+    folder (runs, summary.csv/.md, plots) and returns its table. `dataset`: your own, as in `run`."""
     from .comparison import parse_variants, run_comparison, summarize
     from .plots import plot_all
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    docs = run_comparison(_config(config), parse_variants(methods), list(seeds), out, jobs=jobs)
+    docs = run_comparison(_config(config), parse_variants(methods), list(seeds), out, jobs=jobs, dataset=dataset)
     plot_all(docs, out)
     return Comparison(summarize(docs), docs)

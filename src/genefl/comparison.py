@@ -91,26 +91,27 @@ def variant_config(base: Config, variant: Variant, seed: int) -> Config:
 
 
 def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out: Path, jobs: int = 1,
-                   record_starts: bool = False) -> list[dict]:
+                   record_starts: bool = False, dataset=None) -> list[dict]:
     """Run every (variant, seed); with `jobs` > 1, that many runs side by side in worker processes,
     the machine's cores split evenly between them (torch in each process would otherwise take every
-    core, and runs that oversubscribe the cores slow each other down more than tenfold)."""
+    core, and runs that oversubscribe the cores slow each other down more than tenfold). `dataset`:
+    your own (`genefl.data.from_arrays`) instead of the config's."""
     configs = {(v.label, s): variant_config(base, v, s) for v in variants for s in seeds}  # validate all first
     tasks = [(v, s, configs[(v.label, s)], out / v.folder / f"seed{s}") for s in seeds for v in variants]
     bar = tqdm(total=len(tasks), desc="compare", unit="run", position=0, dynamic_ncols=True)
     if jobs > 1:
-        docs = _run_parallel(tasks, jobs, record_starts, bar)
+        docs = _run_parallel(tasks, jobs, record_starts, bar, dataset)
     else:
-        docs = _run_here(base, tasks, record_starts, bar)
+        docs = _run_here(base, tasks, record_starts, bar, dataset)
     bar.close()
     write_summary(docs, out)
     return docs
 
 
-def _run_here(base: Config, tasks: list, record_starts: bool, bar) -> list[dict]:
+def _run_here(base: Config, tasks: list, record_starts: bool, bar, dataset=None) -> list[dict]:
     from .data.scenario import build_scenario, load_for
 
-    dataset, scenarios, docs = load_for(base), {}, []
+    dataset, scenarios, docs = dataset if dataset is not None else load_for(base), {}, []
     for variant, seed, config, folder in tasks:
         key = scenario_key(config)
         if key not in scenarios:
@@ -122,7 +123,8 @@ def _run_here(base: Config, tasks: list, record_starts: bool, bar) -> list[dict]
     return docs
 
 
-def run_one(config: Config, folder: Path, label: str, record_starts: bool, scenario=None, progress=None) -> dict:
+def run_one(config: Config, folder: Path, label: str, record_starts: bool, scenario=None, progress=None,
+            dataset=None) -> dict:
     """One simulator run writing its result files into `folder`; returns its results.json document."""
     from .data.scenario import build_scenario
     from .runtime.simulator import Simulator
@@ -131,7 +133,7 @@ def run_one(config: Config, folder: Path, label: str, record_starts: bool, scena
     callbacks = [c for c in (progress, ResultWriter(folder)) if c is not None]
     if record_starts:
         callbacks.append(StartRecorder(folder / STARTS_FILE))
-    Simulator(config, scenario if scenario is not None else build_scenario(config), callbacks).run()
+    Simulator(config, scenario if scenario is not None else build_scenario(config, dataset), callbacks).run()
     doc = json.loads((folder / "results.json").read_text())
     doc["label"] = label
     return doc
@@ -148,8 +150,8 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_parallel(tasks: list, jobs: int, record_starts: bool, bar) -> list[dict]:
-    args = [(config, folder, v.label, record_starts) for v, seed, config, folder in tasks]
+def _run_parallel(tasks: list, jobs: int, record_starts: bool, bar, dataset=None) -> list[dict]:
+    args = [(config, folder, v.label, record_starts, None, None, dataset) for v, seed, config, folder in tasks]
     return parallel_map(run_one, args, jobs, on_done=lambda: bar.update(1))
 
 
