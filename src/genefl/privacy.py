@@ -13,8 +13,9 @@ Also `signature_leak`: what GENE-FL's and PACFL's one-shot SVD signature gives a
 Threat cases (`local_steps`): `one_step`, the attack's best case, one local step of plain SGD on a
 batch of B images; the update is then exactly lr x the gradient of the uploaded layers (GENE-FL's,
 FedProx's and SCAFFOLD's correction terms are zero at the first step). `local_epochs`, the realistic
-case: the configured local epochs over the B images in smaller batches, several steps; the update
-is read as lr x steps x one averaged gradient, as Inverting Gradients attacks multi-step updates.
+case: the configured local epochs over the B images in about four mini-batches each (so several
+steps once B >= 4; with B = 1 and one local epoch it is the best case again); the update is read as
+lr x steps x one averaged gradient, as Inverting Gradients attacks multi-step updates.
 SCAFFOLD's Δc carries the same gradient and is not attacked separately.
 
 Attacks (written here; the `breaching` package on PyPI dates from 2022 and its configuration stack
@@ -68,13 +69,14 @@ CASES = ("one_step", "local_epochs")
 
 def local_steps(config: Config, batch: int, case: str) -> tuple[int, int, int]:
     """(batch_size, local_epochs, SGD steps) of an attacked client holding `batch` images: one step on
-    all of them (`one_step`, the attack's best case), or `local_epochs` epochs of batches of
-    `config.batch_size // 4` (at least 2; several steps an epoch once batch >= 4): the realistic case."""
+    all of them (`one_step`, the attack's best case), or the realistic case: `local_epochs` epochs over
+    its images split into about four mini-batches (of max(2, batch // 4), at most `config.batch_size`),
+    as Inverting Gradients' multi-step experiments do; B = 8 is 4 steps an epoch, B = 1 one step."""
     if case == "one_step":
         return max(batch, 2), 1, 1
     from .training import batches
 
-    size = max(2, config.batch_size // 4)
+    size = min(config.batch_size, max(2, batch // 4))
     per_epoch = len(batches(batch, size, torch.Generator(), "cpu"))  # the training loop's own batching
     return size, config.local_epochs, config.local_epochs * per_epoch
 

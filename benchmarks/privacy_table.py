@@ -1,0 +1,143 @@
+"""Issue 13's measurement: every method's exact uploads attacked (iDLG, `genefl.privacy`) on the same
+images, per dataset x model family x seed x batch size x threat case; results and image grids under
+OUT/<dataset>_<model>/seed<S>_B<B>_<case>/ (one `genefl attack` folder each: attack.json + grids),
+then OUT/table.md with mean ± std over seeds. Finished cells are skipped, so the script can be
+stopped and rerun; each finished (dataset, model) can be committed on its own.
+
+    GENEFL_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/privacy_table.py --datasets mnist,fashion_mnist \\
+        --models lenet5 --attack cosine --iterations 200 --restarts 1 --out benchmarks/results/privacy
+    python benchmarks/privacy_table.py --out benchmarks/results/privacy --table-only
+
+Attack budget per image batch: `--iterations` optimiser iterations x `--restarts` restarts (Adam
+for the cosine attack, L-BFGS for DLG/iDLG); wall seconds per cell are recorded beside the results.
+With one local epoch (the configs' default) the realistic case at B = 1 is one step, i.e. the best
+case: that cell is not run again (the table says so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+METHODS = "fedavg,fedprox,scaffold,fedlp,pacfl,flearngene,genefl,genefl[genefl.gene_include_head=true]"
+
+
+def run_cell(dataset: str, model: str, seed: int, batch: int, case: str, args, folder: Path) -> None:
+    from genefl.comparison import parse_variants
+    from genefl.config import load_config
+    from genefl.privacy import attack_methods
+
+    config = load_config(None, [f'dataset="{dataset}"', f'model="{model}"', f"seed={seed}"])
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    attack_methods(config, parse_variants(args.methods), batch, args.images, args.attack, args.iterations,
+                   args.restarts, folder, case=case)
+    (folder / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    (folder / "baseline.json").write_text(json.dumps(unrelated_baseline(config, args.images, batch)))
+
+
+def unrelated_baseline(config, images: int, batch: int) -> dict:
+    """What "recovering nothing" scores: the attacked images against as many other training images,
+    matched within each batch the way reconstructions are (so B = 8 gets the best of 8)."""
+    import numpy as np
+    import torch
+
+    from genefl import rng
+    from genefl.data.scenario import load_for
+    from genefl.privacy import attack_images, image_scores
+
+    x, _ = attack_images(config, images)
+    data = load_for(config)
+    other = data.x_train[torch.from_numpy(rng.numpy_rng(config.seed, "attack-baseline").choice(len(data.y_train), images, replace=False))]
+    scores = [s for i in range(0, images, batch) for s in image_scores(x[i:i + batch], other[i:i + batch])]
+    return {"method": "unrelated images (baseline)", "psnr": float(np.mean([s[1] for s in scores])),
+            "ssim": float(np.mean([s[2] for s in scores])), "label_acc": None, "payload_bytes": [0]}
+
+
+def duplicate(case: str, batch: int, args) -> bool:
+    """The realistic case with a single local step is the best case again: not run twice."""
+    from genefl.config import Config
+    from genefl.privacy import local_steps
+
+    return case != "one_step" and "one_step" in args.cases and local_steps(Config(), batch, case)[2] == 1
+
+
+def fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def table(out: Path) -> str:
+    lines = ["# Gradient inversion against each method's exact uploads", "",
+             "Mean ± std over seeds of the per-seed means over the attacked images (PSNR in dB, SSIM, label "
+             "accuracy in %). Raw: each cell's `attack.json`; grids beside it.", ""]
+    for pair in sorted(p for p in out.iterdir() if p.is_dir()):
+        cells = sorted(pair.glob("seed*_B*_*/attack.json"))
+        if not cells:
+            continue
+        by: dict[tuple, list[dict]] = {}
+        walls: dict[tuple, list[float]] = {}
+        for path in cells:
+            _, b, case = path.parent.name.split("_", 2)
+            key = (int(b[1:]), case)
+            if (path.parent / "wall_s.txt").exists():
+                walls.setdefault(key, []).append(float((path.parent / "wall_s.txt").read_text()))
+            for r in json.loads(path.read_text()):
+                if r.get("case") in ("one_step", "local_epochs"):
+                    by.setdefault(key + (r["method"],), []).append(r)
+            if (path.parent / "baseline.json").exists():
+                base = json.loads((path.parent / "baseline.json").read_text())
+                by.setdefault(key + (base["method"],), []).append(base)
+        seeds = len({p.parent.name.split("_")[0] for p in cells})
+        lines += [f"## {pair.name} ({seeds} seeds)", "",
+                  "| batch | case | method | PSNR | SSIM | labels | upload bytes |", "|---|---|---|---|---|---|---|"]
+        for (b, case, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            upload = statistics.mean(x for r in rs for x in r["payload_bytes"])
+            lines.append(f"| {b} | {case} | {method} | {fmt([r['psnr'] for r in rs])} | "
+                         f"{fmt([r['ssim'] for r in rs], digits=3)} | {fmt([r['label_acc'] for r in rs], 100, 0)} | {upload:,.0f} |")
+        if not any(c == "local_epochs" for (b2, c, _m) in by if b2 == 1):
+            lines.append("| 1 | local_epochs | (every method) | = one_step: one local step | | | |")
+        lines += ["", "Wall seconds per cell (all methods, " + ", ".join(f"B={b} {c}: {statistics.median(w):.0f}"
+                                                                   for (b, c), w in sorted(walls.items())) + "; median)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="mnist,fashion_mnist")
+    parser.add_argument("--models", default="lenet5,cnn")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--cases", default="one_step,local_epochs")
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--attack", default="idlg")
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--restarts", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/privacy"))
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    if not args.table_only:
+        for dataset in args.datasets.split(","):
+            for model in args.models.split(","):
+                for seed in map(int, args.seeds.split(",")):
+                    for batch in map(int, args.batches.split(",")):
+                        for case in args.cases.split(","):
+                            folder = args.out / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
+                            if (folder / "attack.json").exists() or duplicate(case, batch, args):
+                                continue
+                            run_cell(dataset, model, seed, batch, case, args, folder)
+                            print(f"finished {folder}", flush=True)
+                (args.out / "table.md").write_text(table(args.out))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table(args.out))
+    print(args.out / "table.md")
+
+
+if __name__ == "__main__":
+    main()
