@@ -117,3 +117,12 @@ def test_argument_errors_name_the_right_help(capsys):
     assert code == 2 and "see 'genefl run --help'" in err
     code, err = run_cli(capsys, "frobnicate")
     assert code == 2 and "see 'genefl --help'" in err
+
+
+def test_a_rule_for_a_key_that_does_not_exist_is_refused():
+    from genefl.config import RULES, check_rules
+    from genefl.errors import ConfigError
+
+    check_rules(RULES)  # the real rules all name a key
+    with pytest.raises(ConfigError, match="genefl.fisher_topp"):
+        check_rules({**RULES, "genefl.fisher_topp": (lambda v: True, "")})

@@ -237,6 +237,23 @@ RULES: dict[str, tuple] = {
 }
 
 
+def check_rules(rules: dict[str, tuple]) -> None:
+    """Every rule must name a config key: a misspelled one would silently never apply, so it fails
+    at import instead."""
+    def keys(cls: type, prefix: str) -> set[str]:
+        found = set()
+        for name, kind in _hints(cls).items():
+            found |= keys(kind, f"{prefix}{name}.") if dataclasses.is_dataclass(kind) else {prefix + name}
+        return found
+
+    unknown = sorted(set(rules) - keys(Config, ""))
+    if unknown:
+        raise ConfigError(f"validation rules for keys that do not exist: {', '.join(unknown)}")
+
+
+check_rules(RULES)
+
+
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Check `value` against the field's type; ints are accepted for floats."""
     if kind is bool and isinstance(value, bool):
