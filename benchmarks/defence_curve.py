@@ -68,11 +68,13 @@ def plot(records: list[dict], path: Path, model: str = "lenet5") -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    nonzero = [r["dp_noise"] for r in records if r["dp_noise"] > 0]
+    zero_at = min(nonzero) / 3 if nonzero else 1e-4  # noise 0 drawn left of the smallest noise on the log axis
     for method, style in (("genefl", "-o"), ("fedavg", "--s")):
         mine = sorted((r for r in records if r["method"] == method), key=lambda r: r["dp_noise"])
         if not mine:
             continue
-        x = [max(r["dp_noise"], 3e-4) for r in mine]  # noise 0 drawn at the left edge of the log axis
+        x = [r["dp_noise"] or zero_at for r in mine]
         left.plot(x, [r["psnr"] for r in mine], style, label=method)
         right.plot(x, [100 * r["acc_clients"] for r in mine], style, label=f"{method}: training clients")
         right.plot(x, [100 * r["acc_newcomers_last"] for r in mine], style, alpha=0.5, label=f"{method}: newcomers")
