@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .base import ClientAlgorithm, Strategy
 from .fedavg import FedAvg, FedAvgClient
 from .fedlp import FedLP, FedLPClient
+from .fedper import FedPer, FedPerClient
 from .fedprox import FedProx, FedProxClient
 from .flearngene import FLearngene, FLearngeneClient
 from .genefl import Genefl, GeneflClient
@@ -29,6 +30,7 @@ REGISTRY: dict[str, tuple[type[Strategy], type[ClientAlgorithm]]] = {
     "flearngene": (FLearngene, FLearngeneClient),
     "pacfl": (PACFL, PACFLClient),
     "local": (Local, LocalClient),
+    "fedper": (FedPer, FedPerClient),
 }
 
 

@@ -1,0 +1,61 @@
+"""FedPer (Arivazhagan et al., 2019, "Federated Learning with Personalization Layers"): FedAvg over
+the base layers only; every client keeps its own personalisation layer, the head. The canonical
+personalisation baseline, beside `local`: what a personal head alone gives, against which GENE-FL's
+training-client accuracy can be read.
+
+Choices: the head is the model's last parameterised layer (the one `genefl.gene_include_head`
+names); a client's first contact gets the whole initial model, later rounds the averaged base; it
+evaluates its own model (shared base, own head); a newcomer is sent the current base and learns its
+head afresh (or starts at random with `newcomer_init = "random"`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..aggregate import LayerwiseMean
+from ..layers import layer_tensors
+from ..messages import Broadcast, ClientUpdate
+from ..training import snapshot, train
+from .base import ClientEnv, PersonalModelClient, Strategy, Updates
+
+
+@dataclass(frozen=True)
+class SharedBase:
+    base: dict[str, torch.Tensor]  # every layer but the head
+    contacted: frozenset[int]
+
+
+class FedPer(Strategy):
+    def init(self) -> SharedBase:
+        return SharedBase(layer_tensors(self.initial, self.layers[:-1]), frozenset())
+
+    def configure_train(self, state: SharedBase, round: int, cid: int) -> Broadcast:
+        return self.first_contact(state.contacted, cid) or Broadcast(tensors=state.base)
+
+    def aggregate(self, state: SharedBase, round: int, updates: Updates) -> SharedBase:
+        mean, reported = LayerwiseMean(), set()
+        for cid, update in updates:
+            mean.add(update.tensors, update.meta["num_samples"])
+            reported.add(cid)
+        return replace(state, base=mean.result(state.base) if mean else state.base, contacted=state.contacted | reported)
+
+    def weights(self, state: SharedBase) -> dict[str, torch.Tensor]:
+        return dict(state.base)
+
+    def welcome(self, state: SharedBase, round: int, cid: int, hello):
+        state = replace(state, contacted=state.contacted | {cid})
+        if self.config.newcomer_init == "random":
+            return state, Broadcast(meta={"init": "random"})
+        return state, Broadcast(tensors=state.base, meta={"init": "base"})
+
+
+class FedPerClient(PersonalModelClient):
+    def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+        self.prepare(env, broadcast)
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
+        env.store["model"] = snapshot(env.model)
+        return ClientUpdate(tensors=layer_tensors(env.store["model"], env.layers[:-1]),
+                            meta={"num_samples": env.data.num_train})
