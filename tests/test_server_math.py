@@ -52,6 +52,24 @@ def test_fedlp_averages_each_layer_over_its_senders_only():
     assert torch.equal(state.weights["4.weight"], initial["4.weight"])  # nobody sent the head
 
 
+def test_fedper_averages_the_base_and_never_the_head():
+    from genefl.algorithms.fedper import FedPer
+
+    _, layers, initial = tiny()
+    strategy = FedPer(small_config("method=\"fedper\""), layers, initial)
+    state = strategy.init()
+    assert set(state.base) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert set(strategy.configure_train(state, 1, 0).tensors) == set(initial)  # first contact: the whole model
+    base = lambda value: {k: v for k, v in filled(initial, value).items() if not k.startswith("4.")}  # noqa: E731
+    updates = [(0, ClientUpdate(tensors=base(1.0), meta={"num_samples": 1})),
+               (1, ClientUpdate(tensors=base(5.0), meta={"num_samples": 3}))]
+    state = strategy.aggregate(state, 1, iter(updates))
+    assert all(torch.allclose(v, torch.full_like(v, 4.0)) for v in state.base.values())  # (1 + 15) / 4
+    assert set(strategy.configure_train(state, 2, 0).tensors) == set(state.base)  # then the base only
+    _, welcome = strategy.welcome(state, 2, 9, None)
+    assert welcome.meta["init"] == "base" and set(welcome.tensors) == set(state.base)
+
+
 def test_pacfl_averages_within_each_cluster():
     _, layers, initial = tiny()
     strategy = PACFL(small_config("method=\"pacfl\""), layers, initial)
