@@ -18,8 +18,10 @@ steps once B >= 4; with B = 1 and one local epoch it is the best case again); th
 lr x steps x one averaged gradient, as Inverting Gradients attacks multi-step updates.
 SCAFFOLD's Δc carries the same gradient and is not attacked separately.
 
-Attacks (written here; the `breaching` package on PyPI dates from 2022 and its configuration stack
-does not install beside this torch):
+Attacks (written here: `breaching` 0.1.2, that group's framework on PyPI, requires torchvision and
+imports it when loaded, `breaching.cases.models.model_preparation`; PyPI's torchvision does not
+import beside the torch 2.13 CPU build genefl installs, so breaching cannot run here — checked
+2026-11-27 with `pip install --no-deps breaching==0.1.2`, then `import breaching`):
 - DLG (Zhu et al., NeurIPS 2019): dummy images and soft labels optimised with L-BFGS so that their
   gradient matches the observed one in squared L2 distance;
 - iDLG (Zhao et al., 2020): the same with the labels read first from the head's bias gradient
