@@ -70,13 +70,40 @@ class Federation:
         self._start(args + (["--simulation"] if self.simulation else []), "superlink.log")
         wait_for_port(self.port)
 
+    def start_tls_superlink(self, readme_command: list[str]) -> None:
+        """The README's TLS + SuperNode-authentication SuperLink command, on this federation's port (run
+        in `root`, where the README's certificate commands wrote ca.crt, server.pem, server.key); `flwr`
+        then connects with the CA certificate instead of `insecure`."""
+        args = [str(BIN / readme_command[0]), *readme_command[1:]]
+        args[args.index("--port") + 1] = str(self.port)
+        if "--host" in args:
+            args[args.index("--host") + 1] = "127.0.0.1"  # loopback only in tests
+        self._start(args, "superlink.log")
+        wait_for_port(self.port)
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{self.port}"\n'
+            f'root-certificates = "{self.root / "ca.crt"}"\n')
+        self.node_auth: dict[int, list[str]] = {}
+
+    def register_node_key(self, partition_id: int, readme_node_args: list[str]) -> None:
+        """`flwr supernode register <key>.pub` (as the README does) and remember the README's TLS and
+        key flags for that node; `readme_node_args`: its flower-supernode flags with node0 -> this node."""
+        name = f"node{partition_id}"
+        subprocess.run(["ssh-keygen", "-t", "ecdsa", "-b", "384", "-N", "", "-q", "-f", name], cwd=self.root, check=True)
+        proc = subprocess.run([str(BIN / "flwr"), "supernode", "register", f"{name}.pub", "test"], capture_output=True,
+                              text=True, env=self.env, cwd=self.root, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"flwr supernode register failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+        self.node_auth[partition_id] = [a.replace("node0", name) for a in readme_node_args]
+
     def start_node(self, partition_id: int, num_partitions: int | None = None, data_file: str | None = None,
                    state_dir: str | None = None) -> None:
         """A SuperNode holding a benchmark partition, or (with `data_file`) its own data file."""
         node_config = f"partition-id={partition_id} " + (f"data-file='{data_file}'" if data_file else f"num-partitions={num_partitions}")
         if state_dir:
             node_config += f" state-dir='{state_dir}'"
-        args = [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+        security = getattr(self, "node_auth", {}).get(partition_id, ["--insecure"])
+        args = [str(BIN / "flower-supernode"), *security, "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
                 "--node-config", node_config]
         self.nodes[partition_id] = self._start(args, f"node{partition_id}.log")
 

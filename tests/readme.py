@@ -4,6 +4,7 @@ from what users read."""
 from __future__ import annotations
 
 import re
+import shlex
 
 from conftest import REPO
 
@@ -44,3 +45,37 @@ def cli_examples() -> list[str]:
             if line.startswith("genefl "):
                 lines.append(line)
     return lines
+
+
+def bash_commands() -> list[str]:
+    """Every command of the README's bash blocks, continuation lines joined, comments stripped."""
+    commands = []
+    for block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def tls_certificate_commands() -> list[str]:
+    """The README's openssl commands that make the CA and the server certificate (run as written)."""
+    return [c for c in bash_commands() if c.startswith(("openssl ", "printf \"subjectAltName"))]
+
+
+def tls_superlink_command() -> list[str]:
+    [command] = [c for c in bash_commands() if c.startswith("flower-superlink") and "--enable-supernode-auth" in c]
+    return shlex.split(command)
+
+
+def tls_node_flags() -> list[str]:
+    """The README's first flower-supernode command's TLS and key flags (its address and node config
+    are the test's own)."""
+    command = next(c for c in bash_commands() if c.startswith("flower-supernode --superlink"))
+    args, flags = shlex.split(command)[1:], []
+    while args:
+        flag = args.pop(0)
+        value = args.pop(0)
+        if flag not in ("--superlink", "--node-config"):
+            flags += [flag, value]
+    return flags

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 
@@ -19,7 +20,7 @@ pytest.importorskip("flwr")
 pytestmark = pytest.mark.xdist_group("flower")
 
 from flower_harness import Federation  # noqa: E402
-from readme import MY_MODELS, my_methods  # noqa: E402
+from readme import MY_MODELS, my_methods, tls_certificate_commands, tls_node_flags, tls_superlink_command  # noqa: E402
 
 from genefl.config import load_config  # noqa: E402
 from genefl.data.scenario import build_scenario  # noqa: E402
@@ -103,13 +104,19 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
 
 
 def test_run_goes_on_when_a_supernode_dies(tmp_path_factory, monkeypatch):
-    """Also your own method on Flower: the README's FedProx-over-FedAvg, imported by the nodes."""
+    """On the README's secure deployment (its certificate commands as written, its TLS + SuperNode
+    authentication SuperLink and node flags, one registered key pair per node), with your own method
+    on the nodes (the README's FedProx-over-FedAvg): a node killed after round 1 is dropped from round 2
+    and the run goes on."""
     root = tmp_path_factory.mktemp("kill")
     fed = Federation(root, pythonpath=own_packages(root, monkeypatch))
     out = fed.root / "out"
+    for command in tls_certificate_commands():
+        subprocess.run(command, shell=True, cwd=root, check=True, capture_output=True)
     try:
-        fed.start_superlink()
+        fed.start_tls_superlink(tls_superlink_command())
         for i in range(3):
+            fed.register_node_key(i, tls_node_flags())
             fed.start_node(i, 3)
         # kill node 2 once round 1 is written
         def killer():
