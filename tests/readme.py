@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 from conftest import REPO
 
@@ -18,6 +19,16 @@ def factory(input_shape, num_classes):
     return nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * h * w, 32), nn.ReLU(),
                          nn.Linear(32, num_classes))
 '''
+
+
+def write_own_packages(folder: Path) -> Path:
+    """`folder`/my_methods.py (the README's block) and `folder`/my_package/models.py (MY_MODELS): the
+    own method and model the README's examples import. Returns `folder`, for sys.path or PYTHONPATH."""
+    (folder / "my_package").mkdir(parents=True)
+    (folder / "my_package" / "__init__.py").write_text("")
+    (folder / "my_package" / "models.py").write_text(MY_MODELS)
+    (folder / "my_methods.py").write_text(my_methods())
+    return folder
 
 
 def blocks(language: str) -> list[str]:

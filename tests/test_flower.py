@@ -20,7 +20,7 @@ pytest.importorskip("flwr")
 pytestmark = pytest.mark.xdist_group("flower")
 
 from flower_harness import Federation  # noqa: E402
-from readme import MY_MODELS, my_methods, tls_certificate_commands, tls_node_flags, tls_superlink_command  # noqa: E402
+from readme import tls_certificate_commands, tls_node_flags, tls_superlink_command, write_own_packages  # noqa: E402
 
 from genefl.config import load_config  # noqa: E402
 from genefl.data.scenario import build_scenario  # noqa: E402
@@ -33,11 +33,7 @@ KILLED = ["method=my_methods:MYPROX", "rounds=2", "num_clients=3", "num_newcomer
 def own_packages(root, monkeypatch):
     """The README's own method (my_methods.py) and a model factory (my_package.models), importable by this
     process and, through PYTHONPATH, by every Flower process."""
-    folder = root / "pkgs"
-    (folder / "my_package").mkdir(parents=True)
-    (folder / "my_package" / "__init__.py").write_text("")
-    (folder / "my_package" / "models.py").write_text(MY_MODELS)
-    (folder / "my_methods.py").write_text(my_methods())
+    folder = write_own_packages(root / "pkgs")
     monkeypatch.syspath_prepend(str(folder))
     return folder
 

@@ -58,7 +58,8 @@ def test_node_store_gives_back_the_state_a_resume_or_a_restart_needs(tmp_path):
 
 def test_serverapp_refuses_a_used_out_and_resumes_only_its_own_checkpoint(tmp_path):
     from genefl.errors import GeneflError
-    from genefl.flower.server_app import checkpoint_to_resume, run_table
+    from genefl.config import run_table
+    from genefl.flower.server_app import checkpoint_to_resume
     from genefl.runtime import checkpoint
 
     config = load_config(None, ["method=fedavg", "flower.resume=true"])

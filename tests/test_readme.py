@@ -16,7 +16,7 @@ import torch
 
 import genefl
 from conftest import REPO, SHARED_DATA
-from readme import MY_MODELS, cli_examples, my_methods, python_example
+from readme import cli_examples, python_example, write_own_packages
 
 SHRINK = ["--set", "rounds=1", "--set", "num_clients=3", "--set", "num_newcomers=1", "--set", "newcomer_epochs=1"]
 FILE_DATA = ["--set", "train_subset=1500", "--set", "min_samples=20"]  # the MNIST / Fashion-MNIST configs
@@ -25,11 +25,7 @@ FILE_DATA = ["--set", "train_subset=1500", "--set", "min_samples=20"]  # the MNI
 @pytest.fixture
 def packages(tmp_path, monkeypatch):
     """my_methods.py (the README's block) and my_package/models.py, importable here and in subprocesses."""
-    (tmp_path / "pkgs" / "my_package").mkdir(parents=True)
-    (tmp_path / "pkgs" / "my_package" / "__init__.py").write_text("")
-    (tmp_path / "pkgs" / "my_package" / "models.py").write_text(MY_MODELS)
-    (tmp_path / "pkgs" / "my_methods.py").write_text(my_methods())
-    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    monkeypatch.syspath_prepend(str(write_own_packages(tmp_path / "pkgs")))
     yield tmp_path / "pkgs"
     for name in ("my_methods", "my_package", "my_package.models"):
         sys.modules.pop(name, None)

@@ -382,6 +382,14 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def run_table(config: Config) -> dict[str, Any]:
+    """What makes two runs the same run: the config without its `flower` table (timeouts, output
+    folder, the resume flag). A resumed ServerApp and a SuperNode's saved state are matched by it."""
+    table = config_to_dict(config)
+    table.pop("flower", None)
+    return table
+
+
 def replace(config: Config, **changes: Any) -> Config:
     """A copy of `config` with validated top-level or dotted (`genefl.fisher_top`) changes."""
     table = config_to_dict(config)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import rng
+from ..aggregate import LayerwiseMean
 from ..config import Config
 from ..data.scenario import ClientData
 from ..layers import Layer
@@ -65,6 +66,16 @@ class ClientEnv:
 
 
 Updates = Iterable[tuple[int, ClientUpdate]]  # (client id, update), consumed one at a time
+
+
+def sample_weighted_mean(current: dict[str, torch.Tensor], updates: Updates) -> tuple[dict[str, torch.Tensor], set[int]]:
+    """The sample-weighted, layer-wise mean of the updates' tensors (`current` where none was sent),
+    streamed one update at a time, and the ids of the clients that reported."""
+    mean, reported = LayerwiseMean(), set()
+    for cid, update in updates:
+        mean.add(update.tensors, update.meta["num_samples"])
+        reported.add(cid)
+    return (mean.result(current) if mean else current), reported
 
 
 class Strategy(abc.ABC):

@@ -10,10 +10,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..aggregate import LayerwiseMean
 from ..messages import Broadcast
 from ..training import load_into, train
-from .base import ClientAlgorithm, ClientEnv, Strategy, Updates, full_model_update
+from .base import ClientAlgorithm, ClientEnv, Strategy, Updates, full_model_update, sample_weighted_mean
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,8 @@ class FedAvg(Strategy):
         return Broadcast(tensors=state.weights)
 
     def aggregate(self, state: GlobalState, round: int, updates: Updates) -> GlobalState:
-        mean = LayerwiseMean()
-        for _, update in updates:
-            mean.add(update.tensors, update.meta["num_samples"])
-        return replace(state, weights=mean.result(state.weights)) if mean else state
+        weights, _ = sample_weighted_mean(state.weights, updates)
+        return replace(state, weights=weights)
 
     def weights(self, state: GlobalState) -> dict[str, torch.Tensor]:
         return dict(state.weights)

@@ -15,11 +15,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..aggregate import LayerwiseMean
 from ..layers import layer_tensors
 from ..messages import Broadcast, ClientUpdate
 from ..training import snapshot, train
-from .base import ClientEnv, PersonalModelClient, Strategy, Updates
+from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,8 @@ class FedPer(Strategy):
         return self.first_contact(state.contacted, cid) or Broadcast(tensors=state.base)
 
     def aggregate(self, state: SharedBase, round: int, updates: Updates) -> SharedBase:
-        mean, reported = LayerwiseMean(), set()
-        for cid, update in updates:
-            mean.add(update.tensors, update.meta["num_samples"])
-            reported.add(cid)
-        return replace(state, base=mean.result(state.base) if mean else state.base, contacted=state.contacted | reported)
+        base, reported = sample_weighted_mean(state.base, updates)
+        return replace(state, base=base, contacted=state.contacted | reported)
 
     def weights(self, state: SharedBase) -> dict[str, torch.Tensor]:
         return dict(state.base)

@@ -14,12 +14,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..aggregate import LayerwiseMean
 from ..errors import ConfigError
 from ..layers import Layer, layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate
 from ..training import snapshot, train
-from .base import ClientEnv, PersonalModelClient, Strategy, Updates
+from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 
 
 def last_body_layers(layers: list[Layer], budget_bytes: int) -> list[int]:
@@ -61,11 +60,8 @@ class FLearngene(Strategy):
         return self.first_contact(state.contacted, cid, meta) or Broadcast(tensors=state.gene, meta=meta)
 
     def aggregate(self, state: SharedGeneState, round: int, updates: Updates) -> SharedGeneState:
-        mean, reported = LayerwiseMean(), set()
-        for cid, update in updates:
-            mean.add(update.tensors, update.meta["num_samples"])
-            reported.add(cid)
-        return replace(state, gene=mean.result(state.gene) if mean else state.gene, contacted=state.contacted | reported)
+        gene, reported = sample_weighted_mean(state.gene, updates)
+        return replace(state, gene=gene, contacted=state.contacted | reported)
 
     def weights(self, state: SharedGeneState) -> dict[str, torch.Tensor]:
         return dict(state.gene)

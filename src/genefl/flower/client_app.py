@@ -67,7 +67,8 @@ def _assembly(config: Config) -> Assembly:
     return assemble(config, shape, classes)
 
 
-def client_env(context: Context, round: int, message: Message | None = None) -> tuple[ClientEnv, Any]:
+def client_env(context: Context, round: int, message: Message | None = None) -> tuple[ClientEnv, Any, NodeStore | None]:
+    """The client's environment and half, and its on-disk store when the node has a `state-dir`."""
     config = config_from_run_config(dict(context.run_config))
     node = context.node_config
     cid = int(node["partition-id"])
@@ -78,23 +79,19 @@ def client_env(context: Context, round: int, message: Message | None = None) -> 
         data = _partition_data(config, cid, int(node["num-partitions"]), data_dir)
     parts = _assembly(config)
     store = store_from_state(context.state)
-    if message is not None and not store and node_store(context, config, cid):
-        saved = node_store(context, config, cid).restore(context.run_id, round, resumed_from(message.content))
+    folder = str(node.get("state-dir", ""))
+    disk = NodeStore(folder, config, cid) if folder else None
+    if message is not None and not store and disk is not None:
+        saved = disk.restore(context.run_id, round, resumed_from(message.content))
         store = decode_store(saved) if saved is not None else {}
-    return ClientEnv(cid, round, parts.model, data, store, config, parts.spec, parts.layers), parts.client()
-
-
-def node_store(context: Context, config: Config, cid: int) -> NodeStore | None:
-    folder = str(context.node_config.get("state-dir", ""))
-    return NodeStore(folder, config, cid) if folder else None
+    return ClientEnv(cid, round, parts.model, data, store, config, parts.spec, parts.layers), parts.client(), disk
 
 
 def _handle(message: Message, context: Context, action) -> Message:
     broadcast, round = from_content(message.content)
-    env, client = client_env(context, round, message)
+    env, client, disk = client_env(context, round, message)
     update = action(client, env, received(env, broadcast))
     store_to_state(env.store, context.state)
-    disk = node_store(context, env.config, env.cid)
     if disk is not None:
         disk.save(round, encode_store(env.store))
     return Message(reply_content(update), reply_to=message)
@@ -102,7 +99,7 @@ def _handle(message: Message, context: Context, action) -> Message:
 
 @app.query("identify")
 def identify(message: Message, context: Context) -> Message:
-    env, _ = client_env(context, 0)
+    env, _, _ = client_env(context, 0)
     return Message(RecordDict({"identity": ConfigRecord({"cid": env.cid, "num_train": env.data.num_train})}), reply_to=message)
 
 

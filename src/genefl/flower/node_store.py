@@ -24,13 +24,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ..config import Config, config_to_dict
+from ..config import Config, run_table
 
 
 def run_key(config: Config) -> str:
-    table = config_to_dict(config)
-    table.pop("flower", None)  # timeouts, output folder and the resume flag do not change the run
-    return hashlib.sha256(json.dumps(table, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(run_table(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class NodeStore:

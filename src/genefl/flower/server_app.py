@@ -25,7 +25,7 @@ from ..data.datasets import SHAPES
 from ..errors import GeneflError
 from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve
-from ..config import config_to_dict
+from ..config import run_table
 from ..results import ResultWriter
 from ..runtime import checkpoint
 from ..runtime.loop import RoundLoop
@@ -152,19 +152,12 @@ def main(grid: Grid, context: Context) -> None:
     clients.wait_for(list(range(config.num_clients)), config.flower.node_wait)
     loop = RoundLoop(config, strategy, clients, parts.model_bytes, config.num_clients, arrival_rounds(config),
                      [ResultWriter(out)])
-    path = out / checkpoint.FILE
+    path, identity = out / checkpoint.FILE, run_table(config)
     result = loop.run({"config": config, "layers": parts.layers, "model": parts.spec.name}, resume,
-                      lambda snapshot: checkpoint.save(path, {**snapshot, "config": run_table(config)}))
+                      lambda snapshot: checkpoint.save(path, {**snapshot, "config": identity}))
     save_weights(result.final_weights, out / "weights.pt")
     path.unlink(missing_ok=True)  # the run is complete: results.json is its record
     log.warning("genefl: %s finished %d rounds; results in %s", config.method, len(result.rounds), out / "results.json")
-
-
-def run_table(config) -> dict:
-    """The config as a resume compares it: all but the `flower` table (timeouts, out, resume)."""
-    table = config_to_dict(config)
-    table.pop("flower", None)
-    return table
 
 
 def checkpoint_to_resume(config, out: Path) -> dict | None:
