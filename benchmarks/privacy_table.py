@@ -6,6 +6,8 @@ stopped and rerun; each finished (dataset, model) can be committed on its own.
 
     GENEFL_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/privacy_table.py --datasets mnist,fashion_mnist \\
         --models lenet5 --attack cosine --iterations 200 --restarts 1 --out benchmarks/results/privacy
+    # on a GPU (the attack, the simulated round and the membership runs all use config.device):
+    ... --set 'device="cuda"'
     python benchmarks/privacy_table.py --out benchmarks/results/privacy --table-only
 
 Attack budget per image batch: `--iterations` optimiser iterations x `--restarts` restarts (Adam
@@ -17,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,12 +35,14 @@ def run_cell(dataset: str, model: str, seed: int, batch: int, case: str, args, f
     from genefl.config import load_config
     from genefl.privacy import attack_methods
 
-    config = load_config(None, [f'dataset="{dataset}"', f'model="{model}"', f"seed={seed}"])
+    config = load_config(None, [f'dataset="{dataset}"', f'model="{model}"', f"seed={seed}", *args.set])
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     attack_methods(config, parse_variants(args.methods), batch, args.images, args.attack, args.iterations,
                    args.restarts, folder, case=case)
     (folder / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    if config.device != "cpu":  # wall times from another device are not comparable with the CPU cells
+        (folder / "device.txt").write_text(f"{config.device}\n")
     (folder / "baseline.json").write_text(json.dumps(unrelated_baseline(config, args.images, batch)))
 
 
@@ -76,7 +84,7 @@ def table(out: Path) -> str:
     lines = ["# Gradient inversion against each method's exact uploads", "",
              "Mean ± std over seeds of the per-seed means over the attacked images (PSNR in dB, SSIM, label "
              "accuracy in %). Raw: each cell's `attack.json`; grids beside it.", ""]
-    for pair in sorted(p for p in out.iterdir() if p.is_dir()):
+    for pair in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
         cells = sorted(pair.glob("seed*_B*_*/attack.json"))
         if not cells:
             continue
@@ -94,7 +102,9 @@ def table(out: Path) -> str:
                 base = json.loads((path.parent / "baseline.json").read_text())
                 by.setdefault(key + (base["method"],), []).append(base)
         seeds = len({p.parent.name.split("_")[0] for p in cells})
-        lines += [f"## {pair.name} ({seeds} seeds)", "",
+        devices = sorted({(p.parent / "device.txt").read_text().strip() for p in cells if (p.parent / "device.txt").exists()})
+        ran_on = f"; ran with device = {', '.join(devices)} (wall times not comparable with CPU cells)" if devices else ""
+        lines += [f"## {pair.name} ({seeds} seeds{ran_on})", "",
                   "| batch | case | method | PSNR | SSIM | labels | upload bytes |", "|---|---|---|---|---|---|---|"]
         for (b, case, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             upload = statistics.mean(x for r in rs for x in r["payload_bytes"])
@@ -105,6 +115,100 @@ def table(out: Path) -> str:
         lines += ["", "Wall seconds per cell (all methods, " + ", ".join(f"B={b} {c}: {statistics.median(w):.0f}"
                                                                    for (b, c), w in sorted(walls.items())) + "; median)", ""]
     return "\n".join(lines)
+
+
+def pending_cells(args):
+    """(dataset, model, seed, batch, case, folder) of every cell not yet finished, in run order."""
+    for dataset in args.datasets.split(","):
+        for model in args.models.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                for batch in map(int, args.batches.split(",")):
+                    for case in args.cases.split(","):
+                        folder = args.out / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
+                        if not (folder / "attack.json").exists() and not duplicate(case, batch, args):
+                            yield dataset, model, seed, batch, case, folder
+
+
+def split_methods(methods: str, parts: int) -> list[str]:
+    """The method list in `parts` contiguous chunks (commas inside a variant's [...] kept)."""
+    names, depth, current = [], 0, ""
+    for ch in methods + ",":
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            names.append(current)
+            current = ""
+        else:
+            current += ch
+    size = -(-len(names) // parts)
+    return [",".join(names[i:i + size]) for i in range(0, len(names), size)]
+
+
+def merge_parts(parts: list[Path], folder: Path) -> None:
+    """One cell from its method chunks: records in method order, the signature record once at the end
+    (as a single run writes it), every grid, wall seconds summed (the cell's compute time)."""
+    records, signature = [], None
+    for part in parts:
+        for record in json.loads((part / "attack.json").read_text()):
+            if record["method"] == "genefl/pacfl signature":
+                signature = signature or record
+            else:
+                records.append(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        for grid in part.glob("grid_*.png"):
+            shutil.copy(grid, folder / grid.name)
+    (folder / "wall_s.txt").write_text(f"{sum(float((p / 'wall_s.txt').read_text()) for p in parts):.1f}\n")
+    for name in ("baseline.json", "device.txt"):
+        if (parts[0] / name).exists():
+            shutil.copy(parts[0] / name, folder / name)
+    (folder / "attack.json").write_text(json.dumps(records + ([signature] if signature else []), indent=1))
+
+
+def run_parallel(args) -> None:
+    """--jobs N: every pending cell's methods in --split chunks, each chunk one subprocess of this
+    script at one torch thread (N at a time, B = 1 cells first: they take longest); a cell is merged
+    into its folder as soon as its chunks are done, so a stopped run keeps every finished cell (and
+    finished chunks, under OUT/.parts, which a rerun does not repeat)."""
+    chunks = split_methods(args.methods, args.split)
+    tasks = []
+    for dataset, model, seed, batch, case, folder in pending_cells(args):
+        parts = [args.out / ".parts" / f"{dataset}_{model}_{folder.name}_part{i}" for i in range(len(chunks))]
+        tasks += [(batch, dataset, model, seed, case, chunk, part) for chunk, part in zip(chunks, parts)]
+    tasks.sort(key=lambda t: -t[0])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running: dict[Path, subprocess.Popen] = {}
+    failed = 0
+    while tasks or running:
+        while tasks and len(running) < args.jobs:
+            batch, dataset, model, seed, case, chunk, part = tasks.pop(0)
+            cell = part / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
+            if (cell / "attack.json").exists():
+                continue
+            part.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, __file__, "--datasets", dataset, "--models", model, "--seeds", str(seed),
+                       "--batches", str(batch), "--cases", case, "--methods", chunk, "--images", str(args.images),
+                       "--attack", args.attack, "--iterations", str(args.iterations), "--restarts", str(args.restarts),
+                       "--out", str(part), *[a for kv in args.set for a in ("--set", kv)]]
+            with open(part / "log.txt", "w") as log:
+                running[part] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        for part, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[part]
+            if proc.returncode:
+                failed += 1
+                print(f"failed ({proc.returncode}): {part}; see {part / 'log.txt'}", flush=True)
+        for dataset, model, seed, batch, case, folder in list(pending_cells(args)):
+            parts = [args.out / ".parts" / f"{dataset}_{model}_{folder.name}_part{i}" for i in range(len(chunks))]
+            cells = [p / f"{dataset}_{model}" / folder.name for p in parts]
+            if all((c / "attack.json").exists() for c in cells):
+                merge_parts(cells, folder)
+                for p in parts:
+                    shutil.rmtree(p)
+                print(f"finished {folder}", flush=True)
+    if failed:
+        raise SystemExit(f"{failed} chunk(s) failed; finished cells are kept, rerun to retry the rest")
 
 
 def main() -> None:
@@ -120,20 +224,21 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/privacy"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every cell, e.g. device=\"cuda\" (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells (or chunks, --split) run at once, one process each")
+    parser.add_argument("--split", type=int, default=1, help="with --jobs: each cell's methods in this many chunks")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
-    if not args.table_only:
-        for dataset in args.datasets.split(","):
-            for model in args.models.split(","):
-                for seed in map(int, args.seeds.split(",")):
-                    for batch in map(int, args.batches.split(",")):
-                        for case in args.cases.split(","):
-                            folder = args.out / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
-                            if (folder / "attack.json").exists() or duplicate(case, batch, args):
-                                continue
-                            run_cell(dataset, model, seed, batch, case, args, folder)
-                            print(f"finished {folder}", flush=True)
-                (args.out / "table.md").write_text(table(args.out))
+    if args.table_only:
+        pass
+    elif args.jobs > 1:
+        run_parallel(args)
+    else:
+        for dataset, model, seed, batch, case, folder in pending_cells(args):
+            run_cell(dataset, model, seed, batch, case, args, folder)
+            print(f"finished {folder}", flush=True)
+            (args.out / "table.md").write_text(table(args.out))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table(args.out))
     print(args.out / "table.md")

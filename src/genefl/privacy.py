@@ -92,8 +92,9 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
     if config.method == "local":
         raise ConfigError("method: 'local' sends nothing upward; there is no upload to attack")
     n = len(images) // batch
-    clients = [ClientData(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch],
-                          images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch]) for i in range(n)]
+    on = images.to(config.device), labels.to(config.device)  # where the simulator trains
+    clients = [ClientData(on[0][i * batch:(i + 1) * batch], on[1][i * batch:(i + 1) * batch],
+                          on[0][i * batch:(i + 1) * batch], on[1][i * batch:(i + 1) * batch]) for i in range(n)]
     scenario = Scenario(tuple(images.shape[1:]), int(config_classes(config)), clients, n, {}, config.dataset)
     size, epochs, _ = local_steps(config, batch, case)
     one_step = replace(config, rounds=1, num_clients=n, num_newcomers=0, newcomer_rounds=[], batch_size=size,
@@ -111,7 +112,7 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
     sim.clients.train = recording
     result = sim.run()
     counted = {t.client: t.nbytes for t in result.ledger.transfers if t.direction == "up" and t.kind == "train"}
-    payloads = [Payload(cid, c.x_train, c.y_train, wires[cid], decode(wires[cid]), counted[cid])
+    payloads = [Payload(cid, c.x_train.cpu(), c.y_train.cpu(), wires[cid], decode(wires[cid]), counted[cid])
                 for cid, c in enumerate(clients) if cid in wires]
     return payloads, sim
 
@@ -123,8 +124,10 @@ def config_classes(config: Config) -> int:
 
 
 def observed_gradient(update: ClientUpdate, initial: dict[str, torch.Tensor], trainable: set[str], lr: float) -> dict[str, torch.Tensor]:
-    """(θ_sent − θ_received) / lr for every uploaded trainable tensor: one SGD step's gradient."""
-    return {k: (initial[k] - v) / lr for k, v in update.tensors.items() if k in trainable and v.is_floating_point()}
+    """(θ_sent − θ_received) / lr for every uploaded trainable tensor: one SGD step's gradient (on the
+    device of the server's model; decoded uploads are on the CPU)."""
+    return {k: (initial[k] - v.to(initial[k].device)) / lr for k, v in update.tensors.items()
+            if k in trainable and v.is_floating_point()}
 
 
 def labels_from_bias(grads: dict[str, torch.Tensor], head_bias: str | None, batch: int) -> torch.Tensor | None:
@@ -162,7 +165,13 @@ def analytic_start(target: dict[str, torch.Tensor], weights: dict[str, torch.Ten
 
 def invert(model: nn.Module, weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor], shape: tuple, classes: int,
            attack: str, labels: torch.Tensor | None, iterations: int, restarts: int, seed: int, tv: float = 1e-2):
-    """(images, labels, gradient distance) of the best restart."""
+    """(images, labels, gradient distance) of the best restart; the attack runs on the model's device
+    (`config.device`), its random starts drawn on the CPU so that every device starts from the same
+    images; images and labels come back on the CPU."""
+    device = next(model.parameters()).device
+    weights = {k: v.to(device) for k, v in weights.items()}
+    target = {k: v.to(device) for k, v in target.items()}
+    labels = labels.to(device) if labels is not None else None
     model.eval()  # BatchNorm statistics as sent; the attacked step itself used train mode (a documented gap)
     params = {k: v.detach().clone().requires_grad_(k in target) for k, v in weights.items()
               if k in dict(model.named_parameters())}
@@ -173,8 +182,8 @@ def invert(model: nn.Module, weights: dict[str, torch.Tensor], target: dict[str,
     first = analytic_start(target, weights, shape)
     for restart in range(restarts):
         gen = rng.generator(seed, "attack", restart)
-        x = (first.clone() if first is not None and restart == 0 else torch.randn(shape, generator=gen)).requires_grad_(True)
-        label_logits = torch.randn(shape[0], classes, generator=gen).requires_grad_(labels is None)
+        x = (first.clone() if first is not None and restart == 0 else torch.randn(shape, generator=gen).to(device)).requires_grad_(True)
+        label_logits = torch.randn(shape[0], classes, generator=gen).to(device).requires_grad_(labels is None)
         variables = [x] + ([label_logits] if labels is None else [])
 
         def soft_labels():
@@ -213,7 +222,7 @@ def invert(model: nn.Module, weights: dict[str, torch.Tensor], target: dict[str,
         distance = float(sum(((g.detach() - target[k]) ** 2).sum() for g, k in zip(grads, keys))) / scale
         recovered = soft_labels().argmax(1).detach()
         if best is None or (math.isfinite(distance) and distance < best[2]):
-            best = (x.detach().clone(), recovered, distance)
+            best = (x.detach().cpu(), recovered.cpu(), distance)
     return best
 
 
