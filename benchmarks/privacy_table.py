@@ -37,13 +37,13 @@ def run_cell(dataset: str, model: str, seed: int, batch: int, case: str, args, f
 
     config = load_config(None, [f'dataset="{dataset}"', f'model="{model}"', f"seed={seed}", *args.set])
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "baseline.json").write_text(json.dumps(unrelated_baseline(config, args.images, batch)))
+    if config.device != "cpu":  # wall times from another device are not comparable with the CPU cells
+        (folder / "device.txt").write_text(f"{config.device}\n")
     start = time.perf_counter()
     attack_methods(config, parse_variants(args.methods), batch, args.images, args.attack, args.iterations,
                    args.restarts, folder, case=case)
-    (folder / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    if config.device != "cpu":  # wall times from another device are not comparable with the CPU cells
-        (folder / "device.txt").write_text(f"{config.device}\n")
-    (folder / "baseline.json").write_text(json.dumps(unrelated_baseline(config, args.images, batch)))
+    (folder / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")  # last: the cell is complete
 
 
 def unrelated_baseline(config, images: int, batch: int) -> dict:
@@ -102,8 +102,9 @@ def table(out: Path) -> str:
                 base = json.loads((path.parent / "baseline.json").read_text())
                 by.setdefault(key + (base["method"],), []).append(base)
         seeds = len({p.parent.name.split("_")[0] for p in cells})
-        devices = sorted({(p.parent / "device.txt").read_text().strip() for p in cells if (p.parent / "device.txt").exists()})
-        ran_on = f"; ran with device = {', '.join(devices)} (wall times not comparable with CPU cells)" if devices else ""
+        devices = {(p.parent / "device.txt").read_text().strip() if (p.parent / "device.txt").exists() else "cpu" for p in cells}
+        ran_on = (f"; devices: {', '.join(sorted(devices))}, per cell in its device.txt (wall times not comparable "
+                  "across devices)" if devices != {"cpu"} else "")
         lines += [f"## {pair.name} ({seeds} seeds{ran_on})", "",
                   "| batch | case | method | PSNR | SSIM | labels | upload bytes |", "|---|---|---|---|---|---|---|"]
         for (b, case, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -125,7 +126,7 @@ def pending_cells(args):
                 for batch in map(int, args.batches.split(",")):
                     for case in args.cases.split(","):
                         folder = args.out / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
-                        if not (folder / "attack.json").exists() and not duplicate(case, batch, args):
+                        if not (folder / "wall_s.txt").exists() and not duplicate(case, batch, args):
                             yield dataset, model, seed, batch, case, folder
 
 
@@ -146,7 +147,7 @@ def split_methods(methods: str, parts: int) -> list[str]:
 def merge_parts(parts: list[Path], folder: Path) -> None:
     """One cell from its method chunks: records in method order, the signature record once at the end
     (as a single run writes it), every grid, wall seconds summed (the cell's compute time)."""
-    records, signature = [], None
+    records, signature = [], None  # (chunks are complete: each wrote its wall_s.txt last)
     for part in parts:
         for record in json.loads((part / "attack.json").read_text()):
             if record["method"] == "genefl/pacfl signature":
@@ -157,11 +158,12 @@ def merge_parts(parts: list[Path], folder: Path) -> None:
     for part in parts:
         for grid in part.glob("grid_*.png"):
             shutil.copy(grid, folder / grid.name)
-    (folder / "wall_s.txt").write_text(f"{sum(float((p / 'wall_s.txt').read_text()) for p in parts):.1f}\n")
-    for name in ("baseline.json", "device.txt"):
-        if (parts[0] / name).exists():
-            shutil.copy(parts[0] / name, folder / name)
+    shutil.copy(parts[0] / "baseline.json", folder / "baseline.json")
+    devices = {(p / "device.txt").read_text().strip() if (p / "device.txt").exists() else "cpu" for p in parts}
+    if devices != {"cpu"}:  # chunks of one cell can come from different machines (a resumed run)
+        (folder / "device.txt").write_text(", ".join(sorted(devices)) + "\n")
     (folder / "attack.json").write_text(json.dumps(records + ([signature] if signature else []), indent=1))
+    (folder / "wall_s.txt").write_text(f"{sum(float((p / 'wall_s.txt').read_text()) for p in parts):.1f}\n")
 
 
 def run_parallel(args) -> None:
@@ -182,7 +184,7 @@ def run_parallel(args) -> None:
         while tasks and len(running) < args.jobs:
             batch, dataset, model, seed, case, chunk, part = tasks.pop(0)
             cell = part / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
-            if (cell / "attack.json").exists():
+            if (cell / "wall_s.txt").exists():  # a chunk finished by an earlier, stopped run
                 continue
             part.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, __file__, "--datasets", dataset, "--models", model, "--seeds", str(seed),
@@ -202,11 +204,13 @@ def run_parallel(args) -> None:
         for dataset, model, seed, batch, case, folder in list(pending_cells(args)):
             parts = [args.out / ".parts" / f"{dataset}_{model}_{folder.name}_part{i}" for i in range(len(chunks))]
             cells = [p / f"{dataset}_{model}" / folder.name for p in parts]
-            if all((c / "attack.json").exists() for c in cells):
+            if not any(p in running for p in parts) and all((c / "wall_s.txt").exists() for c in cells):
                 merge_parts(cells, folder)
                 for p in parts:
                     shutil.rmtree(p)
                 print(f"finished {folder}", flush=True)
+    if (args.out / ".parts").exists() and not any((args.out / ".parts").iterdir()):
+        (args.out / ".parts").rmdir()
     if failed:
         raise SystemExit(f"{failed} chunk(s) failed; finished cells are kept, rerun to retry the rest")
 
