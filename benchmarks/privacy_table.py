@@ -102,7 +102,8 @@ def table(out: Path) -> str:
                 base = json.loads((path.parent / "baseline.json").read_text())
                 by.setdefault(key + (base["method"],), []).append(base)
         seeds = len({p.parent.name.split("_")[0] for p in cells})
-        devices = {(p.parent / "device.txt").read_text().strip() if (p.parent / "device.txt").exists() else "cpu" for p in cells}
+        devices = {d for p in cells for d in ((p.parent / "device.txt").read_text().strip().split(", ")
+                                              if (p.parent / "device.txt").exists() else ["cpu"])}
         ran_on = (f"; devices: {', '.join(sorted(devices))}, per cell in its device.txt (wall times not comparable "
                   "across devices)" if devices != {"cpu"} else "")
         lines += [f"## {pair.name} ({seeds} seeds{ran_on})", "",
