@@ -8,6 +8,8 @@ stopped and rerun; each finished (dataset, model) can be committed on its own.
         --models lenet5 --attack cosine --iterations 200 --restarts 1 --out benchmarks/results/privacy
     # on a GPU (the attack, the simulated round and the membership runs all use config.device):
     ... --set 'device="cuda"'
+    # N processes at one torch thread each, every cell's methods in K chunks (merged per cell):
+    ... --jobs N --split K
     python benchmarks/privacy_table.py --out benchmarks/results/privacy --table-only
 
 Attack budget per image batch: `--iterations` optimiser iterations x `--restarts` restarts (Adam
