@@ -29,7 +29,7 @@ from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
 from ..models import build_model
 from ..newcomer import FinetuneSettings, NewcomerCurve, finetune
-from ..training import TrainSettings, accuracy, load_into, snapshot
+from ..training import TrainSettings, accuracy, load_into, snapshot, train
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,14 @@ class PersonalModelClient(ClientAlgorithm):
         if "model" in env.store:
             load_into(env.model, env.store["model"])
         load_into(env.model, broadcast.tensors)
+
+    def train_own_model(self, env: ClientEnv, broadcast: Broadcast) -> dict[str, torch.Tensor]:
+        """The broadcast over the client's own model, plain local training, the result kept (and
+        returned) as its model for the next round."""
+        self.prepare(env, broadcast)
+        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
+        env.store["model"] = snapshot(env.model)
+        return env.store["model"]
 
     def keep_newcomer(self, env: ClientEnv) -> None:
         env.store["model"] = snapshot(env.model)

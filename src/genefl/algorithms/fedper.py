@@ -17,7 +17,6 @@ import torch
 
 from ..layers import layer_tensors
 from ..messages import Broadcast, ClientUpdate
-from ..training import snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 
 
@@ -50,8 +49,6 @@ class FedPer(Strategy):
 
 class FedPerClient(PersonalModelClient):
     def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
-        self.prepare(env, broadcast)
-        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
-        env.store["model"] = snapshot(env.model)
-        return ClientUpdate(tensors=layer_tensors(env.store["model"], env.layers[:-1]),
+        model = self.train_own_model(env, broadcast)
+        return ClientUpdate(tensors=layer_tensors(model, env.layers[:-1]),
                             meta={"num_samples": env.data.num_train})

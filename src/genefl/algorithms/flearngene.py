@@ -17,7 +17,6 @@ import torch
 from ..errors import ConfigError
 from ..layers import Layer, layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate
-from ..training import snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 
 
@@ -80,8 +79,6 @@ class FLearngene(Strategy):
 
 class FLearngeneClient(PersonalModelClient):
     def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
-        self.prepare(env, broadcast)
-        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
-        env.store["model"] = snapshot(env.model)
+        model = self.train_own_model(env, broadcast)
         chosen = [env.layers[i] for i in broadcast.meta["gene_layers"]]
-        return ClientUpdate(tensors=layer_tensors(env.store["model"], chosen), meta={"num_samples": env.data.num_train})
+        return ClientUpdate(tensors=layer_tensors(model, chosen), meta={"num_samples": env.data.num_train})

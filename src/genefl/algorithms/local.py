@@ -8,7 +8,6 @@ model per client and nothing more. Each client keeps its whole model in its stor
 from __future__ import annotations
 
 from ..messages import Broadcast, ClientUpdate
-from ..training import snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy
 
 
@@ -31,7 +30,5 @@ class Local(Strategy):
 
 class LocalClient(PersonalModelClient):
     def train(self, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
-        self.prepare(env, broadcast)
-        train(env.model, env.data.x_train, env.data.y_train, env.settings(), env.generator("train"))
-        env.store["model"] = snapshot(env.model)
+        self.train_own_model(env, broadcast)
         return ClientUpdate(meta={"num_samples": env.data.num_train})
