@@ -48,6 +48,12 @@ def run_cell(dataset: str, model: str, seed: int, batch: int, case: str, args, f
     (folder / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")  # last: the cell is complete
 
 
+def cell_devices(folder: Path) -> set[str]:
+    """The devices a cell (or chunk) ran on: its device.txt, absent for the CPU."""
+    path = folder / "device.txt"
+    return set(path.read_text().strip().split(", ")) if path.exists() else {"cpu"}
+
+
 def unrelated_baseline(config, images: int, batch: int) -> dict:
     """What "recovering nothing" scores: the attacked images against as many other training images,
     matched within each batch the way reconstructions are (so B = 8 gets the best of 8)."""
@@ -104,8 +110,7 @@ def table(out: Path) -> str:
                 base = json.loads((path.parent / "baseline.json").read_text())
                 by.setdefault(key + (base["method"],), []).append(base)
         seeds = len({p.parent.name.split("_")[0] for p in cells})
-        devices = {d for p in cells for d in ((p.parent / "device.txt").read_text().strip().split(", ")
-                                              if (p.parent / "device.txt").exists() else ["cpu"])}
+        devices = set().union(*(cell_devices(p.parent) for p in cells))
         ran_on = (f"; devices: {', '.join(sorted(devices))}, per cell in its device.txt (wall times not comparable "
                   "across devices)" if devices != {"cpu"} else "")
         lines += [f"## {pair.name} ({seeds} seeds{ran_on})", "",
@@ -162,7 +167,7 @@ def merge_parts(parts: list[Path], folder: Path) -> None:
         for grid in part.glob("grid_*.png"):
             shutil.copy(grid, folder / grid.name)
     shutil.copy(parts[0] / "baseline.json", folder / "baseline.json")
-    devices = {(p / "device.txt").read_text().strip() if (p / "device.txt").exists() else "cpu" for p in parts}
+    devices = set().union(*(cell_devices(p) for p in parts))
     if devices != {"cpu"}:  # chunks of one cell can come from different machines (a resumed run)
         (folder / "device.txt").write_text(", ".join(sorted(devices)) + "\n")
     (folder / "attack.json").write_text(json.dumps(records + ([signature] if signature else []), indent=1))
@@ -175,18 +180,20 @@ def run_parallel(args) -> None:
     into its folder as soon as its chunks are done, so a stopped run keeps every finished cell (and
     finished chunks, under OUT/.parts, which a rerun does not repeat)."""
     chunks = split_methods(args.methods, args.split)
+    waiting: dict[Path, list[Path]] = {}  # cell folder -> its chunks' cell folders, until merged
     tasks = []
     for dataset, model, seed, batch, case, folder in pending_cells(args):
         parts = [args.out / ".parts" / f"{dataset}_{model}_{folder.name}_part{i}" for i in range(len(chunks))]
-        tasks += [(batch, dataset, model, seed, case, chunk, part) for chunk, part in zip(chunks, parts)]
+        waiting[folder] = [p / f"{dataset}_{model}" / folder.name for p in parts]
+        tasks += [(batch, dataset, model, seed, case, chunk, part, cell)
+                  for chunk, part, cell in zip(chunks, parts, waiting[folder])]
     tasks.sort(key=lambda t: -t[0])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: dict[Path, subprocess.Popen] = {}
+    running: dict[Path, subprocess.Popen] = {}  # chunk's cell folder -> its process
     failed = 0
     while tasks or running:
         while tasks and len(running) < args.jobs:
-            batch, dataset, model, seed, case, chunk, part = tasks.pop(0)
-            cell = part / f"{dataset}_{model}" / f"seed{seed}_B{batch}_{case}"
+            batch, dataset, model, seed, case, chunk, part, cell = tasks.pop(0)
             if (cell / "wall_s.txt").exists():  # a chunk finished by an earlier, stopped run
                 continue
             part.mkdir(parents=True, exist_ok=True)
@@ -195,22 +202,22 @@ def run_parallel(args) -> None:
                        "--attack", args.attack, "--iterations", str(args.iterations), "--restarts", str(args.restarts),
                        "--out", str(part), *[a for kv in args.set for a in ("--set", kv)]]
             with open(part / "log.txt", "w") as log:
-                running[part] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+                running[cell] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         time.sleep(0.5)
-        for part, proc in list(running.items()):
+        for cell, proc in list(running.items()):
             if proc.poll() is None:
                 continue
-            del running[part]
+            del running[cell]
             if proc.returncode:
                 failed += 1
+                part = cell.parents[1]
                 print(f"failed ({proc.returncode}): {part}; see {part / 'log.txt'}", flush=True)
-        for dataset, model, seed, batch, case, folder in list(pending_cells(args)):
-            parts = [args.out / ".parts" / f"{dataset}_{model}_{folder.name}_part{i}" for i in range(len(chunks))]
-            cells = [p / f"{dataset}_{model}" / folder.name for p in parts]
-            if not any(p in running for p in parts) and all((c / "wall_s.txt").exists() for c in cells):
+        for folder, cells in list(waiting.items()):
+            if not any(c in running for c in cells) and all((c / "wall_s.txt").exists() for c in cells):
                 merge_parts(cells, folder)
-                for p in parts:
-                    shutil.rmtree(p)
+                for c in cells:
+                    shutil.rmtree(c.parents[1])
+                del waiting[folder]
                 print(f"finished {folder}", flush=True)
     if (args.out / ".parts").exists() and not any((args.out / ".parts").iterdir()):
         (args.out / ".parts").rmdir()
