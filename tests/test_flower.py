@@ -52,15 +52,18 @@ def simulate(overrides: list[str]):
     return build_results(result), result.final_weights
 
 
-RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eval_every=3"]
+# payload codecs on: the ledger counts packed bytes, and error feedback's residuals live in the nodes' state
+RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eval_every=3",
+           "codec.up=int4", "codec.down=int8", "codec.error_feedback=true", "codec.signature=fp16"]
 
 
 def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     """The ServerApp is SIGKILLed mid-run (after round 1's checkpoint, during round 2) and a second
     `flwr run` with flower.resume=true finishes it: weights, bytes and accuracies equal an
     uninterrupted simulator run of the same config, so the Flower runtime agrees with the simulator
-    and nothing is lost on the way. GENE-FL's clients keep personal models, which survive the new
-    Flower run through the nodes' state-dir."""
+    and nothing is lost on the way. GENE-FL's clients keep personal models and error-feedback
+    residuals, which survive the new Flower run through the nodes' state-dir; every payload is
+    codec-packed, and both runtimes count the same packed bytes."""
     fed = Federation(tmp_path_factory.mktemp("resume"))
     out, states = fed.root / "out", fed.root / "node-states"
     try:

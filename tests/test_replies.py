@@ -19,7 +19,9 @@ from conftest import small_config
 from genefl.algorithms import REGISTRY
 from genefl.errors import GeneflError
 from genefl.layers import model_layers
-from genefl.messages import ClientUpdate
+from genefl import compression
+from genefl.config import Config
+from genefl.messages import ClientUpdate, Packed
 from genefl.runtime.loop import RoundLoop
 from genefl.runtime.assembly import model_spec
 
@@ -50,7 +52,7 @@ def malformed(draw, strategy, initial):
     update = valid_update(strategy, initial)
     names = sorted(initial)
     kind = draw(st.sampled_from(["drop_field", "junk_field", "extra_field", "bad_tensor", "extra_tensor",
-                                 "extra_extra", "drop_extra", "nan_tensor", "meta_not_dict"]))
+                                 "extra_extra", "drop_extra", "nan_tensor", "meta_not_dict", "bad_packed"]))
     if kind == "drop_field":
         update.meta.pop(draw(st.sampled_from(sorted(update.meta))))
     elif kind == "junk_field":
@@ -82,9 +84,32 @@ def malformed(draw, strategy, initial):
         name = draw(st.sampled_from([n for n in names if initial[n].is_floating_point()]))
         update.tensors[name] = initial[name].clone().view(-1).index_fill(0, torch.tensor([0]), draw(
             st.sampled_from([math.nan, math.inf, -math.inf]))).view(initial[name].shape)
+    elif kind == "bad_packed":
+        update.tensors[draw(st.sampled_from(names))] = draw(bad_packed(initial))
     else:
         update.meta = draw(st.sampled_from([[], "x", None, 3]))
     return update
+
+
+@st.composite
+def bad_packed(draw, initial):
+    """A codec-packed tensor that must be refused: cut short, padded, of another shape, a change
+    with nothing it could be relative to, a sparse tensor claiming a huge shape, junk descriptions."""
+    name = draw(st.sampled_from(sorted(n for n in initial if initial[n].is_floating_point())))
+    good = compression.encode_tensor(torch.randn(initial[name].shape), draw(st.sampled_from(compression.QUANTIZERS[1:] + ("qsgd", "topk"))),
+                                     Config().codec, False, None)
+    kind = draw(st.sampled_from(["short", "long", "shape", "delta", "huge", "junk"]))
+    if kind == "short":
+        return Packed(good.data[:-1], good.spec)
+    if kind == "long":
+        return Packed(torch.cat([good.data, torch.zeros(1, dtype=torch.uint8)]), good.spec)
+    if kind == "shape":
+        return Packed(good.data, {**good.spec, "s": [initial[name].numel() + 1]})
+    if kind == "delta":  # a change, but the loop was told of no broadcast it could be relative to
+        return Packed(good.data, {**good.spec, "dl": 1})
+    if kind == "huge":
+        return Packed(torch.zeros(4, dtype=torch.uint8), {"c": "topk", "s": [2**40], "d": "float32", "k": 0, "ix": "varint"})
+    return Packed(good.data, draw(st.dictionaries(st.text(max_size=3), JUNK, max_size=4)))
 
 
 class Collecting:

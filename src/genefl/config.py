@@ -20,6 +20,7 @@ from typing import Any
 
 from . import models as _model_names
 from .data.datasets import DATASETS
+from .compression import CODECS, QUANTIZERS
 from .sensitivity import SELECTIONS
 from .errors import ConfigError
 
@@ -113,6 +114,25 @@ class FLearngeneOptions(_Validated):
 
 
 @dataclass(frozen=True)
+class CodecOptions(_Validated):
+    """Payload codecs between every method and the wire (`genefl.compression`)."""
+
+    _prefix = "codec."
+
+    up: str = "none"  # uploads (the change from what was received): one of compression.CODECS
+    down: str = "none"  # broadcasts, evaluation and newcomer welcomes (the weights): one of compression.CODECS
+    signature: str = "none"  # GENE-FL's / PACFL's signature uploads: none | fp16 | bf16 | int8 | int4 | int3 | int2
+    error_feedback: bool = False  # uploads: keep what the codec dropped and add it to the client's next upload
+    topk: float = 0.01  # topk / randk: fraction of each tensor's entries kept
+    granularity: str = "tensor"  # int codecs: one offset and scale per "tensor" or per output "channel"
+    rounding: str = "auto"  # int codecs: "stochastic" | "nearest" | "auto" (stochastic up, nearest down)
+    mixed_bits: float = 4.0  # mixed: average bits per value over a message's tensors
+    qsgd_levels: int = 7  # qsgd: levels s per sign (codes take ceil(log2(2s+1)) bits)
+    qsgd_bucket: int = 512  # qsgd: values sharing one norm
+    min_numel: int = 256  # tensors with fewer values travel uncompressed (their header costs more than they save)
+
+
+@dataclass(frozen=True)
 class FlowerOptions(_Validated):
     """Only used by the Flower runtime (`flwr run`)."""
 
@@ -171,6 +191,7 @@ class Config(_Validated):
     scaffold: ScaffoldOptions = field(default_factory=ScaffoldOptions)
     fedlp: FedLPOptions = field(default_factory=FedLPOptions)
     flearngene: FLearngeneOptions = field(default_factory=FLearngeneOptions)
+    codec: CodecOptions = field(default_factory=CodecOptions)
     flower: FlowerOptions = field(default_factory=FlowerOptions)
 
     def __post_init__(self) -> None:
@@ -233,6 +254,12 @@ RULES: dict[str, tuple] = {
     "genefl.gene_selection": _choices(SELECTIONS),
     "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),
     "newcomer_init": _choices(("method", "random")), "fedprox.mu": _WEIGHT,
+    "codec.up": _choices(CODECS), "codec.down": _choices(CODECS), "codec.signature": _choices(QUANTIZERS),
+    "codec.topk": _FRACTION, "codec.granularity": _choices(("tensor", "channel")),
+    "codec.rounding": _choices(("auto", "stochastic", "nearest")),
+    "codec.mixed_bits": (lambda v: 2 <= v <= 8, "must be in [2, 8]"),
+    "codec.qsgd_levels": (lambda v: 1 <= v <= 127, "must be in 1..127"),
+    "codec.qsgd_bucket": (lambda v: 1 <= v <= 1 << 24, "must be in 1..16777216"), "codec.min_numel": _NONNEG,
     "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
 }
 

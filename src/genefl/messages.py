@@ -11,7 +11,9 @@ same number for the same payload. Layout:
     b"GFL1" | u32 header length | header (compact JSON) | raw little-endian tensor bytes
 
 The header holds the message kind, the scalar `meta` dict and, per tensor, its section, name,
-dtype and shape; tensor bytes follow in header order.
+dtype and shape; tensor bytes follow in header order. A tensor compressed by a payload codec
+(`genefl.compression`) travels as a `Packed`: its entry has dtype "packed", the byte count as its
+shape and a fifth element, the codec's small JSON description; its bytes are the codec's bytes.
 """
 
 from __future__ import annotations
@@ -34,14 +36,24 @@ _DTYPES = {
     "bool": torch.bool,
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
+PACKED = "packed"  # the dtype name of a `Packed` entry (its bytes are a codec's, see the module doc)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A tensor in a payload codec's bytes: `data` (uint8, 1-D) is exactly what is sent, `spec` what
+    the receiver needs to rebuild it (codec name, shape, dtype, ...; see `genefl.compression`)."""
+
+    data: torch.Tensor
+    spec: dict
 
 
 @dataclass
 class Broadcast:
     """Server -> client: model tensors (partial state_dict), named extras, scalar settings."""
 
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor | Packed] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor | Packed] = field(default_factory=dict)
     meta: dict[str, Scalar | list] = field(default_factory=dict)
 
 
@@ -49,8 +61,8 @@ class Broadcast:
 class ClientUpdate:
     """Client -> server: model tensors (partial state_dict), named extras, scalar metrics."""
 
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor | Packed] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor | Packed] = field(default_factory=dict)
     meta: dict[str, Scalar | list] = field(default_factory=dict)
 
 
@@ -61,6 +73,10 @@ def _header(message: Message) -> tuple[bytes, list[torch.Tensor]]:
     entries, tensors = [], []
     for section in ("tensors", "extras"):
         for name, t in getattr(message, section).items():
+            if isinstance(t, Packed):
+                entries.append([section, name, PACKED, [t.data.numel()], t.spec])
+                tensors.append(t.data)
+                continue
             if t.dtype not in _NAMES:
                 raise GeneflError(f"cannot send tensor {name!r} of dtype {t.dtype}")
             entries.append([section, name, _NAMES[t.dtype], list(t.shape)])
@@ -99,19 +115,30 @@ def decode(data: bytes) -> Message:
         raise GeneflError(f"malformed payload: unreadable header ({exc})") from None
     message: Message = Broadcast(meta=meta) if kind == "broadcast" else ClientUpdate(meta=meta)
     offset = 8 + hlen
-    for section, name, dtype_name, shape in entries:
-        dtype = _DTYPES.get(dtype_name)
+    for entry in entries:
+        section, name, dtype_name, shape, spec = _entry(entry)
+        dtype = torch.uint8 if dtype_name == PACKED else _DTYPES.get(dtype_name)
         if dtype is None or section not in ("tensors", "extras"):
             raise GeneflError(f"malformed payload: tensor {name!r} has unknown dtype or section")
         size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         if offset + size > len(data):
             raise GeneflError(f"malformed payload: tensor {name!r} is truncated")
-        raw = np.frombuffer(data, dtype=np.uint8, count=size, offset=offset).copy()
-        getattr(message, section)[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
+        raw = torch.from_numpy(np.frombuffer(data, dtype=np.uint8, count=size, offset=offset).copy())
+        getattr(message, section)[name] = Packed(raw, spec) if dtype_name == PACKED else raw.view(dtype).reshape(shape)
         offset += size
     if offset != len(data):
         raise GeneflError(f"malformed payload: {len(data) - offset} trailing bytes")
     return message
+
+
+def _entry(entry: object) -> tuple:
+    """(section, name, dtype name, shape, codec spec or None) of one header entry, checked."""
+    ok = isinstance(entry, list) and len(entry) in (4, 5) and isinstance(entry[1], str) and isinstance(entry[2], str)
+    ok = ok and isinstance(entry[3], list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in entry[3])
+    packed = ok and entry[2] == PACKED
+    if not ok or (len(entry) == 5) != packed or (packed and (len(entry[3]) != 1 or not isinstance(entry[4], dict))):
+        raise GeneflError(f"malformed payload: unreadable tensor entry {str(entry)[:60]}")
+    return entry[0], entry[1], entry[2], entry[3], entry[4] if packed else None
 
 
 def check_update(update: ClientUpdate, expected: dict[str, torch.Tensor], required: set[str] = frozenset()) -> None:

@@ -24,6 +24,7 @@ from ..aggregate import LayerwiseMean
 from ..config import Config
 from ..data.scenario import ClientData
 from ..layers import Layer
+from ..compression import RESIDUAL, decode_message, encode_message
 from ..defence import protect
 from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
@@ -249,19 +250,43 @@ def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> dict[str, torch.
 
 def train_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
     """What a client sends after training: its method's update, through the optional clip-and-noise
-    defence (`dp_clip`, `dp_noise`). Both runtimes call this, never `client.train` directly."""
+    defence (`dp_clip`, `dp_noise`), then the upload codec (`codec.up`). Both runtimes call this,
+    never `client.train` directly."""
     update = client.train(env, broadcast)
-    return protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
+    update = protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
+    opts = env.config.codec
+    if opts.up == "none" or not isinstance(update, ClientUpdate):
+        return update
+    residual = env.store.setdefault(RESIDUAL, {}) if opts.error_feedback else None
+    gen = env.generator("codec")
+    return encode_message(update, opts.up, opts, opts.rounding != "nearest", lambda section, name: gen,
+                          reference=broadcast, residual=residual)
 
 
-def received(env: ClientEnv, broadcast: Broadcast) -> Broadcast:
-    """What the client half works with: a broadcast sent with `SEED_FLAG` gets its missing tensors
-    back from the seeded initial model (both runtimes call this on every broadcast)."""
+def send_signature(client: "ClientAlgorithm", env: ClientEnv) -> ClientUpdate:
+    """A client's Stage-0 signature, through `codec.signature` (both runtimes call this)."""
+    update = client.signature(env)
+    opts = env.config.codec
+    gen = env.generator("codec-signature")
+    return encode_message(update, opts.signature, opts, opts.rounding != "nearest", lambda section, name: gen)
+
+
+def resolve_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor]) -> Broadcast:
+    """A broadcast sent with `SEED_FLAG`, its missing tensors taken from the seeded initial model."""
     if not broadcast.meta.get(SEED_FLAG):
         return broadcast
     meta = {k: v for k, v in broadcast.meta.items() if k != SEED_FLAG}
-    initial = _seeded_initial(env.spec, env.config.seed, env.config.device)
     return Broadcast(tensors={**initial, **broadcast.tensors}, extras=broadcast.extras, meta=meta)
+
+
+def received(env: ClientEnv, broadcast: Broadcast, cache: dict | None = None) -> Broadcast:
+    """What the client half works with: the broadcast decoded (`codec.down`), and, when it was sent
+    with `SEED_FLAG`, its missing tensors rebuilt from the run's seed (both runtimes call this on
+    every broadcast). `cache`: decoded tensors by packed object, shared by clients of one round."""
+    broadcast = decode_message(broadcast, cache=cache, device=env.config.device)
+    if not broadcast.meta.get(SEED_FLAG):
+        return broadcast
+    return resolve_seed(broadcast, _seeded_initial(env.spec, env.config.seed, env.config.device))
 
 
 def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) -> ClientUpdate:

@@ -27,7 +27,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..algorithms.base import ClientEnv, received, train_and_send
+from ..algorithms.base import ClientEnv, received, send_signature, train_and_send
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
@@ -105,7 +105,7 @@ def identify(message: Message, context: Context) -> Message:
 
 @app.query("signature")
 def signature(message: Message, context: Context) -> Message:
-    return _handle(message, context, lambda client, env, b: client.signature(env))
+    return _handle(message, context, lambda client, env, b: send_signature(client, env))
 
 
 @app.train()

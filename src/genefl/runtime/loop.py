@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import torch
 
 from .. import rng
-from ..algorithms.base import Strategy, send_initial_as_seed
+from ..algorithms.base import Strategy, resolve_seed, send_initial_as_seed
+from ..compression import QUANTIZERS, decode_message, encode_message
 from ..config import Config
 from ..errors import GeneflError
 from ..ledger import Ledger
@@ -73,14 +74,51 @@ class RoundLoop:
         self.ledger = Ledger()
         self.notes: list[str] = []
         self.signature_rows: int | None = None  # the training clients' signature row count
+        self._codec_round, self._encoded, self._decoded = -1, {}, {}  # per-round codec caches
 
-    def _outgoing(self, broadcast: Broadcast) -> Broadcast:
+    def _caches(self, round: int) -> tuple[dict, dict]:
+        """id(tensor) -> packed and id(packed) -> tensor for this round: a tensor broadcast to many
+        clients is encoded (and decoded for their upload references) once."""
+        if round != self._codec_round:
+            self._codec_round, self._encoded, self._decoded = round, {}, {}
+        return self._encoded, self._decoded
+
+    def _outgoing(self, broadcast: Broadcast, round: int) -> Broadcast:
+        """What goes on the wire for a broadcast: tensors equal to the seeded initial model dropped
+        (`first_contact = "seed"`), the rest through the broadcast codec (`codec.down`)."""
         if self.config.first_contact == "seed":
-            return send_initial_as_seed(broadcast, self.strategy.initial)
-        return broadcast
+            broadcast = send_initial_as_seed(broadcast, self.strategy.initial)
+        opts, seed = self.config.codec, self.config.seed
+        stochastic = opts.rounding == "stochastic"
+
+        def generator(section: str, name: str) -> torch.Generator | None:  # the same for every client
+            return rng.generator(seed, "codec-down", round, section, name) if stochastic else None
+
+        return encode_message(broadcast, opts.down, opts, stochastic, generator, cache=self._caches(round)[0])
+
+    def _as_received(self, sent: Broadcast, round: int) -> Broadcast:
+        """The broadcast as the client works with it (decoded, seed-resolved): what its upload's
+        changes are relative to."""
+        decoded = decode_message(sent, cache=self._caches(round)[1], device=self.config.device)
+        return resolve_seed(decoded, self.strategy.initial)
+
+    def _decoded_update(self, update: ClientUpdate, reference: Broadcast | None) -> ClientUpdate:
+        """An upload with its packed tensors decoded (before anything else reads it)."""
+        templates = {"tensors": self.strategy.initial, "extras": self.strategy.expected_extras()}
+        return decode_message(update, reference, templates)
+
+    def _decoded_signature(self, update: ClientUpdate) -> ClientUpdate:
+        return decode_message(update, allowed=QUANTIZERS)
 
     def _checked_signatures(self, signatures: dict[int, ClientUpdate]) -> dict[int, ClientUpdate]:
         """Signatures that pass `check_hello`; their common row count is the most frequent one."""
+        decoded = {}
+        for cid, update in signatures.items():
+            try:
+                decoded[cid] = self._decoded_signature(update)
+            except GeneflError as exc:
+                self.notes.append(f"round 0: client {cid}: {exc}")
+        signatures = decoded
         rows = [u.extras["signature"].shape[0] for u in signatures.values()
                 if isinstance(u, ClientUpdate) and isinstance(u.extras.get("signature"), torch.Tensor)
                 and u.extras["signature"].dim() == 2]
@@ -94,10 +132,15 @@ class RoundLoop:
                 self.notes.append(f"round 0: client {cid}: {exc}")
         return kept
 
-    def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int]):
+    def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int],
+                 references: dict[int, Broadcast] | None = None):
+        """The updates that pass the method's checks, decoded; the others noted and `rejected`.
+        `references`: what each client received (what a packed change is relative to)."""
+        references = references or {}
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
             try:
+                update = self._decoded_update(update, references.get(cid))
                 self.strategy.check(update)
             except GeneflError as exc:
                 rejected.append(cid)
@@ -113,6 +156,7 @@ class RoundLoop:
                 return state, None
             self.ledger.record(round, cid, "up", "signature", hello)
             try:
+                hello = self._decoded_signature(hello)
                 self.strategy.check_hello(hello, self.signature_rows)
             except GeneflError as exc:
                 self.transport.failures[cid] = str(exc)
@@ -120,7 +164,7 @@ class RoundLoop:
         state, broadcast = self.strategy.welcome(state, round, cid, hello)
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, broadcast)
-        broadcast = self._outgoing(broadcast)
+        broadcast = self._outgoing(broadcast, round)
         init_bytes = self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
         if curve is None:
@@ -143,14 +187,17 @@ class RoundLoop:
                 cb.after_newcomer(report)
         participants, dropped = sample_clients(self.config, t, active)
         for cid in dropped:  # sampled, downloaded, never reported back
-            self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid)))
-        broadcasts = {cid: self._outgoing(self.strategy.configure_train(state, t, cid)) for cid in participants}
+            self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid), t))
+        broadcasts = {cid: self._outgoing(self.strategy.configure_train(state, t, cid), t) for cid in participants}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "train", broadcast)
+        # uploads encode the change from what each client received: needed only with an upload codec
+        references = {cid: self._as_received(b, t) for cid, b in broadcasts.items()} if self.config.codec.up != "none" else {}
         self.transport.failures.clear()
         rejected: list[int] = []
         reported: list[int] = []
-        updates = ((cid, u) for cid, u in self._checked(t, self.transport.train(t, broadcasts), rejected) if not reported.append(cid))
+        checked = self._checked(t, self.transport.train(t, broadcasts), rejected, references)
+        updates = ((cid, u) for cid, u in checked if not reported.append(cid))
         state = self.strategy.aggregate(state, t, updates)
         failed = sorted(set(participants) - set(reported) - set(rejected))
         for cid in failed:
@@ -166,7 +213,7 @@ class RoundLoop:
         return state, report
 
     def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, float]:
-        broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid)) for cid in active}
+        broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)

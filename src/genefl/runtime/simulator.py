@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..algorithms.base import ClientEnv, ModelSpec, received, train_and_send
+from ..algorithms.base import ClientEnv, ModelSpec, received, send_signature, train_and_send
 from ..config import Config
 from ..data.scenario import Scenario
 from ..messages import Broadcast, ClientUpdate
@@ -36,13 +36,14 @@ class InProcessClients:
         self.model, self.layers = model, layers
         self.states = make_states(config.state_store, config.state_dir)
         self.failures: dict[int, str] = {}
+        self.decoded: dict = {}  # decoded broadcast tensors by packed object, for one batch of calls
 
     def call(self, handler, cid: int, round: int, *args: Any) -> Any:
         """Run one client-half handler for `cid` with its state opened, and store the state after."""
         state = self.states.open(cid)
         try:
             env = ClientEnv(cid, round, self.model, self.scenario.clients[cid], state, self.config, self.spec, self.layers)
-            return handler(env, *(received(env, a) if isinstance(a, Broadcast) else a for a in args))
+            return handler(env, *(received(env, a, self.decoded) if isinstance(a, Broadcast) else a for a in args))
         finally:
             self.states.close(cid, state)
 
@@ -50,20 +51,23 @@ class InProcessClients:
         return list(ids)
 
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]:
-        return {cid: self.call(self.client.signature, cid, round) for cid in ids}
+        return {cid: self.call(functools.partial(send_signature, self.client), cid, round) for cid in ids}
 
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
+        self.decoded = {}
         for i, (cid, broadcast) in enumerate(broadcasts.items()):
             yield cid, self.call(functools.partial(train_and_send, self.client), cid, round, broadcast)
             if i == 0:
                 checkpoint.fault("round", round)
 
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve:
+        self.decoded = {}
         curve = self.call(self.client.welcome, cid, round, broadcast)
         checkpoint.fault("newcomer", round)
         return curve
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
+        self.decoded = {}
         return {cid: self.call(self.client.evaluate, cid, round, b) for cid, b in broadcasts.items()}
 
 
