@@ -211,3 +211,13 @@ def test_killed_compressed_run_resumes_to_the_identical_result(tmp_path):
     assert killed_run(out, "round:3", *args).returncode == -9
     assert genefl("run", "--resume", str(out)).returncode == 0
     assert strip_times(json.loads((out / "results.json").read_text())) == want
+
+
+def test_changes_are_moved_onto_what_the_server_meant_to_send():
+    """A client trained from a lossy copy (0.25 for 0.3) and moved it by +0.1: the server adds that
+    change to its own exact 0.3, so the broadcast codec's error never enters its model."""
+    planned = ClientUpdate(tensors={"w": torch.tensor([0.3, 1.0]), "n": torch.tensor(2)})
+    received = ClientUpdate(tensors={"w": torch.tensor([0.25, 1.0]), "n": torch.tensor(2)})
+    update = ClientUpdate(tensors={"w": torch.tensor([0.35, 0.9]), "n": torch.tensor(5)}, meta={"num_samples": 1})
+    moved = compression.rebase(update, received, planned)
+    assert torch.allclose(moved.tensors["w"], torch.tensor([0.4, 0.9])) and int(moved.tensors["n"]) == 5

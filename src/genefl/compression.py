@@ -346,6 +346,18 @@ def decode_message(message: Message, reference: Message | None = None, templates
     return type(message)(tensors=sections["tensors"], extras=sections["extras"], meta=message.meta)
 
 
+def rebase(update: Message, received: Message, planned: Message) -> Message:
+    """`update` with each model tensor moved from what the client `received` to what the server
+    `planned` to send: θ + (planned − received), for tensors of the same name and shape in both."""
+    tensors = dict(update.tensors)
+    for name, value in update.tensors.items():
+        got, meant = received.tensors.get(name), planned.tensors.get(name)
+        if isinstance(got, torch.Tensor) and isinstance(meant, torch.Tensor) and got is not meant and \
+                value.is_floating_point() and got.shape == meant.shape == value.shape:
+            tensors[name] = value + (meant.to(value) - got.to(value))
+    return type(update)(tensors=tensors, extras=update.extras, meta=update.meta)
+
+
 def _check_against(name: str, spec: dict, template: torch.Tensor | None) -> None:
     if template is None:
         raise GeneflError(f"rejected update: unexpected tensor {name!r}")

@@ -17,7 +17,7 @@ import torch
 
 from .. import rng
 from ..algorithms.base import Strategy, resolve_seed, send_initial_as_seed
-from ..compression import QUANTIZERS, decode_message, encode_message
+from ..compression import QUANTIZERS, decode_message, encode_message, rebase
 from ..config import Config
 from ..errors import GeneflError
 from ..ledger import Ledger
@@ -102,10 +102,15 @@ class RoundLoop:
         decoded = decode_message(sent, cache=self._caches(round)[1], device=self.config.device)
         return resolve_seed(decoded, self.strategy.initial)
 
-    def _decoded_update(self, update: ClientUpdate, reference: Broadcast | None) -> ClientUpdate:
-        """An upload with its packed tensors decoded (before anything else reads it)."""
+    def _decoded_update(self, update: ClientUpdate, sent: tuple[Broadcast, Broadcast] | None) -> ClientUpdate:
+        """An upload with its packed tensors decoded (before anything else reads it). `sent`: (what
+        the client received, what the server meant to send). When a broadcast codec made those
+        differ, the client's change is moved onto the exact tensors, so the server's model never
+        takes in the broadcast codec's error (it would otherwise accumulate, round after round)."""
         templates = {"tensors": self.strategy.initial, "extras": self.strategy.expected_extras()}
-        return decode_message(update, reference, templates)
+        received, planned = sent if sent is not None else (None, None)
+        update = decode_message(update, received, templates)
+        return rebase(update, received, planned) if planned is not None and planned is not received else update
 
     def _decoded_signature(self, update: ClientUpdate) -> ClientUpdate:
         return decode_message(update, allowed=QUANTIZERS)
@@ -133,9 +138,9 @@ class RoundLoop:
         return kept
 
     def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int],
-                 references: dict[int, Broadcast] | None = None):
+                 references: dict[int, tuple[Broadcast, Broadcast]] | None = None):
         """The updates that pass the method's checks, decoded; the others noted and `rejected`.
-        `references`: what each client received (what a packed change is relative to)."""
+        `references`: (received, planned) broadcast per client (see `_decoded_update`)."""
         references = references or {}
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
@@ -188,11 +193,14 @@ class RoundLoop:
         participants, dropped = sample_clients(self.config, t, active)
         for cid in dropped:  # sampled, downloaded, never reported back
             self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid), t))
-        broadcasts = {cid: self._outgoing(self.strategy.configure_train(state, t, cid), t) for cid in participants}
+        planned = {cid: self.strategy.configure_train(state, t, cid) for cid in participants}
+        broadcasts = {cid: self._outgoing(b, t) for cid, b in planned.items()}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "train", broadcast)
-        # uploads encode the change from what each client received: needed only with an upload codec
-        references = {cid: self._as_received(b, t) for cid, b in broadcasts.items()} if self.config.codec.up != "none" else {}
+        references = {}  # what uploads are decoded against: needed only when a codec is on
+        if self.config.codec.up != "none" or self.config.codec.down != "none":
+            exact = self.config.codec.down != "none"
+            references = {cid: (self._as_received(b, t), planned[cid] if exact else None) for cid, b in broadcasts.items()}
         self.transport.failures.clear()
         rejected: list[int] = []
         reported: list[int] = []
