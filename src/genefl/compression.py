@@ -59,11 +59,24 @@ MAX_NUMEL = 1 << 31  # a packed tensor claiming more values than this is refused
 # ---- bits and indices ------------------------------------------------------------------------------
 def pack_bits(codes: np.ndarray, width: int) -> np.ndarray:
     """Unsigned codes < 2**width, `width` bits each, little-endian bit order, into bytes."""
+    codes = codes.astype(np.uint8).reshape(-1)
+    if 8 % width == 0:  # 1, 2, 4, 8 bits: whole codes per byte, by shifts
+        per = 8 // width
+        padded = np.zeros(-(-len(codes) // per) * per, dtype=np.uint8)
+        padded[: len(codes)] = codes
+        padded = padded.reshape(-1, per)
+        out = padded[:, 0].copy()
+        for j in range(1, per):
+            out |= padded[:, j] << np.uint8(width * j)
+        return out
     bits = np.unpackbits(codes.astype(np.uint8).reshape(-1, 1), axis=1, bitorder="little")[:, :width]
     return np.packbits(bits.reshape(-1), bitorder="little")
 
 
 def unpack_bits(data: np.ndarray, width: int, count: int) -> np.ndarray:
+    if 8 % width == 0:
+        shifts = (np.arange(8 // width, dtype=np.uint8) * width).astype(np.uint8)
+        return ((data.reshape(-1, 1) >> shifts) & np.uint8((1 << width) - 1)).reshape(-1)[:count]
     bits = np.unpackbits(data, bitorder="little")[: count * width].reshape(count, width)
     return np.packbits(bits, axis=1, bitorder="little").reshape(-1)
 
