@@ -163,7 +163,7 @@ def print_summary(doc: dict, out: Path) -> None:
         f"  newcomer accuracy (1st/last)  {pct(s['acc_newcomers_first_epoch'])} / {pct(s['acc_newcomers_last_epoch'])}",
         f"  communication                 {s['bytes_total'] / 1e6:.3f} MB total ({s['bytes_up'] / 1e6:.3f} up, "
         f"{s['bytes_down'] / 1e6:.3f} down), {s['bytes_per_round'] / 1e6:.3f} MB/round",
-        f"  newcomer init download        {init} (model: {s['model_bytes'] / 1e6:.3f} MB)",
+        f"  newcomer init exchange        {init} (model: {s['model_bytes'] / 1e6:.3f} MB)",
         f"  results                       {out}/results.json",
     ]
     print("\n".join(lines))

@@ -32,7 +32,7 @@ class NewcomerReport:
     id: int
     arrival_round: int
     init: str  # how it started: "global", "cluster", "learngene", "random"
-    init_bytes: int  # bytes it downloaded to start (the welcome message)
+    init_bytes: int  # bytes it exchanged before training: its signature upload (if its method asks for one) + the welcome
     acc_init: float  # test accuracy before fine-tuning
     acc_by_epoch: list[float]  # test accuracy after each fine-tuning epoch
     info: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. its cluster

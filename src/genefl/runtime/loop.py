@@ -154,12 +154,12 @@ class RoundLoop:
             yield cid, update
 
     def _welcome(self, state: Any, round: int, cid: int) -> tuple[Any, NewcomerReport | None]:
-        hello = None
+        hello, hello_bytes = None, 0
         if self.strategy.needs_signatures:
             hello = self.transport.signatures(round, [cid]).get(cid)
             if hello is None:
                 return state, None
-            self.ledger.record(round, cid, "up", "signature", hello)
+            hello_bytes = self.ledger.record(round, cid, "up", "signature", hello)
             try:
                 hello = self._decoded_signature(hello)
                 self.strategy.check_hello(hello, self.signature_rows)
@@ -170,7 +170,7 @@ class RoundLoop:
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, broadcast)
         broadcast = self._outgoing(broadcast, round)
-        init_bytes = self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
+        init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
         if curve is None:
             return state, None

@@ -1,0 +1,153 @@
+"""The compression frontier: FedAvg and GENE-FL with payload codecs, on the newcomer study's scenarios.
+
+Every (scenario, model, variant, seed) is one `genefl run` (one torch thread), written to
+benchmarks/results/frontier/<scenario>_<model>/<variant>/seed<s>/ and skipped when its results.json
+exists, so the script can be stopped and started again and finishes config by config. `--table`
+then writes frontier.md (mean ± sd over the seeds found: training-client accuracy, newcomer
+accuracy, total MB, MB to initialise a newcomer, and the reduction against FedAvg fp32) and one
+figure per scenario and model (accuracy against total MB, log scale, Pareto front marked).
+
+Usage:
+  GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --models cnn,lenet5 --seeds 0
+  python benchmarks/codec_frontier.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "frontier"
+CODEC8 = ["codec.signature=fp16"]
+# variant label -> its --set overrides (besides the scenario's config)
+VARIANTS = {
+    "fedavg": ["method=fedavg"],
+    "fedavg_int8": ["method=fedavg", "codec.up=int8", "codec.down=int8"],
+    "fedavg_int4": ["method=fedavg", "codec.up=int4", "codec.down=int4"],
+    "fedavg_qsgd": ["method=fedavg", "codec.up=qsgd", "codec.down=int8"],
+    "fedavg_top10_ef": ["method=fedavg", "codec.up=topk", "codec.topk=0.1", "codec.error_feedback=true", "codec.down=int8"],
+    "fedavg_top1_ef": ["method=fedavg", "codec.up=topk", "codec.topk=0.01", "codec.error_feedback=true", "codec.down=int4"],
+    "genefl": ["method=genefl"],
+    "genefl_int8": ["method=genefl", "codec.up=int8", "codec.down=int8", *CODEC8],
+    "genefl_int4": ["method=genefl", "codec.up=int4", "codec.down=int4", *CODEC8],
+    "genefl_int2": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8],
+    "genefl_int2_seed": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8, "first_contact=seed"],
+    "flearngene": ["method=flearngene"],
+    "fedper": ["method=fedper"],
+}
+SCENARIOS = ("fashion_alpha0.1", "fashion_alpha0.5", "mnist_alpha0.1")
+
+
+def run_missing(scenarios: list[str], models: list[str], variants: list[str], seeds: list[int]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for seed in seeds:
+        for scenario in scenarios:
+            for model in models:
+                for label in variants:
+                    folder = OUT / f"{scenario}_{model}" / label / f"seed{seed}"
+                    if (folder / "results.json").exists():
+                        continue
+                    sets = [f"model={model}", f"seed={seed}", "checkpoint_every=0", *VARIANTS[label]]
+                    cmd = [sys.executable, "-m", "genefl.cli", "run", "--config", str(ROOT / "configs" / f"newcomers_{scenario}.toml"),
+                           *[a for s in sets for a in ("--set", s)], "--out", str(folder), "--force"]
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
+                    print(f"{status}: {folder.relative_to(ROOT)}", flush=True)
+
+
+def summary_of(folder: Path) -> dict | None:
+    path = folder / "results.json"
+    return json.loads(path.read_text())["summary"] if path.exists() else None
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def table() -> str:
+    lines = []
+    for group in sorted(p for p in OUT.iterdir() if p.is_dir()):
+        runs = {label: [s for s in (summary_of(f) for f in sorted((group / label).glob("seed*"))) if s]
+                for label in VARIANTS if (group / label).is_dir()}
+        runs = {k: v for k, v in runs.items() if v}
+        if "fedavg" not in runs:
+            continue
+        base = statistics.fmean(s["bytes_total"] for s in runs["fedavg"])
+        lines += [f"### {group.name}", "",
+                  "| variant | seeds | training clients | newcomers, last epoch | total MB | x less than FedAvg fp32 | MB to init a newcomer |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, summaries in runs.items():
+            acc, acc_sd = mean_sd([s["acc_clients"] for s in summaries])
+            new, new_sd = mean_sd([s["acc_newcomers_last_epoch"] for s in summaries])
+            total = statistics.fmean(s["bytes_total"] for s in summaries)
+            init = statistics.fmean(s["bytes_newcomer_init_mean"] for s in summaries)
+            lines.append(f"| {label} | {len(summaries)} | {acc:.3f} ± {acc_sd:.3f} | {new:.3f} ± {new_sd:.3f} | "
+                         f"{total / 1e6:.2f} | {base / total:.1f} | {init / 1e6:.4f} |")
+        lines.append("")
+        plot(group, runs)
+    return "\n".join(lines)
+
+
+def pareto(points: list[tuple[float, float, str]]) -> set[str]:
+    """Labels not dominated: no other point has fewer bytes and at least the accuracy (or equal
+    bytes and more accuracy)."""
+    front = set()
+    for b, a, label in points:
+        if not any((b2 <= b and a2 >= a) and (b2, a2) != (b, a) for b2, a2, _ in points):
+            front.add(label)
+    return front
+
+
+def plot(group: Path, runs: dict[str, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title in ((axes[0], "acc_clients", "training clients"), (axes[1], "acc_newcomers_last_epoch", "newcomers (last epoch)")):
+        points = [(statistics.fmean(s["bytes_total"] for s in v) / 1e6, statistics.fmean(s[key] for s in v), k) for k, v in runs.items()]
+        front = pareto(points)
+        for mb, acc, label in points:
+            ax.scatter(mb, acc, marker="o" if label.startswith("genefl") else "s", color="C1" if label in front else "C0")
+            ax.annotate(label, (mb, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        line = sorted((mb, acc) for mb, acc, label in points if label in front)
+        ax.plot([p[0] for p in line], [p[1] for p in line], color="C1", lw=1, ls="--", label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel("total MB sent (log)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{group.name}: {title}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(group / "frontier.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="fashion_alpha0.1", help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    parser.add_argument("--models", default="cnn,lenet5")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated labels of VARIANTS")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--table", action="store_true", help="only write frontier.md and the figures from what exists")
+    args = parser.parse_args()
+    if not args.table:
+        unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+        if unknown:
+            parser.error(f"unknown variants: {', '.join(unknown)}")
+        run_missing(args.scenarios.split(","), args.models.split(","), args.variants.split(","),
+                    [int(s) for s in args.seeds.split(",")])
+    OUT.mkdir(parents=True, exist_ok=True)
+    text = table()
+    (OUT / "frontier.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
