@@ -43,6 +43,19 @@ def test_greedy_and_window_pick_expected_layers():
     assert sensitivity.select_gene_layers(SCORES, FIVE, 400, include_head=True, mode="window") == [3, 4]
 
 
+def test_input_and_output_side_windows():
+    # input end: conv1 (100) + conv2 (300) = 400 fits, conv3 would not
+    assert sensitivity.select_gene_layers(SCORES, FIVE, 400, mode="input") == [0, 1]
+    # output end (head excluded): fc1 (250) fits, conv3 (600) would not -> the run stops there
+    assert sensitivity.select_gene_layers(SCORES, FIVE, 400, mode="output") == [3]
+    # budget 900: output end fc1 + conv3 = 850; input end conv1 + conv2 = 400 (conv3 would make 1000)
+    assert sensitivity.select_gene_layers(SCORES, FIVE, 900, mode="output") == [2, 3]
+    assert sensitivity.select_gene_layers(SCORES, FIVE, 900, mode="input") == [0, 1]
+    # the end layer itself too large: the run starts at the first layer from that end that fits
+    assert sensitivity.select_gene_layers(SCORES, FIVE, 200, mode="input") == [0]
+    assert sensitivity.select_gene_layers(SCORES, [FIVE[0], FIVE[1], FIVE[4]], 200, mode="output") == [0]
+
+
 def test_budget_never_exceeded_random_property():
     gen = torch.Generator().manual_seed(0)
     for trial in range(300):
@@ -51,7 +64,7 @@ def test_budget_never_exceeded_random_property():
         layers = [layer(f"l{i}", s) for i, s in enumerate(sizes)]
         scores = torch.rand(n, generator=gen).tolist()
         budget = int(torch.randint(4, 400, (1,), generator=gen))
-        for mode in ("window", "greedy", "random"):
+        for mode in sensitivity.SELECTIONS:
             try:
                 chosen = sensitivity.select_gene_layers(scores, layers, budget, mode=mode, generator=gen)
             except ConfigError:

@@ -79,7 +79,7 @@ class GeneflOptions(_Validated):
     lambda_e: float = 1.0  # weight of the Fisher-masked quadratic term (0 switches it off)
     gene_budget: float = 0.25  # learnGene size as a fraction of the model's bytes
     gene_include_head: bool = False  # may the classifier head be part of the learnGene?
-    gene_selection: str = "window"  # "window" (contiguous layers) | "greedy" | "random" (ablation)
+    gene_selection: str = "window"  # "window" (contiguous layers) | "greedy" | "random" (ablation) | "input" / "output" (the contiguous run at that end)
     gene_reselect_every: int = 0  # re-decide the learnGene layer set every N rounds; 0 = never
     sensitivity: str = "stability"  # layer score: "stability" (cosine) | "taylor" (|θ·∂L/∂θ|)
     clustering: bool = True  # False = one cluster for everybody (ablation)

@@ -19,7 +19,7 @@ from torch import nn
 from .errors import ConfigError
 from .layers import Layer
 
-SELECTIONS = ("window", "greedy", "random")
+SELECTIONS = ("window", "greedy", "random", "input", "output")
 
 
 def stability(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], layers: list[Layer]) -> list[float]:
@@ -68,6 +68,16 @@ def select_gene_layers(scores: list[float], layers: list[Layer], budget_bytes: i
                           f"{layers[smallest].name!r}, {layers[smallest].nbytes} bytes); raise gene_budget")
     if mode == "window":
         return _best_window(scores, layers, candidates, budget_bytes)
+    if mode in ("input", "output"):  # the contiguous run at one end (Learngene inherits the output side)
+        ordered = candidates if mode == "input" else candidates[::-1]
+        ordered = ordered[next(k for k, i in enumerate(ordered) if layers[i].nbytes <= budget_bytes):]
+        window, used = [], 0
+        for i in ordered:
+            if used + layers[i].nbytes > budget_bytes:
+                break
+            window.append(i)
+            used += layers[i].nbytes
+        return sorted(window)
     if mode == "greedy":
         order = sorted(candidates, key=lambda i: (-scores[i], i))
     elif mode == "random":
