@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 import statistics
 
+import torch
 from scipy.stats import t
+
+from genefl import compression
+from genefl.config import Config
+from genefl.messages import Broadcast, nbytes
 
 from test_cli import genefl
 from test_compare import is_png
@@ -21,7 +26,8 @@ def test_newcomer_study_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "newcomers" / "study.json").read_text())
     records, rows = doc["records"], {r["start"]: r for r in doc["analysis"]["rows"]}
-    assert set(rows) == {"learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl"}
+    assert set(rows) == {"learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl",
+                         "global_int8", "global_int4", "global_int2", "learngene_int8", "learngene_int4"}
     assert (out / "local" / "seed0" / "results.json").exists()  # extra methods run for the table
     by = {(r["seed"], r["newcomer"], r["start"], r["replicate"]): r for r in records}
     for seed in (0, 1):
@@ -32,9 +38,18 @@ def test_newcomer_study_end_to_end(tmp_path):
                 r = by[(seed, n["id"], start, 0)]
                 assert r["acc_by_epoch"] == n["acc_by_epoch"] and r["init_bytes"] == n["init_bytes"]
                 assert r["chosen_epoch"] == n["chosen_epoch"]
+        starts = {m: torch.load(out / m / f"seed{seed}" / "newcomer_starts.pt") for m in ("fedavg", "genefl")}
+        for n in fedavg_run["newcomers"]:  # a quantized start costs exactly its packed message
+            recorded = starts["fedavg"][n["id"]]
+            for bits in (8, 4, 2):
+                packed = compression.encode_message(Broadcast(tensors=recorded["tensors"], meta=recorded["meta"]),
+                                                    f"int{bits}", Config().codec, False, lambda s, n: None)
+                assert by[(seed, n["id"], f"global_int{bits}", 0)]["init_bytes"] == nbytes(packed) < n["init_bytes"]
         for n in genefl_run["newcomers"]:
-            # the control sends the learnGene's layers: the same bytes as the learnGene
+            # the control sends the learnGene's layers: the same bytes as the learnGene, signature included
+            assert n["signature_bytes"] > 0 and n["init_bytes"] > n["signature_bytes"]
             assert by[(seed, n["id"], "fedavg_layers", 0)]["init_bytes"] == n["init_bytes"]
+            assert n["signature_bytes"] < by[(seed, n["id"], "learngene_int4", 0)]["init_bytes"] < n["init_bytes"]
             # every start of a newcomer is tested on the same data: same accuracy resolution
             assert len({len(by[(seed, n["id"], s, 0)]["val_by_epoch"]) for s in rows}) == 1
             assert (seed, n["id"], "random", 1) in by and (seed, n["id"], "pacfl", 1) not in by

@@ -39,6 +39,7 @@ def round_row(r: RoundReport) -> dict[str, Any]:
 
 def newcomer_row(n: NewcomerReport) -> dict[str, Any]:
     return {"id": n.id, "arrival_round": n.arrival_round, "init": n.init, "init_bytes": n.init_bytes,
+            "signature_bytes": n.signature_bytes,
             "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, "val_by_epoch": n.val_by_epoch,
             "chosen_epoch": n.chosen_epoch, "acc_chosen": n.acc_chosen, **n.info}
 

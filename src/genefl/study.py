@@ -11,6 +11,13 @@ other methods asked for, for the method table), records what each newcomer was s
                     (other layers fresh) - separates "which layers" from "what GENE-FL trained into them"
     flearngene      the federated Learngene's gene (the last body layers, other layers fresh)
     pacfl           PACFL's model of the newcomer's cluster
+    global_int8/4/2 FedAvg's global model at arrival through the int8 / int4 / int2 codec (nearest
+                    rounding, the study config's `codec.granularity` and `codec.min_numel`)
+    learngene_int8/4  the learnGene likewise (plus its signature upload)
+
+Init bytes are what the newcomer exchanged before it trained, as the run's ledger counted them (its
+signature upload included); for the control and the quantized starts, the bytes of the message that
+would carry them (plus the learnGene's signature upload where the start needs the cluster).
 
 Fresh layers are the same seeded tensors for every start, and every start of a newcomer is
 fine-tuned with the same protocol, batches and validation split (`genefl.newcomer`), so the starts
@@ -35,13 +42,16 @@ from .algorithms.base import newcomer_split_generator
 from .comparison import STARTS_FILE, Variant, run_comparison, variant_config
 from .config import Config
 from .errors import GeneflError
+from .compression import decode_message, encode_message
 from .messages import Broadcast, nbytes
 from .newcomer import FinetuneSettings, finetune
 from .runtime.events import Callback
 from .training import load_into
 
 STUDY_METHODS = ("genefl", "fedavg", "flearngene", "pacfl")
-STARTS = ("learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl")
+QUANTIZED = {"global": (8, 4, 2), "learngene": (8, 4)}  # starts also tried through an int codec
+STARTS = ("learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl",
+          *(f"{start}_int{bits}" for start, widths in QUANTIZED.items() for bits in widths))
 REPLICATED = ("learngene", "global", "random")
 METRICS = ("first", "last", "chosen")  # after epoch 1, after the last epoch, at the validation-chosen epoch
 
@@ -69,19 +79,32 @@ class Start:
     init_bytes: int
 
 
-def starts_for(cid: int, recorded: dict[str, dict], extra: tuple[str, ...] = ()) -> dict[str, Start]:
-    """The six starts of newcomer `cid`, from the runs' recorded welcome messages, plus one per extra
-    variant (named by its label, e.g. `genefl[genefl.gene_budget=0.4]`)."""
+def starts_for(cid: int, recorded: dict[str, dict], ledger: dict[str, dict], codec, extra: tuple[str, ...] = ()) -> dict[str, Start]:
+    """Newcomer `cid`'s starts, from the runs' recorded welcome messages (`recorded`) and their
+    ledger rows (`ledger`: label -> newcomer id -> results.json newcomer row), plus one per extra
+    variant (named by its label, e.g. `genefl[genefl.gene_budget=0.4]`). `codec`: the study config's
+    codec options (for the quantized starts)."""
     def sent(method: str) -> Start:
         s = recorded[method][cid]
-        return Start(s["tensors"], nbytes(Broadcast(tensors=s["tensors"], meta=s["meta"])))
+        row = ledger.get(method, {}).get(cid)
+        return Start(s["tensors"], row["init_bytes"] if row else nbytes(Broadcast(tensors=s["tensors"], meta=s["meta"])))
+
+    def quantized(start: Start, meta: dict, bits: int, signature: int) -> Start:
+        packed = encode_message(Broadcast(tensors=start.tensors, meta=meta), f"int{bits}", codec, False, lambda s, n: None)
+        return Start(decode_message(packed).tensors, signature + nbytes(packed))
 
     gene, fedavg = sent("genefl"), sent("fedavg")
-    control = {k: fedavg.tensors[k] for k in gene.tensors}
     meta = recorded["genefl"][cid]["meta"]
-    return {"learngene": gene, "global": fedavg, "random": Start({}, nbytes(Broadcast(meta={"init": "random"}))),
-            "fedavg_layers": Start(control, nbytes(Broadcast(tensors=control, meta=meta))),
-            **{label: sent(label) for label in ("flearngene", "pacfl", *extra) if label in recorded}}
+    signature = ledger.get("genefl", {}).get(cid, {}).get("signature_bytes", 0)
+    control = {k: fedavg.tensors[k] for k in gene.tensors}
+    starts = {"learngene": gene, "global": fedavg, "random": Start({}, nbytes(Broadcast(meta={"init": "random"}))),
+              "fedavg_layers": Start(control, signature + nbytes(Broadcast(tensors=control, meta=meta))),
+              **{label: sent(label) for label in ("flearngene", "pacfl", *extra) if label in recorded}}
+    for name, widths in QUANTIZED.items():
+        source_meta = recorded["genefl" if name == "learngene" else "fedavg"][cid]["meta"]
+        for bits in widths:
+            starts[f"{name}_int{bits}"] = quantized(starts[name], source_meta, bits, signature if name == "learngene" else 0)
+    return starts
 
 
 def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant, ...] = ()) -> list[dict]:
@@ -94,6 +117,8 @@ def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant,
     folders = {m: m for m in STUDY_METHODS} | {v.label: v.folder for v in extra}
     recorded = {label: torch.load(out / folder / f"seed{config.seed}" / STARTS_FILE, weights_only=True)
                 for label, folder in folders.items() if (out / folder / f"seed{config.seed}" / STARTS_FILE).exists()}
+    ledger = {label: {row["id"]: row for row in json.loads((out / folders[label] / f"seed{config.seed}" / "results.json").read_text())["newcomers"]}
+              for label in recorded if (out / folders[label] / f"seed{config.seed}" / "results.json").exists()}
     labels = tuple(v.label for v in extra if v.label in recorded)
     settings = FinetuneSettings.from_config(config)
     model = spec.build(config.seed, "global").to(config.device)
@@ -101,7 +126,7 @@ def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant,
     for cid in sorted(recorded["genefl"]):
         arrival = recorded["genefl"][cid]["round"]
         fresh = spec.build(config.seed, "newcomer", cid).state_dict()
-        for name, start in starts_for(cid, recorded, labels).items():
+        for name, start in starts_for(cid, recorded, ledger, config.codec, labels).items():
             for rep in range(replicates if name in REPLICATED else 1):
                 load_into(model, fresh)
                 load_into(model, start.tensors)

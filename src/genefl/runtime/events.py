@@ -38,6 +38,7 @@ class NewcomerReport:
     info: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. its cluster
     val_by_epoch: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     chosen_epoch: int = 0  # the epoch (1-based) its validation split picks; the last without one
+    signature_bytes: int = 0  # the part of init_bytes that was its signature upload
 
     @property
     def acc_chosen(self) -> float | None:
@@ -47,7 +48,7 @@ class NewcomerReport:
 
 class Callback:
     def on_start(self, info: dict[str, Any]) -> None: ...
-    def on_newcomer_start(self, round: int, cid: int, broadcast: Any) -> None: ...  # what it was sent
+    def on_newcomer_start(self, round: int, cid: int, broadcast: Any) -> None: ...  # what it starts from (as decoded)
     def after_newcomer(self, report: NewcomerReport) -> None: ...
     def after_round(self, report: RoundReport) -> None: ...
     def on_end(self, result: Any) -> None: ...

@@ -167,16 +167,17 @@ class RoundLoop:
                 self.transport.failures[cid] = str(exc)
                 return state, None
         state, broadcast = self.strategy.welcome(state, round, cid, hello)
-        for cb in self.callbacks:
-            cb.on_newcomer_start(round, cid, broadcast)
         broadcast = self._outgoing(broadcast, round)
+        received = self._as_received(broadcast, round)
+        for cb in self.callbacks:
+            cb.on_newcomer_start(round, cid, received)
         init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
         if curve is None:
             return state, None
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
         return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, curve.test[0],
-                                     curve.test[1:], info, curve.val, curve.chosen_epoch)
+                                     curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes)
 
     def _round(self, state: Any, t: int, active: list[int], waiting: list[int]) -> tuple[Any, RoundReport]:
         t0, mark, notes_mark = time.perf_counter(), len(self.ledger.transfers), len(self.notes)
