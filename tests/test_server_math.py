@@ -18,6 +18,7 @@ from genefl.algorithms.scaffold import Scaffold, ScaffoldClient
 from genefl.data.scenario import ClientData
 from genefl.layers import model_layers
 from genefl.messages import Broadcast, ClientUpdate
+from genefl.server_opt import Moments
 
 
 def tiny():
@@ -88,7 +89,8 @@ def test_genefl_averages_learngenes_per_cluster_and_decides_layers_from_weighted
     state = strategy.init()
     from dataclasses import replace
 
-    state = replace(state, cluster_of={0: 0, 1: 1, 2: 0}, genes=[dict(initial), dict(initial)], gene_layers=[None, None])
+    state = replace(state, cluster_of={0: 0, 1: 1, 2: 0}, genes=[dict(initial), dict(initial)], gene_layers=[None, None],
+                    moments=[Moments(), Moments()])
     layer0 = {k: v for k, v in filled(initial, 2.0).items() if k.startswith("0.")}
     layer2 = {k: v for k, v in filled(initial, 4.0).items() if k.startswith("2.")}
     updates = [(0, ClientUpdate(tensors=layer0, meta={"num_samples": 1, "scores": [0.9, 0.1, 0.5]})),
