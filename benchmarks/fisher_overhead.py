@@ -24,7 +24,7 @@ from genefl.config import load_config
 from genefl.constraints import coefficients
 from genefl.data.scenario import build_scenario
 from genefl.layers import model_layers
-from genefl.runtime.simulator import model_spec
+from genefl.runtime.assembly import model_spec
 from genefl.training import GradientCorrection, TrainSettings, snapshot, train
 
 

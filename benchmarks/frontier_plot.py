@@ -6,6 +6,7 @@ FLearngene) beside FedAvg, from the committed results (Fashion-MNIST α = 0.1, s
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
@@ -32,6 +33,7 @@ def point(folder: str) -> tuple[float, float, float]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # no options; --help says what it draws
     import matplotlib
 
     matplotlib.use("Agg")

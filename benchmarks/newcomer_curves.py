@@ -6,6 +6,7 @@ Prints a Markdown table (one row per variant and seed) and a final JSON line.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,8 +33,12 @@ def curves(out: Path) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a folder written by `genefl compare`")
+    out = parser.parse_args().dir
     rows = curves(out)
+    if not rows:
+        sys.exit(f"no */seed*/results.json with newcomers under {out}")
     epochs = max(len(v) for v in rows.values()) - 1
     print("| run (init, MB per newcomer init) | before | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " |")
     print("|---|" + "---|" * (epochs + 1))

@@ -26,6 +26,7 @@ from torch import nn
 
 from genefl.config import load_config
 from genefl.data.scenario import build_scenario
+from genefl.runtime.assembly import model_spec
 from genefl.runtime.simulator import Simulator
 
 from common import RoundWalls, add_workload_arguments
@@ -130,8 +131,6 @@ def main() -> None:
 
 
 def config_model(config, scenario) -> nn.Module:
-    from genefl.runtime.simulator import model_spec
-
     return model_spec(config, scenario.input_shape, scenario.num_classes).build(config.seed, "global")
 
 

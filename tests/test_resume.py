@@ -1,7 +1,7 @@
 """Kill-and-resume (issue 11, part 1): a real `genefl run` process is SIGKILLed mid-round,
 mid-newcomer and mid-checkpoint (GENEFL_FAULT makes it kill itself at exactly that point), then
 `genefl run --resume DIR` finishes it; results.json must equal the uninterrupted run's, all but
-wall times. For genefl, scaffold and fedavg."""
+wall times. For genefl, scaffold, fedavg and fedadam (whose Adam moments live in the server state)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def killed_run(out, fault: str, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("method", ["genefl", "scaffold", "fedavg"])
+@pytest.mark.parametrize("method", ["genefl", "scaffold", "fedavg", "fedadam"])
 def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, method):
     args = ["--set", f"method={method}"]
     assert genefl("run", *TINY, *args, "--out", str(tmp_path / "whole")).returncode == 0

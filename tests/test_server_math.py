@@ -18,6 +18,7 @@ from genefl.algorithms.scaffold import Scaffold, ScaffoldClient
 from genefl.data.scenario import ClientData
 from genefl.layers import model_layers
 from genefl.messages import Broadcast, ClientUpdate
+from genefl.server_opt import Moments
 
 
 def tiny():
@@ -88,7 +89,8 @@ def test_genefl_averages_learngenes_per_cluster_and_decides_layers_from_weighted
     state = strategy.init()
     from dataclasses import replace
 
-    state = replace(state, cluster_of={0: 0, 1: 1, 2: 0}, genes=[dict(initial), dict(initial)], gene_layers=[None, None])
+    state = replace(state, cluster_of={0: 0, 1: 1, 2: 0}, genes=[dict(initial), dict(initial)], gene_layers=[None, None],
+                    moments=[Moments(), Moments()])
     layer0 = {k: v for k, v in filled(initial, 2.0).items() if k.startswith("0.")}
     layer2 = {k: v for k, v in filled(initial, 4.0).items() if k.startswith("2.")}
     updates = [(0, ClientUpdate(tensors=layer0, meta={"num_samples": 1, "scores": [0.9, 0.1, 0.5]})),
@@ -185,3 +187,107 @@ def test_scaffold_counts_welcomed_newcomers_in_n():
                               meta={"num_samples": 1})) for cid in range(3)]
     new = strategy.aggregate(state, 2, iter(ups))
     assert all(torch.allclose(v, torch.ones_like(v)) for v in new.control.values())  # c = mean(Δc), no overshoot
+
+
+# ---- the server optimizer (genefl.server_opt), Flower's equations, two rounds so the moments matter ----
+# One 3-element tensor x0 = [0, 1, 2]; round 1's clients [2, 1, 6] (1 sample) and [2, 5, 2] (3 samples)
+# average to [2, 4, 3], so Δ1 = [2, 3, 1]; round 2's clients average to MEAN2 = [0.1, 3, 0].
+ROUND1 = ((2.0, 1.0, 6.0), (2.0, 5.0, 2.0))
+ROUND2 = ((0.1, 6.0, -3.0), (0.1, 2.0, 1.0))  # (0.1 + 0.3) / 4, (6 + 6) / 4, (-3 + 3) / 4
+
+
+def two_rounds(method, *overrides, second=ROUND2):
+    from genefl.algorithms import REGISTRY
+
+    strategy = REGISTRY[method][0](small_config(f"method={method}", *overrides), [], {"w": torch.tensor([0.0, 1.0, 2.0])})
+    states = [strategy.init()]
+    for r, (a, b) in enumerate((ROUND1, second), start=1):
+        ups = [(0, ClientUpdate(tensors={"w": torch.tensor(a)}, meta={"num_samples": 1})),
+               (1, ClientUpdate(tensors={"w": torch.tensor(b)}, meta={"num_samples": 3}))]
+        states.append(strategy.aggregate(states[-1], r, iter(ups)))
+    return states[1:]
+
+
+def close(tensor, numbers):
+    return torch.allclose(tensor, torch.tensor(numbers, dtype=torch.float32), atol=1e-6, rtol=0)
+
+
+def test_fedavgm_server_momentum():
+    """μ = 0.5, η = 2.  Round 1: m = Δ1 = [2, 3, 1], x1 = x0 + 2 m = [4, 7, 4].  Round 2 averages to
+    [0, 5, 3]: Δ2 = [-4, -2, -1], m = 0.5 [2, 3, 1] + Δ2 = [-3, -0.5, -0.5], x2 = x1 + 2 m = [-2, 6, 3]."""
+    first, second = two_rounds("fedavgm", "server_opt.momentum=0.5", "server_opt.lr=2",
+                               second=((0.0, 8.0, 3.0), (0.0, 4.0, 3.0)))
+    assert close(first.weights["w"], [4, 7, 4]) and close(first.moments.m["w"], [2, 3, 1])
+    assert close(second.weights["w"], [-2, 6, 3]) and close(second.moments.m["w"], [-3, -0.5, -0.5])
+    # Flower's defaults (μ = 0, η = 1) are FedAvg itself: the mean, bit for bit, and no moments
+    plain, _ = two_rounds("fedavgm")
+    assert torch.equal(plain.weights["w"], torch.tensor([2.0, 4.0, 3.0])) and plain.moments.m == {}
+
+
+def test_fedadam_with_flowers_defaults_and_bias_corrected_lr():
+    """η = 0.1, β1 = 0.9, β2 = 0.99, τ = 1e-3; η_t = η √(1 − β2^(t+1)) / (1 − β1^(t+1)) as in Flower.
+    Round 1: m = 0.1 Δ1 = [0.2, 0.3, 0.1], v = 0.01 Δ1² = [0.04, 0.09, 0.01], √v = [0.2, 0.3, 0.1],
+      η_1 = 0.1 √(1 − 0.99²) / (1 − 0.9²) = 0.1 √0.0199 / 0.19 = 0.0742459788,
+      x1 = x0 + η_1 [0.2/0.201, 0.3/0.301, 0.1/0.101] = [0.0738765959, 1.07399931, 2.07351087].
+    Round 2: Δ2 = MEAN2 − x1 = [0.0261234041, 1.92600069, −2.07351087],
+      m = 0.9 m + 0.1 Δ2 = [0.18261234, 0.462600069, −0.117351087],
+      v = 0.99 v + 0.01 Δ2² = [0.0396068243, 0.126194786, 0.0528944733],
+      η_2 = 0.1 √(1 − 0.99³) / (1 − 0.9³) = 0.063594015, x2 = x1 + η_2 m / (√v + τ)."""
+    first, second = two_rounds("fedadam")
+    assert close(first.weights["w"], [0.0738765959, 1.07399931, 2.07351087])
+    assert close(second.moments.m["w"], [0.18261234, 0.462600069, -0.117351087])
+    assert close(second.moments.v["w"], [0.0396068243, 0.126194786, 0.0528944733])
+    assert close(second.weights["w"], [0.131937607, 1.15658037, 2.04120258])
+
+
+def test_fedyogi_moves_v_by_the_sign_of_v_minus_delta_squared():
+    """η = 0.01, β1 = 0.9, β2 = 0.99, τ = 1e-3, no bias correction.
+    Round 1 (v = 0 < Δ1², so v grows): m = [0.2, 0.3, 0.1], v = 0 + 0.01 Δ1² = [0.04, 0.09, 0.01],
+      x1 = x0 + 0.01 [0.2/0.201, 0.3/0.301, 0.1/0.101] = [0.00995024876, 1.00996678, 2.00990099].
+    Round 2: Δ2 = [0.0900497512, 1.99003322, −2.00990099]; Δ2² = [0.00810896, 3.96023, 4.03970];
+      v = v − 0.01 Δ2² sign(v − Δ2²): the first element shrinks (0.04 > 0.0081), the others grow:
+      v = [0.0399189104, 0.129602322, 0.0503970199]; m = 0.9 m + 0.1 Δ2 = [0.189004975, 0.469003322, −0.110990099];
+      x2 = x1 + 0.01 m / (√v + τ) = [0.0193629796, 1.02295844, 2.00497888]."""
+    first, second = two_rounds("fedyogi")
+    assert close(first.weights["w"], [0.00995024876, 1.00996678, 2.00990099])
+    assert close(second.moments.v["w"], [0.0399189104, 0.129602322, 0.0503970199])
+    assert close(second.moments.m["w"], [0.189004975, 0.469003322, -0.110990099])
+    assert close(second.weights["w"], [0.0193629796, 1.02295844, 2.00497888])
+
+
+def test_fedadagrad_accumulates_squared_deltas():
+    """η = 0.1, β1 = 0 (m = Δ), τ = 1e-3.
+    Round 1: v = Δ1² = [4, 9, 1], x1 = x0 + 0.1 [2/2.001, 3/3.001, 1/1.001] = [0.099950025, 1.09996668, 2.0999001].
+    Round 2: Δ2 = [0.0000499750125, 1.90003332, −2.0999001], v = [4, 9, 1] + Δ2² = [4, 12.6101266, 5.40958043],
+      x2 = x1 + 0.1 Δ2 / (√v + τ) = [0.0999525225, 1.15345749, 2.00965364]."""
+    first, second = two_rounds("fedadagrad")
+    assert close(first.weights["w"], [0.099950025, 1.09996668, 2.0999001])
+    assert close(second.moments.v["w"], [4.0, 12.6101266, 5.40958043])
+    assert close(second.weights["w"], [0.0999525225, 1.15345749, 2.00965364])
+
+
+def test_genefl_steps_each_cluster_with_its_own_moments_over_the_sent_layers():
+    """FedAvgM (μ = 0.5, η = 2) from all-zero genes.  Cluster 0 receives layer "0" = 2 twice:
+    round 1 x = 0 + 2 (2 − 0) = 4; round 2 Δ = −2, m = 0.5·2 − 2 = −1, x = 4 + 2 (−1) = 2.  Cluster 1
+    receives layer "2" = 4 in round 1 only: x = 8, then nothing moves it.  Unsent layers keep their
+    value and get no moments."""
+    from dataclasses import replace
+
+    _, layers, initial = tiny()
+    zeros = filled(initial, 0.0)
+    config = small_config("genefl.gene_budget=0.5", "server_opt.name=avgm", "server_opt.momentum=0.5", "server_opt.lr=2")
+    strategy = Genefl(config, layers, zeros)
+    state = replace(strategy.init(), cluster_of={0: 0, 1: 1}, genes=[dict(zeros), dict(zeros)], gene_layers=[None, None],
+                    moments=[Moments(), Moments()])
+    layer = lambda prefix, value: {k: v for k, v in filled(initial, value).items() if k.startswith(prefix)}  # noqa: E731
+    meta = {"num_samples": 1, "scores": [0.9, 0.1, 0.5]}
+    state = strategy.aggregate(state, 1, iter([(0, ClientUpdate(tensors=layer("0.", 2.0), meta=meta)),
+                                               (1, ClientUpdate(tensors=layer("2.", 4.0), meta=meta))]))
+    assert torch.allclose(state.genes[0]["0.weight"], torch.full((2, 2), 4.0))
+    assert torch.allclose(state.genes[1]["2.weight"], torch.full((2, 2), 8.0))
+    state = strategy.aggregate(state, 2, iter([(0, ClientUpdate(tensors=layer("0.", 2.0), meta=meta))]))
+    assert torch.allclose(state.genes[0]["0.weight"], torch.full((2, 2), 2.0))
+    assert torch.allclose(state.moments[0].m["0.bias"], torch.full((2,), -1.0))
+    assert torch.allclose(state.genes[1]["2.weight"], torch.full((2, 2), 8.0))  # cluster 1: no report, no step
+    assert torch.equal(state.genes[0]["2.weight"], zeros["2.weight"]) and torch.equal(state.genes[0]["4.weight"], zeros["4.weight"])
+    assert set(state.moments[0].m) == {"0.weight", "0.bias"} and set(state.moments[1].m) == {"2.weight", "2.bias"}

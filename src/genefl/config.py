@@ -22,6 +22,7 @@ from . import models as _model_names
 from .data.datasets import DATASETS
 from .compression import CODECS, QUANTIZERS
 from .sensitivity import SELECTIONS
+from .server_opt import NAMES as SERVER_OPTS
 from .errors import ConfigError
 
 PARTITIONS = ("iid", "dirichlet", "pathological")
@@ -66,6 +67,20 @@ class ClusteringOptions(_Validated):
     p: int = 5  # rank of each client's signature (top-p left singular vectors)
     num_clusters: int = 0  # K; 0 = cut the dendrogram at distance `beta` instead
     beta: float = 35.0  # distance threshold in degrees (mean principal angle), used when K = 0
+
+
+@dataclass(frozen=True)
+class ServerOptOptions(_Validated):
+    """The server's optimizer step over the averaged update (server_opt.py), for fedavg, fedprox, fedlp,
+    scaffold and genefl; fedavgm, fedadam, fedyogi and fedadagrad fix `name`. Defaults are Flower's."""
+
+    _prefix = "server_opt."
+
+    name: str = "none"  # "none" (the plain mean, as before) | "avgm" | "adam" | "yogi" | "adagrad"
+    lr: float = 0.0  # server learning rate η; 0 = Flower's for `name`: avgm 1.0, adam 0.1, yogi 0.01, adagrad 0.1
+    momentum: float = -1.0  # β1 (FedAvgM's momentum); -1 = Flower's for `name`: avgm 0.0, adam 0.9, yogi 0.9, adagrad 0.0
+    beta2: float = 0.99  # β2, second-moment decay of adam and yogi
+    tau: float = 1e-3  # τ, adaptivity (the ε under the square root) of adam, yogi and adagrad
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,7 @@ class Config(_Validated):
     state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
     state_dir: str = ""  # folder for state_store = "disk"; "" = a temporary folder removed at the end
     clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
+    server_opt: ServerOptOptions = field(default_factory=ServerOptOptions)
     genefl: GeneflOptions = field(default_factory=GeneflOptions)
     fedprox: FedProxOptions = field(default_factory=FedProxOptions)
     scaffold: ScaffoldOptions = field(default_factory=ScaffoldOptions)
@@ -260,6 +276,9 @@ RULES: dict[str, tuple] = {
     "codec.mixed_bits": (lambda v: 2 <= v <= 8, "must be in [2, 8]"),
     "codec.qsgd_levels": (lambda v: 1 <= v <= 127, "must be in 1..127"),
     "codec.qsgd_bucket": (lambda v: 1 <= v <= 1 << 24, "must be in 1..16777216"), "codec.min_numel": _NONNEG,
+    "server_opt.name": _choices(SERVER_OPTS), "server_opt.lr": (lambda v: 0 <= v <= 10, "must be in [0, 10] (0 = the optimizer's default)"),
+    "server_opt.momentum": (lambda v: v == -1 or 0 <= v < 1, "must be in [0, 1), or -1 (the optimizer's default)"),
+    "server_opt.beta2": (lambda v: 0 <= v < 1, "must be in [0, 1)"), "server_opt.tau": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
 }
 
@@ -389,6 +408,10 @@ def cross_check(config: Config) -> None:
     if config.method in ("genefl", "pacfl") and config.min_samples < config.clustering.p:
         raise ConfigError(f"min_samples: must be >= clustering.p = {config.clustering.p} for {config.method}, "
                           f"whose client signatures have p columns (got {config.min_samples})")
+    if _known_method(config.method):  # a [server_opt] the method would ignore fails here, before any data loads
+        from .algorithms import get
+
+        get(config.method)[0].server_optimizer(config)
     check_device(config.device)
 
 

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .base import ClientAlgorithm, Strategy
 from .fedavg import FedAvg, FedAvgClient
 from .fedlp import FedLP, FedLPClient
+from .fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi
 from .fedper import FedPer, FedPerClient
 from .fedprox import FedProx, FedProxClient
 from .flearngene import FLearngene, FLearngeneClient
@@ -31,6 +32,10 @@ REGISTRY: dict[str, tuple[type[Strategy], type[ClientAlgorithm]]] = {
     "pacfl": (PACFL, PACFLClient),
     "local": (Local, LocalClient),
     "fedper": (FedPer, FedPerClient),
+    "fedavgm": (FedAvgM, FedAvgClient),
+    "fedadam": (FedAdam, FedAvgClient),
+    "fedyogi": (FedYogi, FedAvgClient),
+    "fedadagrad": (FedAdagrad, FedAvgClient),
 }
 
 

@@ -30,6 +30,7 @@ from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
 from ..models import build_model
 from ..newcomer import FinetuneSettings, NewcomerCurve, finetune
+from ..server_opt import ServerOptimizer, for_method
 from ..training import TrainSettings, accuracy, load_into, snapshot, train
 
 
@@ -84,11 +85,20 @@ class Strategy(abc.ABC):
     State goes in explicitly and comes out new; nothing hidden depends on call order."""
 
     needs_signatures = False  # ask every client for a data signature before round 1?
+    takes_server_opt = False  # does `aggregate` end with a server-optimizer step (`[server_opt]`)?
+    fixed_server_opt: str | None = None  # the server optimizer this method always uses (fedadam: "adam")
 
     def __init__(self, config: Config, layers: list[Layer], initial: dict[str, torch.Tensor]):
         self.config = config
         self.layers = layers
         self.initial = initial  # the shared seeded initialisation (also the update template)
+        self.optimizer = self.server_optimizer(config)
+
+    @classmethod
+    def server_optimizer(cls, config: Config) -> ServerOptimizer:
+        """The step applied to the aggregated pseudo-gradient (`genefl.server_opt`); a ConfigError for
+        a `[server_opt]` this method would ignore."""
+        return for_method(config, cls.takes_server_opt, cls.fixed_server_opt)
 
     @abc.abstractmethod
     def init(self) -> Any:

@@ -1,4 +1,5 @@
-"""FedAvg (McMahan et al., AISTATS 2017): sample-weighted mean of full local models.
+"""FedAvg (McMahan et al., AISTATS 2017): sample-weighted mean of full local models, then the
+server optimizer's step (`[server_opt]`, `genefl.server_opt`; "none", the default, keeps the mean).
 
 Choices: every client evaluates the current global model on its own test split; a newcomer starts
 from the current global model (its whole size counts as init bytes), or from random weights.
@@ -11,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..messages import Broadcast
+from ..server_opt import Moments
 from ..training import load_into, train
 from .base import ClientAlgorithm, ClientEnv, Strategy, Updates, full_model_update, sample_weighted_mean
 
@@ -18,18 +20,24 @@ from .base import ClientAlgorithm, ClientEnv, Strategy, Updates, full_model_upda
 @dataclass(frozen=True)
 class GlobalState:
     weights: dict[str, torch.Tensor]
+    moments: Moments  # the server optimizer's state
 
 
 class FedAvg(Strategy):
+    takes_server_opt = True
+
     def init(self) -> GlobalState:
-        return GlobalState(weights=dict(self.initial))
+        return GlobalState(weights=dict(self.initial), moments=Moments())
 
     def configure_train(self, state: GlobalState, round: int, cid: int) -> Broadcast:
         return Broadcast(tensors=state.weights)
 
     def aggregate(self, state: GlobalState, round: int, updates: Updates) -> GlobalState:
-        weights, _ = sample_weighted_mean(state.weights, updates)
-        return replace(state, weights=weights)
+        mean, reported = sample_weighted_mean(state.weights, updates)
+        if not reported:
+            return state
+        weights, moments = self.optimizer.step(state.weights, mean, state.moments, round)
+        return replace(state, weights=weights, moments=moments)
 
     def weights(self, state: GlobalState) -> dict[str, torch.Tensor]:
         return dict(state.weights)

@@ -17,6 +17,8 @@ Choices the paper leaves open (all options in `[genefl]` / `[clustering]`, see c
 - ξ (the smoothing weights) always come from stability; `sensitivity = "taylor"` changes only which
   layers form the learnGene (higher importance first).
 - Newcomers fine-tune with plain cross-entropy (no constraint: they have no earlier model to keep).
+- Stage 3 may end with a server optimizer step (`[server_opt]`, `genefl.server_opt`; default "none",
+  the plain mean): per cluster, with its own moments, over the learnGene tensors its clients sent.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..constraints import coefficients
 from ..layers import layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate, finite_numbers
 from ..rng import generator
+from ..server_opt import Moments
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates
 from .clustered import cluster_clients, cluster_report, join_cluster, signature_update
@@ -43,6 +46,7 @@ class GeneflState:
     genes: list[dict[str, torch.Tensor]]  # per cluster: G_k (full-size; only S_k is ever sent)
     gene_layers: list[list[int] | None]  # per cluster: S_k as layer indices; None until decided
     contacted: frozenset[int]  # clients that already hold a model
+    moments: list[Moments]  # per cluster: the server optimizer's state over its learnGene tensors
 
 
 def choose_gene_layers(config, layers, scores: list[float], gen: torch.Generator) -> list[int]:
@@ -56,6 +60,8 @@ def choose_gene_layers(config, layers, scores: list[float], gen: torch.Generator
 
 
 class Genefl(Strategy):
+    takes_server_opt = True
+
     def __init__(self, config, layers, initial):
         super().__init__(config, layers, initial)
         # fail before any training if the budget cannot hold a layer of this model
@@ -66,13 +72,14 @@ class Genefl(Strategy):
         return self.config.genefl.clustering
 
     def init(self) -> GeneflState:
-        return GeneflState({}, {}, [dict(self.initial)], [None], frozenset())
+        return GeneflState({}, {}, [dict(self.initial)], [None], frozenset(), [Moments()])
 
     def register(self, state: GeneflState, signatures: dict[int, ClientUpdate]) -> GeneflState:
         cluster_of, sigs = cluster_clients(self.config, signatures)
         k = max(cluster_of.values()) + 1
         return replace(state, cluster_of=cluster_of, signatures=sigs,
-                       genes=[dict(self.initial) for _ in range(k)], gene_layers=[None] * k)
+                       genes=[dict(self.initial) for _ in range(k)], gene_layers=[None] * k,
+                       moments=[Moments() for _ in range(k)])
 
     def reply_fields(self) -> dict[str, tuple]:
         return {**super().reply_fields(),
@@ -100,9 +107,11 @@ class Genefl(Strategy):
             means[k].add(update.tensors, n)
             scores[k].append((update.meta["scores"], n))
             reported.add(cid)
-        genes = [mean.result(gene) if mean else gene for mean, gene in zip(means, state.genes)]
+        stepped = [self.optimizer.step(gene, mean.result(gene), moments, round, mean.names()) if mean else (gene, moments)
+                   for mean, gene, moments in zip(means, state.genes, state.moments, strict=True)]
         gene_layers = self.decide_layers(state.gene_layers, scores, round)
-        return replace(state, genes=genes, gene_layers=gene_layers, contacted=state.contacted | reported)
+        return replace(state, genes=[g for g, _ in stepped], moments=[m for _, m in stepped], gene_layers=gene_layers,
+                       contacted=state.contacted | reported)
 
     def decide_layers(self, current: list[list[int] | None], scores, round: int) -> list[list[int] | None]:
         opts = self.config.genefl

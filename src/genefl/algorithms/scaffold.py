@@ -8,7 +8,9 @@ training clients plus every newcomer welcomed so far (a newcomer joins with c_i 
 the training clients let |S|/N exceed 1 once newcomers took part, and c overshot). Both control variates travel with the model, so a
 round costs twice FedAvg's bytes; the ledger counts them. Choices: ȳ is sample-weighted like
 FedAvg's mean (the paper uses a plain mean); buffers (BatchNorm statistics) are averaged without
-control variates; a newcomer starts from x with c_i = 0.
+control variates; a newcomer starts from x with c_i = 0. The server step x + η_g (ȳ − x) is the
+server optimizer "sgd" (`genefl.server_opt`); with `server_opt.name` set, that optimizer steps x instead
+(and `server_opt.lr` replaces η_g). c is always updated as above.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..aggregate import LayerwiseMean
+from ..errors import ConfigError
 from ..messages import Broadcast, ClientUpdate
+from ..server_opt import Moments, ServerOptimizer
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, Updates
 from .fedavg import FedAvg, FedAvgClient
@@ -31,15 +35,25 @@ class ScaffoldState:
     weights: dict[str, torch.Tensor]
     control: dict[str, torch.Tensor]  # c, per trainable parameter
     population: int  # N: training clients plus the newcomers welcomed so far
+    moments: Moments  # the server optimizer's state
 
 
 class Scaffold(FedAvg):
+    @classmethod
+    def server_optimizer(cls, config) -> ServerOptimizer:
+        chosen = super().server_optimizer(config)
+        if chosen.name == "none":
+            return ServerOptimizer("sgd", lr=config.scaffold.server_lr)
+        if config.scaffold.server_lr != 1.0:
+            raise ConfigError("scaffold.server_lr: not used with server_opt.name set (server_opt.lr is the step size then)")
+        return chosen
+
     def param_names(self) -> list[str]:
         return [k for layer in self.layers for k in layer.param_keys]
 
     def init(self) -> ScaffoldState:
         return ScaffoldState(dict(self.initial), {k: torch.zeros_like(self.initial[k]) for k in self.param_names()},
-                             self.config.num_clients)
+                             self.config.num_clients, Moments())
 
     def configure_train(self, state: ScaffoldState, round: int, cid: int) -> Broadcast:
         return Broadcast(tensors=state.weights, extras={PREFIX + k: v for k, v in state.control.items()})
@@ -55,13 +69,11 @@ class Scaffold(FedAvg):
             count += 1
         if not count:
             return state
-        mean_y = models.result(state.weights)
-        lr = self.config.scaffold.server_lr
-        weights = {k: (x + lr * (mean_y[k] - x)) if x.is_floating_point() else mean_y[k] for k, x in state.weights.items()}
+        weights, moments = self.optimizer.step(state.weights, models.result(state.weights), state.moments, round)
         mean_dc = deltas.result({k: torch.zeros_like(v) for k, v in state.control.items()})
         share = count / state.population  # |S| / N
         control = {k: c + share * mean_dc[k] for k, c in state.control.items()}
-        return replace(state, weights=weights, control=control)
+        return replace(state, weights=weights, control=control, moments=moments)
 
     def welcome(self, state: ScaffoldState, round: int, cid: int, hello):
         return super().welcome(replace(state, population=state.population + 1), round, cid, hello)

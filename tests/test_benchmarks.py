@@ -1,0 +1,57 @@
+"""Every benchmark script still starts (two once failed at import after a module they used moved):
+each `benchmarks/*.py` answers --help, run as `__main__` with this checkout's src on PYTHONPATH, and
+every `from genefl... import name` in them, those inside functions too (some are lazy, beside an
+optional dependency), names something that exists."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+BENCHMARKS = REPO / "benchmarks"
+HELPERS = {"common.py"}  # imported by the scripts, never run itself: their --help imports it
+SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if p.name not in HELPERS)
+
+# One subprocess runs every script's --help in turn, as `python SCRIPT --help` would (run as __main__,
+# its folder first on sys.path): torch is imported once, not once per script (2-3 s each here).
+HELP_ALL = """
+import contextlib, io, runpy, sys
+sys.path.insert(0, sys.argv[1])
+for path in sys.argv[2:]:
+    sys.argv, out = [path, "--help"], io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(path, run_name="__main__")
+        code = "no exit"
+    except SystemExit as exc:
+        code = exc.code
+    except Exception as exc:
+        code = f"{type(exc).__name__}: {exc}"
+    if code != 0 or not out.getvalue().startswith("usage:"):
+        print(f"{path}: {code}")
+"""
+
+
+def test_every_benchmark_script_answers_help():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", HELP_ALL, str(BENCHMARKS), *map(str, SCRIPTS)], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=300)
+    assert len(SCRIPTS) >= 15
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr[-2000:]
+
+
+def test_every_genefl_import_in_the_benchmarks_exists():
+    missing = []
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "genefl":
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
+                            and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
+    assert not missing
