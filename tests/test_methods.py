@@ -58,7 +58,10 @@ def test_genefl_communicates_at_least_4x_less_than_fedavg():
 def test_genefl_newcomer_random_init_downloads_no_tensors():
     _, result = simulate("method=genefl", "newcomer_init=random")
     assert result.newcomers[0].init == "random"
-    assert result.newcomers[0].init_bytes == nbytes(Broadcast(meta={"init": "random", "cluster": result.newcomers[0].info["cluster"]}))
+    welcome = nbytes(Broadcast(meta={"init": "random", "cluster": result.newcomers[0].info["cluster"]}))
+    # it still uploads its signature (to join a cluster afterwards): that counts too
+    assert result.newcomers[0].signature_bytes > 0
+    assert result.newcomers[0].init_bytes == result.newcomers[0].signature_bytes + welcome
 
 
 def test_genefl_ablations_run():
