@@ -56,6 +56,20 @@ def test_the_attacked_payload_is_what_the_ledger_counted():
             assert set(payloads[0].update.tensors) < set(sim.strategy.initial)
 
 
+def test_a_compressed_upload_is_attacked_as_the_server_decodes_it():
+    """With an upload codec the wire holds packed changes; the attacked update is the decoded model
+    (what the server aggregates), within the codec's step of the uncompressed upload."""
+    x, y, _ = digits(2)
+    plain, _ = exact_payloads(Config(method="fedavg"), x, y, 1)
+    packed, _ = exact_payloads(Config(method="fedavg", codec={"up": "int8"}), x, y, 1)
+    for a, b in zip(plain, packed):
+        assert len(b.wire) == b.ledger_bytes < len(a.wire) / 3
+        for name, value in a.update.tensors.items():  # same start, same training: only the codec differs
+            got = b.update.tensors[name]
+            assert isinstance(got, torch.Tensor) and got.shape == value.shape
+            assert float((got - value).abs().max()) < 0.02, name  # int8 of a one-step change
+
+
 def test_attack_cli_writes_records_and_grids_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "a"
     assert main(["attack", "--methods", "fedavg,genefl,genefl[genefl.gene_budget=0.9]", "--images", "2",

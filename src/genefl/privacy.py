@@ -51,6 +51,7 @@ from . import rng
 from .config import Config, replace
 from .data.scenario import ClientData, Scenario
 from .errors import ConfigError
+from .compression import decode_message
 from .messages import ClientUpdate, decode, encode
 
 ATTACKS = ("dlg", "idlg", "cosine")
@@ -101,18 +102,22 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
                        local_epochs=epochs, participation=1.0, dropout=0.0, momentum=0.0, weight_decay=0.0,
                        min_samples=max(config.clustering.p, 1), first_contact="tensors", checkpoint_every=0)
     wires: dict[int, bytes] = {}
+    received: dict[int, ClientUpdate] = {}  # what each client started from: a codec's changes are relative to it
     sim = Simulator(one_step, scenario)
     train = sim.clients.train
 
     def recording(round, broadcasts):  # the simulator's own transport, teeing what each client sends
         for cid, update in train(round, broadcasts):
             wires[cid] = encode(update)
+            received[cid] = decode_message(broadcasts[cid])
             yield cid, update
 
     sim.clients.train = recording
     result = sim.run()
     counted = {t.client: t.nbytes for t in result.ledger.transfers if t.direction == "up" and t.kind == "train"}
-    payloads = [Payload(cid, c.x_train.cpu(), c.y_train.cpu(), wires[cid], decode(wires[cid]), counted[cid])
+    # the server's view: the wire decoded, and a payload codec's packed changes added to what was sent
+    payloads = [Payload(cid, c.x_train.cpu(), c.y_train.cpu(), wires[cid],
+                        decode_message(decode(wires[cid]), received[cid], device="cpu"), counted[cid])
                 for cid, c in enumerate(clients) if cid in wires]
     return payloads, sim
 
