@@ -111,3 +111,52 @@ def test_first_contact_by_seed_gives_identical_results_for_fewer_bytes():
         saved = a["summary"]["bytes_down"] - b["summary"]["bytes_down"]
         assert saved > 0.5 * a["summary"]["model_bytes"], method  # at least one initial model not sent
         assert a["summary"]["bytes_up"] == b["summary"]["bytes_up"], method
+
+
+PERTURBED = {"on": False}
+
+
+def drifting_model(input_shape, num_classes):
+    """A small MLP as another machine's torch might build it: with PERTURBED on, one weight is off by
+    1e-3 (what a node with a different torch or platform would rebuild from the same seed)."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 16), nn.ReLU(), nn.Linear(16, num_classes))
+    if PERTURBED["on"]:
+        with torch.no_grad():
+            model[1].weight[0, 0] += 1e-3
+    return model
+
+
+def test_a_client_whose_seeded_model_differs_asks_for_the_tensors():
+    """The server builds the initial model, then every client's rebuild differs: each sees the digest
+    mismatch, asks once, is sent the tensors and goes on exactly as with `first_contact = "tensors"`;
+    the asking and the resending are counted and noted."""
+    from genefl.algorithms.base import NEED_INITIAL, _seeded_initial
+    from genefl.messages import ClientUpdate, nbytes
+
+    for method in ("fedavg", "local"):
+        docs = {}
+        for how in ("tensors", "seed"):
+            _seeded_initial.cache_clear()
+            # the newcomer arrives before round 1's training: FedAvg welcomes it with the initial model too
+            config = small_config(f"method=\"{method}\"", f"first_contact=\"{how}\"", "model=\"test_newcomer:drifting_model\"",
+                                  "newcomer_rounds=[1]")
+            PERTURBED["on"] = False
+            sim = Simulator(config, build_scenario(config))  # the server's initial model: unperturbed
+            PERTURBED["on"] = True
+            try:
+                result = sim.run()
+            finally:
+                PERTURBED["on"] = False
+            docs[how] = (build_results(result), result.final_weights)
+        (a, wa), (b, wb) = docs["tensors"], docs["seed"]
+        assert [r["acc_clients"] for r in a["rounds"]] == [r["acc_clients"] for r in b["rounds"]], method
+        assert [n["acc_by_epoch"] for n in a["newcomers"]] == [n["acc_by_epoch"] for n in b["newcomers"]], method
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), method
+        asked = [note for r in b["rounds"] for note in r.get("notes", []) if "seeded initial model differs" in note]
+        assert len(asked) == 4 + (method == "fedavg"), method  # every training client (and FedAvg's newcomer) asked, once
+        assert len({note.split(":")[0] + note.split(":")[1] for note in asked}) == len(asked)
+        ask = nbytes(ClientUpdate(meta={NEED_INITIAL: True}))
+        assert b["summary"]["bytes_up"] - a["summary"]["bytes_up"] == len(asked) * ask, method
+        assert b["summary"]["bytes_down"] > a["summary"]["bytes_down"], method  # the seed broadcasts, then the tensors

@@ -194,7 +194,7 @@ class Config(_Validated):
     newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
     dp_clip: float = 0.0  # defence: clip each upload's change to this L2 norm (0 = off; see defence.py)
     dp_noise: float = 0.0  # defence: Gaussian noise std as a multiple of dp_clip
-    first_contact: str = "tensors"  # a full model equal to the seeded initial one is sent as "tensors" | "seed"
+    first_contact: str = "seed"  # a full model equal to the seeded initial one is sent as "seed" (and a digest) | "tensors"
     checkpoint_every: int = 1  # save a checkpoint (DIR/checkpoint.pt) every N rounds; 0 = never
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -237,25 +238,43 @@ class PersonalModelClient(ClientAlgorithm):
         env.store["model"] = snapshot(env.model)
 
 
-SEED_FLAG = "from_seed"  # Broadcast.meta key: the missing tensors are the run's seeded initial model
+SEED_FLAG = "from_seed"  # Broadcast.meta key: the missing tensors are the run's seeded initial model; its value, their digest
+NEED_INITIAL = "need_initial"  # a client's whole reply's meta key: "my seeded initial model differs: send the tensors"
 
 
-def send_initial_as_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor]) -> Broadcast:
+class InitialMismatch(GeneflError):
+    """The client's seeded initial model is not the server's (another torch, another platform)."""
+
+
+def initial_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """16 hex digits naming the exact tensors (names, dtypes, shapes and bytes)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{list(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def send_initial_as_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor], digest: str) -> Broadcast:
     """`first_contact = "seed"`: a full-model broadcast drops every tensor that still is the shared
-    seeded initialisation (the very tensor object, so certainly equal) and says so in one flag; the
-    client rebuilds those tensors from the run's seed. Partial broadcasts (learnGenes) are sent as
-    they are: their missing layers mean "keep your own", not "take the initial ones"."""
+    seeded initialisation (the very tensor object, so certainly equal) and says so in one flag whose
+    value is the initial tensors' `digest`; the client rebuilds those tensors from the run's seed and
+    checks them against it. Partial broadcasts (learnGenes) are sent as they are: their missing
+    layers mean "keep your own", not "take the initial ones"."""
     if set(broadcast.tensors) != set(initial):
         return broadcast
     kept = {k: v for k, v in broadcast.tensors.items() if v is not initial[k]}
     if len(kept) == len(initial):
         return broadcast
-    return Broadcast(tensors=kept, extras=broadcast.extras, meta={**broadcast.meta, SEED_FLAG: True})
+    return Broadcast(tensors=kept, extras=broadcast.extras, meta={**broadcast.meta, SEED_FLAG: digest})
 
 
 @functools.lru_cache(maxsize=2)
-def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in spec.build(seed, "global").state_dict().items()}
+def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The seeded initial model as this process builds it, and its digest."""
+    tensors = {k: v.to(device) for k, v in spec.build(seed, "global").state_dict().items()}
+    return tensors, initial_digest(tensors)
 
 
 def train_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
@@ -292,11 +311,22 @@ def resolve_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor]) -> Broa
 def received(env: ClientEnv, broadcast: Broadcast, cache: dict | None = None) -> Broadcast:
     """What the client half works with: the broadcast decoded (`codec.down`), and, when it was sent
     with `SEED_FLAG`, its missing tensors rebuilt from the run's seed (both runtimes call this on
-    every broadcast). `cache`: decoded tensors by packed object, shared by clients of one round."""
+    every broadcast). `cache`: decoded tensors by packed object, shared by clients of one round.
+    Raises `InitialMismatch` when the rebuilt tensors are not the ones the server's digest names:
+    the runtime then answers `NEED_INITIAL` instead of going on from a different model."""
     broadcast = decode_message(broadcast, cache=cache, device=env.config.device)
-    if not broadcast.meta.get(SEED_FLAG):
+    flag = broadcast.meta.get(SEED_FLAG)
+    if not flag:
         return broadcast
-    return resolve_seed(broadcast, _seeded_initial(env.spec, env.config.seed, env.config.device))
+    initial, digest = _seeded_initial(env.spec, env.config.seed, env.config.device)
+    if flag != digest:
+        raise InitialMismatch(f"client {env.cid}: its seeded initial model (digest {digest}) is not the server's ({str(flag)[:16]})")
+    return resolve_seed(broadcast, initial)
+
+
+def asks_for_initial(reply: object) -> bool:
+    """A client's reply that says its seeded initial model differs (see `received`)."""
+    return isinstance(reply, ClientUpdate) and reply.meta == {NEED_INITIAL: True} and not reply.tensors and not reply.extras
 
 
 def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) -> ClientUpdate:

@@ -27,7 +27,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..algorithms.base import ClientEnv, received, send_signature, train_and_send
+from ..algorithms.base import NEED_INITIAL, ClientEnv, InitialMismatch, received, send_signature, train_and_send
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
@@ -90,7 +90,10 @@ def client_env(context: Context, round: int, message: Message | None = None) -> 
 def _handle(message: Message, context: Context, action) -> Message:
     broadcast, round = from_content(message.content)
     env, client, disk = client_env(context, round, message)
-    update = action(client, env, received(env, broadcast))
+    try:
+        update = action(client, env, received(env, broadcast))
+    except InitialMismatch:  # ask for the tensors instead (the server resends them)
+        update = ClientUpdate(meta={NEED_INITIAL: True})
     store_to_state(env.store, context.state)
     if disk is not None:
         disk.save(round, encode_store(env.store))

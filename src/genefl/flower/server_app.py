@@ -22,6 +22,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from ..data.datasets import SHAPES
+from ..algorithms.base import asks_for_initial
 from ..errors import GeneflError
 from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve
@@ -114,8 +115,10 @@ class FlowerClients:
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]:
         yield from self._exchange("train", round, broadcasts).items()
 
-    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | None:
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | ClientUpdate | None:
         reply = self._exchange("train.welcome", round, {cid: broadcast}).get(cid)
+        if asks_for_initial(reply):
+            return reply
         if reply is None or not self._fields_ok(cid, reply, WELCOME_FIELDS):
             return None
         if not reply.meta["accs"] or len(reply.meta["val_accs"]) not in (0, len(reply.meta["accs"]) - 1):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from .. import rng
-from ..algorithms.base import Strategy, resolve_seed, send_initial_as_seed
+from ..algorithms.base import Strategy, asks_for_initial, initial_digest, resolve_seed, send_initial_as_seed
 from ..compression import QUANTIZERS, decode_message, encode_message, rebase
 from ..config import Config
 from ..errors import GeneflError
@@ -35,7 +35,7 @@ class Transport(Protocol):
     def available(self, ids: list[int]) -> list[int]: ...
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]: ...
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
-    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | None: ...
+    def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | ClientUpdate | None: ...
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]: ...
 
 
@@ -75,6 +75,8 @@ class RoundLoop:
         self.notes: list[str] = []
         self.signature_rows: int | None = None  # the training clients' signature row count
         self._codec_round, self._encoded, self._decoded = -1, {}, {}  # per-round codec caches
+        self.explicit: set[int] = set()  # clients whose seeded initial model differs: always sent tensors
+        self.digest = initial_digest(strategy.initial) if config.first_contact == "seed" else ""
 
     def _caches(self, round: int) -> tuple[dict, dict]:
         """id(tensor) -> packed and id(packed) -> tensor for this round: a tensor broadcast to many
@@ -83,11 +85,12 @@ class RoundLoop:
             self._codec_round, self._encoded, self._decoded = round, {}, {}
         return self._encoded, self._decoded
 
-    def _outgoing(self, broadcast: Broadcast, round: int) -> Broadcast:
-        """What goes on the wire for a broadcast: tensors equal to the seeded initial model dropped
-        (`first_contact = "seed"`), the rest through the broadcast codec (`codec.down`)."""
-        if self.config.first_contact == "seed":
-            broadcast = send_initial_as_seed(broadcast, self.strategy.initial)
+    def _outgoing(self, broadcast: Broadcast, round: int, cid: int | None = None) -> Broadcast:
+        """What goes on the wire for a broadcast to `cid`: tensors equal to the seeded initial model
+        dropped (`first_contact = "seed"`, unless that client asked for tensors; None = never, for
+        evaluation, which is measurement), the rest through the broadcast codec (`codec.down`)."""
+        if self.digest and cid is not None and cid not in self.explicit:
+            broadcast = send_initial_as_seed(broadcast, self.strategy.initial, self.digest)
         opts, seed = self.config.codec, self.config.seed
         stochastic = opts.rounding == "stochastic"
 
@@ -114,6 +117,29 @@ class RoundLoop:
 
     def _decoded_signature(self, update: ClientUpdate) -> ClientUpdate:
         return decode_message(update, allowed=QUANTIZERS)
+
+    def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> bool:
+        """A client's first `NEED_INITIAL` reply (its seeded initial model is not the server's):
+        counted, noted, and from now on it is sent tensors. A second one is an ordinary bad reply."""
+        if not self.digest or cid in self.explicit or not asks_for_initial(reply):
+            return False
+        self.ledger.record(round, cid, "up", kind, reply)
+        self.explicit.add(cid)
+        self.notes.append(f"round {round}: client {cid}: its seeded initial model differs from the server's; sent it the tensors")
+        return True
+
+    def _trained(self, round: int, planned: dict[int, Broadcast], sent: dict[int, Broadcast], references: dict) -> Iterator:
+        """The transport's training replies; a client that asks for the initial tensors is sent them
+        (its reference for a packed change updated) and trains again."""
+        for cid, update in self.transport.train(round, sent):
+            if not self._asked_for_initial(round, cid, update, "train"):
+                yield cid, update
+                continue
+            again = self._outgoing(planned[cid], round, cid)
+            self.ledger.record(round, cid, "down", "train", again)
+            if cid in references:
+                references[cid] = (self._as_received(again, round), references[cid][1])
+            yield from self.transport.train(round, {cid: again})
 
     def _checked_signatures(self, signatures: dict[int, ClientUpdate]) -> dict[int, ClientUpdate]:
         """Signatures that pass `check_hello`; their common row count is the most frequent one."""
@@ -166,15 +192,20 @@ class RoundLoop:
             except GeneflError as exc:
                 self.transport.failures[cid] = str(exc)
                 return state, None
-        state, broadcast = self.strategy.welcome(state, round, cid, hello)
-        broadcast = self._outgoing(broadcast, round)
+        state, planned = self.strategy.welcome(state, round, cid, hello)
+        broadcast = self._outgoing(planned, round, cid)
+        init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
+        curve = self.transport.welcome(round, cid, broadcast)
+        if self._asked_for_initial(round, cid, curve, "newcomer_init"):
+            init_bytes += self.ledger.transfers[-1].nbytes
+            broadcast = self._outgoing(planned, round, cid)
+            init_bytes += self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
+            curve = self.transport.welcome(round, cid, broadcast)
+        if curve is None or isinstance(curve, ClientUpdate):
+            return state, None
         received = self._as_received(broadcast, round)
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, received)
-        init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
-        curve = self.transport.welcome(round, cid, broadcast)
-        if curve is None:
-            return state, None
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
         return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, curve.test[0],
                                      curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes)
@@ -193,9 +224,9 @@ class RoundLoop:
                 cb.after_newcomer(report)
         participants, dropped = sample_clients(self.config, t, active)
         for cid in dropped:  # sampled, downloaded, never reported back
-            self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid), t))
+            self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid), t, cid))
         planned = {cid: self.strategy.configure_train(state, t, cid) for cid in participants}
-        broadcasts = {cid: self._outgoing(b, t) for cid, b in planned.items()}
+        broadcasts = {cid: self._outgoing(b, t, cid) for cid, b in planned.items()}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "train", broadcast)
         references = {}  # what uploads are decoded against: needed only when a codec is on
@@ -205,7 +236,7 @@ class RoundLoop:
         self.transport.failures.clear()
         rejected: list[int] = []
         reported: list[int] = []
-        checked = self._checked(t, self.transport.train(t, broadcasts), rejected, references)
+        checked = self._checked(t, self._trained(t, planned, broadcasts, references), rejected, references)
         updates = ((cid, u) for cid, u in checked if not reported.append(cid))
         state = self.strategy.aggregate(state, t, updates)
         failed = sorted(set(participants) - set(reported) - set(rejected))
@@ -222,7 +253,7 @@ class RoundLoop:
         return state, report
 
     def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, float]:
-        broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}
+        broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}  # never by seed
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)
@@ -273,9 +304,11 @@ class RoundLoop:
         """What the loop needs to go on after `round`."""
         return {"round": round, "server": state, "active": list(active), "waiting": list(waiting),
                 "rounds": list(self.rounds), "newcomers": list(self.newcomers), "ledger": self.ledger,
-                "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed}
+                "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed,
+                "explicit": sorted(self.explicit)}
 
     def _restore(self, snap: dict[str, Any], now: float):
         self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
+        self.explicit = set(snap.get("explicit", []))
         return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..algorithms.base import ClientEnv, ModelSpec, received, send_signature, train_and_send
+from ..algorithms.base import NEED_INITIAL, ClientEnv, InitialMismatch, ModelSpec, received, send_signature, train_and_send
 from ..config import Config
 from ..data.scenario import Scenario
 from ..messages import Broadcast, ClientUpdate
@@ -43,7 +43,11 @@ class InProcessClients:
         state = self.states.open(cid)
         try:
             env = ClientEnv(cid, round, self.model, self.scenario.clients[cid], state, self.config, self.spec, self.layers)
-            return handler(env, *(received(env, a, self.decoded) if isinstance(a, Broadcast) else a for a in args))
+            try:
+                inputs = [received(env, a, self.decoded) if isinstance(a, Broadcast) else a for a in args]
+            except InitialMismatch:  # the client asks for the tensors instead (the loop resends them)
+                return ClientUpdate(meta={NEED_INITIAL: True})
+            return handler(env, *inputs)
         finally:
             self.states.close(cid, state)
 
