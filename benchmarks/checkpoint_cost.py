@@ -1,4 +1,4 @@
-"""What a checkpoint costs against a round (issue 11): the default CNN on Fashion-MNIST
+"""What a checkpoint costs against a round (BENCHMARKS.md 4.6): the default CNN on Fashion-MNIST
 (configs/fashion_alpha0.1.toml: 20 clients, 10 newcomers), GENE-FL (every client keeps a personal
 model, so its checkpoints are the largest of the methods) and FedAvg, one checkpoint after every
 round as `genefl run` writes them.

@@ -1,6 +1,6 @@
-"""Issue 13's defence side: clip-and-noise (`dp_clip`, `dp_noise`, `genefl.defence`) against the
-noise level, for GENE-FL and FedAvg: the attack's PSNR on each method's exact (defended) uploads,
-and the training clients' and newcomers' accuracy of the same configuration, in one plot.
+"""The defence curve of BENCHMARKS.md 5.1: clip-and-noise (`dp_clip`, `dp_noise`, `genefl.defence`)
+against the noise level, for GENE-FL and FedAvg: the attack's PSNR on each method's exact (defended)
+uploads, and the training clients' and newcomers' accuracy of the same configuration, in one plot.
 
     GENEFL_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/defence_curve.py \\
         --out benchmarks/results/privacy/defence

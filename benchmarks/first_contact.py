@@ -1,4 +1,4 @@
-"""Communication with `first_contact = "seed"` (issue 12, section 3): GENE-FL's total bytes against
+"""Communication with `first_contact = "seed"` (BENCHMARKS.md 4.4): GENE-FL's total bytes against
 FedAvg's, with every client's first contact sending the full initial model or only the seed, across
 run lengths and participation rates.
 

@@ -1,9 +1,9 @@
-"""Issue 3: the Fisher computation as a fraction of one local epoch (goal <= 15%).
+"""The Fisher computation as a fraction of one local epoch (goal <= 15%; BENCHMARKS.md 3.6).
 
-For one client of the issue-3 scenario (Fashion-MNIST, CNN, 20 clients at Dirichlet 0.1, the median
-client by size), times `fisher.diagonal_fisher` on `fisher_samples` (256) samples and one local epoch
-of GENE-FL's training (batch 32, with the gradient correction), alternating the two, and reports
-medians and their ratio. Also the elastic mask + normalisation, and the sensitivity scores.
+For one client of BENCHMARKS.md section 1's scenario (Fashion-MNIST, CNN, 20 clients at Dirichlet
+0.1, the median client by size), times `fisher.diagonal_fisher` on `fisher_samples` (256) samples
+and one local epoch of GENE-FL's training (batch 32, with the gradient correction), alternating the
+two, and reports medians and their ratio. Also the elastic mask + normalisation, and the sensitivity scores.
 
 Usage: GENEFL_DATA=../shared/data python benchmarks/fisher_overhead.py [--repeats 7]
 Prints a table and a final JSON line.

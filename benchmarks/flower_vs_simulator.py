@@ -1,4 +1,4 @@
-"""Benchmark 2 (issue 6): genefl's in-process simulator vs Flower's Ray simulation, same workload.
+"""BENCHMARKS.md 3.2: genefl's in-process simulator vs Flower's Ray simulation, same workload.
 
 FedAvg, the CNN, 20 clients that train 1 epoch per round, no newcomers, evaluation only after the
 last round: once through `genefl.runtime.simulator.Simulator` in this process, once through our

@@ -1,6 +1,7 @@
-"""Issue 12's communication/accuracy frontier: newcomers' accuracy after fine-tuning against the run's
-total bytes, for every learnGene measured (GENE-FL at its defaults, greedy selection, other budgets,
-FLearngene) beside FedAvg, from the committed results (Fashion-MNIST α = 0.1, seeds 0-2).
+"""The communication/accuracy frontier (BENCHMARKS.md 4.9): newcomers' accuracy after fine-tuning
+against the run's total bytes, for the learnGenes of BENCHMARKS.md 4.9 (GENE-FL at its defaults,
+greedy selection, other budgets, FLearngene) beside FedAvg and `local`, from the committed results
+(Fashion-MNIST α = 0.1, seeds 0-2).
 
     python benchmarks/frontier_plot.py   # -> benchmarks/results/newcomers/frontier_fashion_alpha0.1.png
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's benchmark: GENE-FL vs FedAvg on Fashion-MNIST (CNN, 20 clients, Dirichlet alpha 0.1,
+# BENCHMARKS.md section 1: GENE-FL vs FedAvg on Fashion-MNIST (CNN, 20 clients, Dirichlet alpha 0.1,
 # 10 newcomers, 30 rounds), one seed, identical scenario for every variant: newcomer inits
 # (learnGene, FedAvg's global model, random) and the four ablations.
 # Two halves run in parallel, one CPU thread each, into the same folder; `genefl plot` then writes

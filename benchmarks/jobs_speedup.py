@@ -1,4 +1,4 @@
-"""`genefl compare --jobs 2` against `--jobs 1` (issue 12, section 4): the same four runs (fedavg and
+"""`genefl compare --jobs 2` against `--jobs 1` (BENCHMARKS.md 4.6): the same four runs (fedavg and
 genefl, seeds 0 and 1; the CNN on Fashion-MNIST, configs/fashion_alpha0.1.toml cut to a few rounds)
 one after another with all cores, then two at a time with the cores split, alternating.
 

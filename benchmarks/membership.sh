@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's newcomer side: loss-threshold membership inference (Yeom et al. 2018) on what a newcomer
+# BENCHMARKS.md 5.2: loss-threshold membership inference (Yeom et al. 2018) on what a newcomer
 # is handed (FedAvg's global model vs GENE-FL's learnGene with fresh other layers), on the newcomer
 # study's scenario with LeNet-5, seeds 0-2 (the whole 30-round run per method and seed; the gradient
 # attack that `genefl attack` also runs is cut to one image and one iteration: not what is measured).

@@ -1,4 +1,4 @@
-"""Choosing the newcomer fine-tuning protocol (issue 12, section 0) on a development seed.
+"""Choosing the newcomer fine-tuning protocol (BENCHMARKS.md 4.1) on a development seed.
 
 Re-fine-tunes the newcomers of an existing `genefl newcomers` folder (its recorded starts) under
 several protocols and prints, per protocol: the noise floor (the spread of the same start

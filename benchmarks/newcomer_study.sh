@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 12's newcomer study, config by config: every scenario (Fashion-MNIST alpha 0.1 / 0.5,
-# MNIST alpha 0.1; 20 clients, 10 newcomers, 30 rounds) x model family, seeds 0,1,2. Each finished
+# The newcomer study of BENCHMARKS.md 4, config by config: every scenario (Fashion-MNIST
+# alpha 0.1 / 0.5, MNIST alpha 0.1; 20 clients, 10 newcomers, 30 rounds) x model family, seeds 0,1,2. Each finished
 # config lands in benchmarks/results/newcomers/<scenario>_<model>/ (recorded starts removed: they
 # are large and the study's records hold what was measured). Usage:
 #   GENEFL_DATA=../shared/data benchmarks/newcomer_study.sh [MODELS] [SCENARIOS] [JOBS] [EXTRA_METHODS]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 12's option measurements that the newcomer studies did not hold, run with `genefl compare` on
-# the study's scenarios and seeds (0,1,2), so every run's newcomers are the study's newcomers:
+# The option measurements of BENCHMARKS.md 4.9 that the newcomer studies did not hold, run with
+# `genefl compare` on the study's scenarios and seeds (0,1,2), so every run's newcomers are the study's newcomers:
 # benchmarks/paired_newcomers.py then pairs them with the study's GENE-FL runs newcomer by newcomer.
 #   - LeNet-5, Fashion-MNIST alpha 0.1: `local`, fisher_samples 32 and 128 (the study has 64 and 256),
 #     greedy layer selection (its learnGene at the default budget is {conv1, conv2, fc2}, 51 kB);

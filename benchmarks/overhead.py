@@ -1,4 +1,4 @@
-"""Benchmark 1 (issue 6): the simulator against the physical limit, a plain centralized loop.
+"""BENCHMARKS.md 3.1: the simulator against the physical limit, a plain centralized loop.
 
 Same model (the CNN), same samples, same batch size, one epoch per round: a plain PyTorch loop over
 all the clients' training samples pooled together, vs genefl's simulator running FedAvg (and

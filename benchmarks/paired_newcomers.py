@@ -1,4 +1,4 @@
-"""Pair the newcomers of separate runs of one scenario newcomer by newcomer (issue 12).
+"""Pair the newcomers of separate runs of one scenario newcomer by newcomer (BENCHMARKS.md 4.9).
 
 Runs of the same config and seed welcome the same newcomers (same data, arrival and fine-tuning
 seed), so runs made apart -- a study's GENE-FL runs and a later `genefl compare` of option variants --

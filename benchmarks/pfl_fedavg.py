@@ -1,4 +1,4 @@
-"""Benchmark 3 (issue 6): genefl's FedAvg vs pfl-research's FedAvg, same data, model and clients.
+"""BENCHMARKS.md 3.3: genefl's FedAvg vs pfl-research's FedAvg, same data, model and clients.
 
 Both train genefl's CNN from the same initial weights on the same 20 IID client partitions (built
 by genefl for the given seed), 1 local epoch of batch-32 SGD per round, every client every round,

@@ -1,8 +1,10 @@
-"""Issue 13's measurement: every method's exact uploads attacked (iDLG, `genefl.privacy`) on the same
-images, per dataset x model family x seed x batch size x threat case; results and image grids under
-OUT/<dataset>_<model>/seed<S>_B<B>_<case>/ (one `genefl attack` folder each: attack.json + grids),
-then OUT/table.md with mean ± std over seeds. Finished cells are skipped, so the script can be
-stopped and rerun; each finished (dataset, model) can be committed on its own.
+"""The leakage table of BENCHMARKS.md 5: the exact uploads of FedAvg, FedProx, SCAFFOLD, FedLP, PACFL,
+FLearngene and GENE-FL (with and without the head; `--methods`) attacked (iDLG by default,
+`--attack`; `genefl.privacy`) on the same images, per dataset x model family x seed x batch size x
+threat case; results and image grids under OUT/<dataset>_<model>/seed<S>_B<B>_<case>/ (one `genefl
+attack` folder each: attack.json + grids), then OUT/table.md with mean ± std over seeds. Finished
+cells are skipped, so the script can be stopped and rerun; each finished (dataset, model) can be
+committed on its own.
 
     GENEFL_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/privacy_table.py --datasets mnist,fashion_mnist \\
         --models lenet5 --attack cosine --iterations 200 --restarts 1 --out benchmarks/results/privacy

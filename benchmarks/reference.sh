@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 4's reference experiments: every method, 3 seeds, on digits (the shipped config as is) and on
-# Fashion-MNIST / MNIST at Dirichlet alpha 0.1 and 0.5 (the shipped configs, reduced so that all
-# 4 x 8 methods x 3 seeds fit in about 20 minutes on 2 CPU cores: REDUCE below).
+# The reference experiments of BENCHMARKS.md 2: the eight methods of `genefl compare`'s default,
+# 3 seeds, on digits (the shipped config as is) and on Fashion-MNIST / MNIST at Dirichlet alpha 0.1
+# and 0.5 (the shipped configs, reduced so that all 4 x 8 methods x 3 seeds fit in about 20 minutes
+# on 2 CPU cores: REDUCE below).
 # ONLY="fashion_alpha0.1 mnist_alpha0.5" runs a subset.
 # Two streams run in parallel with one CPU thread each.
 # Usage: GENEFL_DATA=../shared/data benchmarks/reference.sh [OUT_DIR]

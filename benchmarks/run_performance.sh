@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 6's performance benchmarks, one after another on an otherwise idle machine; each prints a
-# table and a final JSON line. Usage: GENEFL_DATA=../shared/data benchmarks/run_performance.sh [OUT_DIR]
+# The performance benchmarks of BENCHMARKS.md 3, one after another on an otherwise idle machine;
+# each prints a table and a final JSON line. Usage: GENEFL_DATA=../shared/data benchmarks/run_performance.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-benchmarks/results/performance}
 mkdir -p "$out"

@@ -1,4 +1,4 @@
-"""Benchmark 4 (issue 6): per-round time and peak memory as the client count grows 10 -> 100 -> 1000.
+"""BENCHMARKS.md 3.4: per-round time and peak memory as the client count grows 10 -> 100 -> 1000.
 
 Every client holds the same small amount of data (`--per-client` samples, one batch), so the work
 per client is fixed and what grows with the count is the simulator's own cost per client. The fixed

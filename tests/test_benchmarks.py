@@ -1,7 +1,6 @@
-"""Every benchmark script still starts (two once failed at import after a module they used moved):
-each `benchmarks/*.py` answers --help, run as `__main__` with this checkout's src on PYTHONPATH, and
-every `from genefl... import name` in them, those inside functions too (some are lazy, beside an
-optional dependency), names something that exists."""
+"""Every benchmark script starts: each `benchmarks/*.py` answers --help, run as `__main__` with this
+checkout's src on PYTHONPATH, and every `from genefl... import name` in them, those inside functions
+too (some are lazy, beside an optional dependency), names something that exists."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""What a hostile (or hurried) user tried (issue 11, part 4): every input below once crashed with a
-traceback or ran to exit 0 on nonsense. Each must now be one line on stderr, exit 2, naming the
-problem, with no results written. Run in-process through `genefl.cli.main` (no subprocess per case)."""
+"""What a hostile (or hurried) user might try: every input below must give one line on stderr and
+exit 2, naming the problem, with no traceback and no results written. Run in-process through
+`genefl.cli.main` (no subprocess per case)."""
 
 from __future__ import annotations
 

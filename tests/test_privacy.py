@@ -1,4 +1,4 @@
-"""The attack harness can succeed and can fail (issue 13): iDLG recovers a digits image and its label
+"""The attack harness can succeed and can fail: iDLG recovers a digits image and its label
 from a full-model gradient of the MLP (positive control); the same attack fed a random tensor of the
 gradient's shape recovers nothing better than an unrelated image (negative control); the payload
 attacked is, byte for byte, what the run's ledger counted."""

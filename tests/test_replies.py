@@ -1,4 +1,4 @@
-"""Every field of every reply is checked before anything reads it (issue 11, part 2).
+"""Every field of every reply is checked before anything reads it.
 
 Property-based: hundreds of malformed replies (missing / extra / wrong-typed fields, huge,
 negative, NaN; wrong tensors and extras; malformed signatures) go through the round loop's own

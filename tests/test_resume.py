@@ -1,4 +1,4 @@
-"""Kill-and-resume (issue 11, part 1): a real `genefl run` process is SIGKILLed mid-round,
+"""Kill-and-resume: a real `genefl run` process is SIGKILLed mid-round,
 mid-newcomer and mid-checkpoint (GENEFL_FAULT makes it kill itself at exactly that point), then
 `genefl run --resume DIR` finishes it; results.json must equal the uninterrupted run's, all but
 wall times. For genefl, scaffold, fedavg and fedadam (whose Adam moments live in the server state)."""

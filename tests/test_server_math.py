@@ -1,6 +1,6 @@
-"""Each method's distinctive arithmetic on tiny hand-built tensors, against numbers computed by hand
-(issue 11, part 3): the server halves are fed `ClientUpdate`s directly; client-side rules (FedProx's
-proximal gradient, SCAFFOLD's c_i) run one real training step on two samples."""
+"""Each method's distinctive arithmetic on tiny hand-built tensors, against numbers computed by hand:
+the server halves are fed `ClientUpdate`s directly; client-side rules (FedProx's proximal gradient,
+SCAFFOLD's c_i) run one real training step on two samples."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def run(config: Config | str | Path | dict | None = None, dataset: Dataset | Non
 def compare(config: Config | str | Path | dict | None = None, methods: str = "genefl,fedavg",
             seeds: list[int] = (0,), out: str | Path = "runs/compare", jobs: int = 1,
             dataset: Dataset | None = None) -> Comparison:
-    """`genefl compare` from Python: every method on the identical scenario per seed; writes the same
+    """`genefl compare` from Python: each of `methods` on the identical scenario per seed; writes the same
     folder (runs, summary.csv/.md, plots) and returns its table. `dataset`: your own, as in `run`."""
     from .comparison import parse_variants, run_comparison, summarize
     from .plots import plot_all

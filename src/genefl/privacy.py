@@ -1,4 +1,4 @@
-"""Gradient inversion against exactly what a method's clients send (issue 13: the attack harness).
+"""Gradient inversion against exactly what a method's clients send: the attack harness.
 
 An honest-but-curious server holds a client's upload and the model it broadcast, and tries to
 recover the client's images. The upload is not re-implemented here: `exact_payloads` runs the real
@@ -20,8 +20,7 @@ SCAFFOLD's Δc carries the same gradient and is not attacked separately.
 
 Attacks (written here: `breaching` 0.1.2, that group's framework on PyPI, requires torchvision and
 imports it when loaded, `breaching.cases.models.model_preparation`; PyPI's torchvision does not
-import beside the torch 2.13 CPU build genefl installs, so breaching cannot run here — checked
-2026-11-27 with `pip install --no-deps breaching==0.1.2`, then `import breaching`):
+import beside the torch 2.13 CPU build genefl installs, so breaching cannot run beside genefl):
 - DLG (Zhu et al., NeurIPS 2019): dummy images and soft labels optimised with L-BFGS so that their
   gradient matches the observed one in squared L2 distance;
 - iDLG (Zhao et al., 2020): the same with the labels read first from the head's bias gradient

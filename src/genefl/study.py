@@ -23,8 +23,11 @@ Fresh layers are the same seeded tensors for every start, and every start of a n
 fine-tuned with the same protocol, batches and validation split (`genefl.newcomer`), so the starts
 are paired: for each start the study reports the mean paired difference to the learnGene start
 with a 95% t-interval over (seeds x newcomers). Replicate 0 uses the very generator the run used,
-so the `learngene` row equals GENE-FL's own newcomer numbers. Replicates 1.. re-run the
-`learngene`, `global` and `random` starts with other fine-tuning seeds: the noise floor.
+so on CPU the `learngene` and `global` rows equal GENE-FL's and FedAvg's own newcomer numbers
+(tests/test_study.py); on CUDA the re-run fine-tuning is not bit-identical, so they can differ
+slightly (up to 0.5 points for one newcomer at one epoch in BENCHMARKS.md 4.2's CUDA studies).
+Replicates 1.. re-run the `learngene`, `global` and `random` starts with other fine-tuning seeds:
+the noise floor.
 """
 
 from __future__ import annotations
