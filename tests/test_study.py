@@ -74,3 +74,34 @@ def test_bad_study_arguments_are_one_line_errors(tmp_path):
     for args in (["--jobs", "0"], ["--replicates", "0"], ["--set", "num_newcomers=0"], ["--seeds", "x"]):
         proc = genefl("newcomers", *TINY, *args, "--out", str(tmp_path / "x"))
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, args
+
+
+def test_starts_are_built_from_the_recorded_tensors():
+    """The control is FedAvg's tensors at exactly the learnGene's layers; a quantized start is the
+    int codec's decoding of the recorded start; init bytes come from the runs' ledgers (signature
+    included) or, for derived starts, from the message that would carry them."""
+    from genefl.study import starts_for
+
+    g = torch.Generator().manual_seed(0)
+    model = {name: torch.randn(shape, generator=g) for name, shape in (("a.weight", (20, 20)), ("a.bias", (20,)), ("b.weight", (10, 20)))}
+    fedavg = {k: v + 1 for k, v in model.items()}
+    recorded = {"genefl": {7: {"round": 3, "meta": {"init": "learngene", "cluster": 1}, "tensors": {"a.weight": model["a.weight"]}}},
+                "fedavg": {7: {"round": 3, "meta": {"init": "global"}, "tensors": fedavg}}}
+    ledger = {"genefl": {7: {"init_bytes": 5000, "signature_bytes": 3000}}, "fedavg": {7: {"init_bytes": 9000}}}
+    codec = Config().codec
+    starts = starts_for(7, recorded, ledger, codec)
+    assert starts["learngene"].init_bytes == 5000 and starts["global"].init_bytes == 9000
+    assert starts["fedavg_layers"].tensors.keys() == {"a.weight"}
+    assert torch.equal(starts["fedavg_layers"].tensors["a.weight"], fedavg["a.weight"])
+    assert starts["fedavg_layers"].init_bytes == 3000 + nbytes(Broadcast(tensors={"a.weight": fedavg["a.weight"]},
+                                                                           meta={"init": "learngene", "cluster": 1}))
+    for name, source, meta, signature in (("global_int4", fedavg, {"init": "global"}, 0),
+                                          ("learngene_int8", {"a.weight": model["a.weight"]}, {"init": "learngene", "cluster": 1}, 3000)):
+        bits = name[-1]
+        packed = compression.encode_message(Broadcast(tensors=source, meta=meta), f"int{bits}", codec, False, lambda s, n: None)
+        want = compression.decode_message(packed).tensors
+        assert starts[name].tensors.keys() == source.keys()
+        assert all(torch.equal(starts[name].tensors[k], want[k]) for k in want)
+        assert starts[name].init_bytes == signature + nbytes(packed)
+    assert not torch.equal(starts["global_int4"].tensors["a.weight"], fedavg["a.weight"])  # really quantized
+    assert torch.equal(starts["global_int4"].tensors["a.bias"], fedavg["a.bias"])  # under codec.min_numel: as it was
