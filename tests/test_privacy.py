@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from genefl.cli import main
@@ -100,6 +101,26 @@ def test_membership_inference_on_what_a_newcomer_is_handed():
     assert [(r["method"], r["start"]) for r in records] == [("fedavg", "global"), ("genefl", "learngene")]
     assert all(0.0 <= r["auc"] <= 1.0 and r["samples_each"] == 300 for r in records)
     assert membership_auc(config, ("fedavg",), limit=300)[0]["auc"] == records[0]["auc"]  # seeded, repeatable
+
+
+def test_membership_auc_on_a_hand_built_model():
+    """A linear model that predicts class 0 with certainty: samples labelled 0 have loss ~0, others a
+    large loss. Members all labelled 0 -> AUC 1; members all labelled 1 -> 0; a 2-of-4 overlap by hand."""
+    from torch import nn
+
+    from genefl.privacy import loss_threshold_auc
+
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([10.0, -10.0]))
+    x = torch.zeros(8, 2)
+    member = np.r_[np.ones(4), np.zeros(4)]
+    assert loss_threshold_auc(model, x, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), member) == 1.0
+    assert loss_threshold_auc(model, x, torch.tensor([1, 1, 1, 1, 0, 0, 0, 0]), member) == 0.0
+    # members: two low-loss, two high-loss; non-members: all high. Pairs (member, non-member) won:
+    # 2 x 4 low-vs-high wins + 2 x 4 ties counted half = 8 + 4 = 12 of 16 -> 0.75
+    assert loss_threshold_auc(model, x, torch.tensor([0, 0, 1, 1, 1, 1, 1, 1]), member) == 0.75
 
 
 def test_clip_and_noise_defence_bounds_the_change_and_blinds_the_attack():

@@ -346,8 +346,6 @@ def membership_auc(config: Config, methods: tuple[str, ...] = ("fedavg", "genefl
     data? Scored on the model a newcomer is handed (the last newcomer's start, other layers fresh as
     it gets them): members are training clients' training samples, non-members the held-out test
     splits, equal counts (at most `limit` each, seeded); AUC of −loss (0.5 = no leak)."""
-    from sklearn.metrics import roc_auc_score
-
     from .data.scenario import build_scenario
     from .runtime.simulator import Simulator
     from .study import StartRecorder
@@ -375,13 +373,20 @@ def membership_auc(config: Config, methods: tuple[str, ...] = ("fedavg", "genefl
         cid = max(recorder.starts, key=lambda c: recorder.starts[c]["round"])
         model = sim.spec.build(config.seed, "newcomer", cid).to(config.device)
         load_into(model, recorder.starts[cid]["tensors"])
-        model.eval()
-        with torch.no_grad():
-            losses = nn.functional.cross_entropy(model(x), y, reduction="none").cpu().numpy()
         records.append({"case": "membership", "method": method, "start": recorder.starts[cid]["meta"].get("init", "method"),
                         "arrival_round": recorder.starts[cid]["round"], "samples_each": n,
-                        "auc": float(roc_auc_score(is_member, -losses))})
+                        "auc": loss_threshold_auc(model, x, y, is_member)})
     return records
+
+
+def loss_threshold_auc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, is_member: np.ndarray) -> float:
+    """AUC of the loss-threshold attack (Yeom et al. 2018): a lower loss says "member"."""
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    with torch.no_grad():
+        losses = nn.functional.cross_entropy(model(x), y, reduction="none").cpu().numpy()
+    return float(roc_auc_score(is_member, -losses))
 
 
 def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tensor]:
