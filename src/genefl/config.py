@@ -390,6 +390,19 @@ def run_table(config: Config) -> dict[str, Any]:
     return table
 
 
+def table_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key saved vs current' for each key whose value differs, option tables by dotted key:
+    what a refused resume names (e.g. ['seed 0 vs 1', 'genefl.fisher_top 0.2 vs 0.3'])."""
+    found = []
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += table_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key} {old!r} vs {new!r}")
+    return found
+
+
 def replace(config: Config, **changes: Any) -> Config:
     """A copy of `config` with validated top-level or dotted (`genefl.fisher_top`) changes."""
     table = config_to_dict(config)

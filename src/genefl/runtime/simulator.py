@@ -69,7 +69,7 @@ class InProcessClients:
 
 class Simulator:
     """`checkpoint_dir`: where `checkpoint.pt` is kept while the run goes (removed when it ends);
-    `run(resume=checkpoint.load(...))` continues a run from one."""
+    `run(resume=checkpoint.load(path, config))` continues a run from one (of this config only)."""
 
     def __init__(self, config: Config, scenario: Scenario, callbacks: list[Callback] = (),
                  checkpoint_dir: str | Path | None = None):
@@ -88,11 +88,13 @@ class Simulator:
 
     def run(self, resume: dict[str, Any] | None = None) -> RunResult:
         if resume is not None:
-            self.clients.states.restore(resume["clients"])
+            self.loop.check_resume(resume)  # before any client state is replaced
+            self.clients.states.restore(resume.get("clients"))
         save = None
         if self.checkpoint_path is not None:
             def save(snapshot: dict[str, Any]) -> None:
-                checkpoint.save(self.checkpoint_path, {**snapshot, "clients": dict(self.clients.states.items())})
+                checkpoint.save(self.checkpoint_path, {**snapshot, "clients": dict(self.clients.states.items()),
+                                                       "config": checkpoint.identity(self.config)})
         try:
             result = self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name}, resume, save)
         finally:

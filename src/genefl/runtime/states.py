@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GeneflError
 
 
 class MemoryStates:
@@ -34,6 +34,7 @@ class MemoryStates:
         return iter(list(self._states.items()))
 
     def restore(self, states: dict[int, dict[str, Any]]) -> None:
+        check_restored(states)
         self._states = {cid: dict(state) for cid, state in states.items()}
 
     def nbytes_in_memory(self) -> int:
@@ -85,6 +86,7 @@ class DiskStates:
         return 0
 
     def restore(self, states: dict[int, dict[str, Any]]) -> None:
+        check_restored(states)
         for path in self.folder.glob("client*.pt"):
             path.unlink()
         for cid, state in states.items():
@@ -93,6 +95,14 @@ class DiskStates:
     def cleanup(self) -> None:
         if self._own:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def check_restored(states: Any) -> None:
+    """Client states read back from a checkpoint must be a table of client id -> state table."""
+    if not (isinstance(states, dict) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                             and isinstance(s, dict) for c, s in states.items())):
+        raise GeneflError("resume: the checkpoint is damaged: its client states are not a table of client id -> "
+                          "state; rerun from the start with --force")
 
 
 TEMP_PREFIX = "genefl-states-"
