@@ -34,7 +34,7 @@ class InProcessClients:
     def __init__(self, config: Config, scenario: Scenario, spec: ModelSpec, client, model, layers):
         self.config, self.scenario, self.spec, self.client = config, scenario, spec, client
         self.model, self.layers = model, layers
-        self.states = make_states(config.state_store, config.state_dir)
+        self.states = make_states(config)
         self.failures: dict[int, str] = {}
 
     def call(self, handler, cid: int, round: int, *args: Any) -> Any:
@@ -89,7 +89,9 @@ class Simulator:
     def run(self, resume: dict[str, Any] | None = None) -> RunResult:
         if resume is not None:
             self.loop.check_resume(resume)  # before any client state is replaced
-            self.clients.states.restore(resume.get("clients"))
+        # a run goes on from its own client states only: none for a fresh run (a `state_dir` may
+        # hold an earlier run's), its checkpoint's for a resumed one
+        self.clients.states.restore(resume.get("clients") if resume is not None else {})
         save = None
         if self.checkpoint_path is not None:
             def save(snapshot: dict[str, Any]) -> None:
