@@ -7,7 +7,8 @@ import csv
 import json
 import statistics
 
-from test_cli import genefl
+from genefl.config import load_config
+from test_cli import genefl, strip_times
 
 TINY = ["--set", "rounds=2", "--set", "num_clients=3", "--set", "num_newcomers=1", "--set", "newcomer_epochs=1"]
 PNGS = ("accuracy_vs_round.png", "accuracy_vs_mb.png", "newcomer_accuracy.png")
@@ -62,3 +63,41 @@ def test_plot_survives_null_accuracies_and_rejects_an_empty_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = genefl("plot", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "no results found" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_a_variant_with_its_own_dataset_trains_on_it_whatever_the_jobs(tmp_path, shared_data):
+    """`fedavg[dataset=mnist]` beside a digits base once trained on digits with --jobs 1 (the
+    in-process path loaded the base's dataset once for every scenario) but on MNIST with --jobs 2.
+    (An MLP on MNIST and no plots: the same code paths in a few seconds.)"""
+    import torch
+
+    from genefl.comparison import parse_variants, run_comparison, threads_per_job
+
+    base = load_config(None, ["rounds=1", "num_clients=3", "num_newcomers=1", "newcomer_epochs=1", "train_subset=300",
+                              f"data_dir={json.dumps(str(shared_data))}"])
+    variants = parse_variants("fedavg,fedavg[dataset=mnist;partition=iid;model=mlp]")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_job(2))  # each worker's thread count: matmuls may round by it
+    try:
+        runs = {jobs: {d["label"]: strip_times(d) for d in run_comparison(base, variants, [0], tmp_path / f"j{jobs}", jobs)}
+                for jobs in (1, 2)}
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[1] == runs[2]
+    base_run, variant = runs[1]["fedavg"], runs[1]["fedavg[dataset=mnist;partition=iid;model=mlp]"]
+    assert variant["dataset"] == "mnist" and base_run["dataset"] == "digits"
+    assert variant["summary"]["model_bytes"] > 2 * base_run["summary"]["model_bytes"]  # an MLP of 784 inputs, not 64
+    written = (tmp_path / "j1" / "fedavg_dataset=mnist_partition=iid_model=mlp" / "seed0" / "config.toml").read_text()
+    assert 'dataset = "mnist"' in written and 'partition = "iid"' in written
+
+
+def test_scenario_spec_tells_apart_exactly_the_configs_that_change_the_data():
+    from genefl.config import replace
+    from genefl.data.scenario import ScenarioSpec
+
+    base = load_config(None, ["rounds=2"])
+    same = [replace(base, method="scaffold"), replace(base, lr=0.2), replace(base, **{"genefl.fisher_top": 0.5})]
+    assert all(ScenarioSpec.of(c) == ScenarioSpec.of(base) for c in same)
+    other = [replace(base, dataset="mnist"), replace(base, data_dir="/elsewhere"), replace(base, checksum_file="x.md5"),
+             replace(base, alpha=0.1), replace(base, seed=3), replace(base, rounds=3)]
+    assert len({ScenarioSpec.of(c) for c in [base, *other]}) == len(other) + 1

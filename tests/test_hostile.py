@@ -57,6 +57,24 @@ def test_bad_config_values_are_one_line_exit_2(tmp_path, capsys, args, fragment)
     assert not (tmp_path / "o" / "rounds.csv").exists()
 
 
+def test_a_diverging_run_ends_cleanly_with_its_rejected_updates_noted(tmp_path, capsys):
+    """lr 0.5 makes FedAvg diverge on digits: weights grow huge (once crashing the update check with
+    'generator raised StopIteration'), then NaN. The run must finish, say so, and write its results."""
+    out = tmp_path / "o"
+    code = main(["run", "--set", "num_clients=3", "--set", "num_newcomers=1", "--set", "rounds=6",
+                 "--set", "method=fedavg", "--set", "lr=0.5", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    terminal = captured.out + captured.err
+    assert "Traceback" not in terminal and "replies were rejected and not aggregated" in terminal
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["rounds"]) == 6 and doc["summary"]["acc_clients"] is not None
+    notes = doc["method_info"]["notes"]
+    assert notes and all("rejected update: tensor" in n and "holds NaN or inf" in n for n in notes)
+    last = doc["rounds"][-1]
+    assert last["participants"] == 0 and last["dropped"] == 4  # every reply of the last round was rejected
+
+
 def test_bad_paths_are_one_line_exit_2(tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")

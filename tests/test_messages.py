@@ -73,3 +73,15 @@ def test_check_update_rejects_bad_replies():
             check_update(update, expected)
     with pytest.raises(GeneflError, match="missing"):
         check_update(ClientUpdate(tensors={"w": torch.ones(2, 2)}), expected, required={"w", "b"})
+
+
+def test_check_update_accepts_huge_finite_tensors_and_names_an_infinite_one():
+    """A diverging run's weights: entries of 1e30 are finite, but the float32 norm of such a tensor
+    (its squares) overflows to inf; that once raised StopIteration out of the round."""
+    expected = {"w": torch.zeros(2, 2), "b": torch.zeros(2)}
+    huge = ClientUpdate(tensors={"w": torch.full((2, 2), 1e30), "b": torch.tensor([-3e38, 1.0])})
+    assert not bool(torch.isfinite(torch.linalg.vector_norm(huge.tensors["w"])))  # the case this test is about
+    check_update(huge, expected)
+    infinite = ClientUpdate(tensors={"w": torch.full((2, 2), 1e30), "b": torch.tensor([1.0, float("-inf")])})
+    with pytest.raises(GeneflError, match="rejected update: tensor 'b' holds NaN or inf"):
+        check_update(infinite, expected)

@@ -54,3 +54,83 @@ def test_resume_refuses_a_finished_run_and_extra_arguments(tmp_path):
     assert proc.returncode == 2 and "no config.toml" in proc.stderr
     proc = genefl("run", *TINY, "--out", str(out))
     assert proc.returncode == 2 and "--resume" in proc.stderr and "--force" in proc.stderr
+
+
+def resume_here(capsys, out) -> tuple[int, str]:
+    """`genefl run --resume out` in this process: (exit status, stderr)."""
+    from genefl.cli import main
+
+    code = main(["run", "--resume", str(out)])
+    return code, capsys.readouterr().err
+
+
+def copy_run(source, target):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
+    """The checkpoint names its run: one of another method, or a config.toml edited after the kill,
+    is refused in one line naming what differs, and the run's files stay as they were."""
+    for method in ("fedavg", "scaffold"):
+        assert killed_run(tmp_path / method, "round:3", "--set", f"method={method}").returncode == -9
+    killed = tmp_path / "fedavg"
+    rounds_csv = (killed / "rounds.csv").read_text()
+
+    other_method = copy_run(killed, tmp_path / "other-method")
+    (other_method / "checkpoint.pt").write_bytes((tmp_path / "scaffold" / "checkpoint.pt").read_bytes())
+    edits = {"rounds = 4": "rounds = 2", "num_clients = 4": "num_clients = 5", "seed = 0": "seed = 1",
+             "lr = 0.05": "lr = 0.5"}
+    edited = copy_run(killed, tmp_path / "edited")
+    text = (edited / "config.toml").read_text()
+    for old, new in edits.items():
+        assert f"\n{old}\n" in text
+        text = text.replace(f"\n{old}\n", f"\n{new}\n")
+    (edited / "config.toml").write_text(text)
+
+    for out, named in ((other_method, "method 'scaffold' vs 'fedavg'"),
+                       (edited, "lr 0.05 vs 0.5, num_clients 4 vs 5, rounds 4 vs 2, seed 0 vs 1")):
+        code, err = resume_here(capsys, out)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"resume: the checkpoint in {out} is of a different run (checkpoint vs this config): {named}" in err
+        assert (out / "rounds.csv").read_text() == rounds_csv and not (out / "results.json").exists()
+    # the untouched folder still resumes
+    assert resume_here(capsys, killed)[0] == 0 and (killed / "results.json").exists()
+
+
+def test_resume_refuses_crafted_or_damaged_checkpoints_in_one_line(tmp_path, capsys):
+    import torch
+
+    from genefl.config import load_config
+    from genefl.runtime import checkpoint
+
+    assert killed_run(tmp_path / "killed", "round:3", "--set", "method=fedavg").returncode == -9
+    real = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    identity = checkpoint.identity(load_config(tmp_path / "killed" / "config.toml"))
+    assert real["config"] == identity and real["round"] == 2
+
+    cases = {
+        "only-version": ({"version": 1}, "does not say which run it is of"),
+        "no-snapshot": ({"version": 1, "config": identity}, "is damaged: it has no 'server'"),
+        "round-text": ({**real, "round": "2"}, "is damaged: 'round' must be a round number, got str"),
+        "round-late": ({**real, "round": 9}, "is damaged: it is of round 9 with 2 round reports, in a run of 4 rounds"),
+        "rounds-text": ({**real, "rounds": ["x"]}, "'rounds' must be a list of round reports"),
+        "ledger": ({**real, "ledger": {}}, "'ledger' must be a byte ledger, got dict"),
+        "server": ({**real, "server": {"weights": {}}}, "its server state is a dict, fedavg keeps a GlobalState"),
+        "clients": ({**real, "clients": [1, 2]}, "its client states are not a table of client id -> state"),
+        "identity-text": ({**real, "config": "fedavg"}, "does not say which run it is of"),
+    }
+    for name, (payload, fragment) in cases.items():
+        out = copy_run(tmp_path / "killed", tmp_path / name)
+        torch.save(payload, out / "checkpoint.pt")
+        code, err = resume_here(capsys, out)
+        assert code == 2 and err.count("\n") == 1 and fragment in err, (name, err)
+        assert not (out / "results.json").exists()
+        assert (out / "rounds.csv").read_text() == (tmp_path / "killed" / "rounds.csv").read_text()
+    folder = copy_run(tmp_path / "killed", tmp_path / "folder")
+    (folder / "checkpoint.pt").unlink()
+    (folder / "checkpoint.pt").mkdir()
+    code, err = resume_here(capsys, folder)
+    assert code == 2 and f"checkpoint {folder / 'checkpoint.pt'} is not a file" in err and err.count("\n") == 1

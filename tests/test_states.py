@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genefl.config import load_config
+from genefl.config import load_config, run_key
 from genefl.data.scenario import build_scenario
 from genefl.results import build_results
 from genefl.runtime.simulator import Simulator
@@ -26,7 +26,8 @@ def test_disk_states_match_memory_and_hold_nothing_in_memory(tmp_path):
     memory_doc, memory_sim = run([])
     disk_doc, disk_sim = run(["state_store=disk", f"state_dir={tmp_path}"])
     assert disk_doc == memory_doc
-    files = sorted(p.name for p in tmp_path.glob("client*.pt"))
+    assert disk_sim.states.folder == tmp_path / run_key(disk_sim.config)  # the run's own subfolder
+    files = sorted(p.name for p in disk_sim.states.folder.glob("client*.pt"))
     assert files == [f"client{i}.pt" for i in range(5)]  # 4 training clients + the newcomer
     assert disk_sim.states.nbytes_in_memory() == 0 and memory_sim.states.nbytes_in_memory() > 0
     for (cid_m, mem), (cid_d, disk) in zip(memory_sim.states.items(), sorted(disk_sim.states.items())):
@@ -71,3 +72,39 @@ def test_folder_of_a_killed_run_is_removed_by_the_next(tmp_path):
     finally:
         tempfile.tempdir = saved
     assert sorted(p.name for p in tmp_path.glob("genefl-states-*")) == [mine.name]
+
+
+def test_a_reused_state_dir_gives_the_fresh_run(tmp_path):
+    """A second run with the same state_dir once went on from the first run's SCAFFOLD control
+    variates (accuracy 0.756 instead of 0.915). Each run starts from its own state: a fresh one from
+    none, whatever the folder holds (an earlier run's states, even a damaged file)."""
+    fresh, _ = run(["method=scaffold"])
+    disk = ["method=scaffold", "state_store=disk", f"state_dir={tmp_path}"]
+    first, sim = run(disk)
+    assert first == fresh
+    (sim.states.folder / "client0.pt").write_bytes(b"not a state")  # left over by whatever came before
+    second, _ = run(disk)
+    assert second == fresh
+    other, other_sim = run(disk + ["seed=5"])  # another config: its own subfolder, this one untouched
+    assert other_sim.states.folder != sim.states.folder and len(list(sim.states.folder.glob("client*.pt"))) == 5
+
+
+def test_a_damaged_client_state_file_is_one_line_and_keeps_finished_rounds(tmp_path):
+    import pytest
+
+    import genefl
+    from genefl.runtime.events import Callback
+
+    class DamageClient0(Callback):  # the disk goes bad between rounds 1 and 2
+        def after_round(self, report):
+            if report.round == 1:
+                next((tmp_path / "states").glob("*/client0.pt")).write_bytes(b"\x80garbage")
+
+    config = load_config(None, BASE + ["method=scaffold", "state_store=disk", f"state_dir={tmp_path / 'states'}"])
+    with pytest.raises(genefl.GeneflError) as err:
+        genefl.run(config, callbacks=[DamageClient0()], out=tmp_path / "out")
+    message = str(err.value)
+    assert message.startswith("state_dir: client state file ") and "client0.pt is unreadable (" in message
+    assert "\n" not in message
+    rows = (tmp_path / "out" / "rounds.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1"]  # the finished round is kept

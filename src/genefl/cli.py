@@ -133,8 +133,8 @@ def command_run(args: argparse.Namespace) -> int:
         if (out / "results.json").is_file() and not (out / checkpoint.FILE).exists():
             raise GeneflError(f"--resume {out}: that run already finished (results.json is complete)")
         config = load_config(out / "config.toml")
-        if (out / checkpoint.FILE).is_file():
-            resume = checkpoint.load(out / checkpoint.FILE)
+        if (out / checkpoint.FILE).exists():  # else killed before its first checkpoint: start over
+            resume = checkpoint.load(out / checkpoint.FILE, config)
     else:
         config = load_config(args.config, args.overrides)
         out = prepare_out(args.out or default_out(config), args.force)

@@ -102,20 +102,20 @@ def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out:
     if jobs > 1:
         docs = _run_parallel(tasks, jobs, record_starts, bar, dataset)
     else:
-        docs = _run_here(base, tasks, record_starts, bar, dataset)
+        docs = _run_here(tasks, record_starts, bar, dataset)
     bar.close()
     write_summary(docs, out)
     return docs
 
 
-def _run_here(base: Config, tasks: list, record_starts: bool, bar, dataset=None) -> list[dict]:
-    from .data.scenario import build_scenario, load_for
+def _run_here(tasks: list, record_starts: bool, bar, dataset=None) -> list[dict]:
+    from .data.scenario import ScenarioSpec, build_scenario
 
-    dataset, scenarios, docs = dataset if dataset is not None else load_for(base), {}, []
+    scenarios, docs = {}, []
     for variant, seed, config, folder in tasks:
-        key = scenario_key(config)
+        key = ScenarioSpec.of(config)  # every field the scenario is built from, the variant's own dataset too
         if key not in scenarios:
-            scenarios[key] = build_scenario(config, dataset)
+            scenarios[key] = build_scenario(key, dataset)
         bar.set_postfix_str(f"{variant.label} seed {seed}")
         progress = ProgressBar(config.rounds, f"{variant.label} s{seed}", position=1, leave=False)
         docs.append(run_one(config, folder, variant.label, record_starts, scenarios[key], progress))
@@ -176,13 +176,6 @@ def parallel_map(fn, args: list[tuple], jobs: int, on_done=None) -> list:
         else:
             os.environ["OMP_NUM_THREADS"] = saved
     return results
-
-
-def scenario_key(config: Config) -> tuple:
-    """Scenario-defining fields: runs that agree on these share one scenario object."""
-    return (config.dataset, config.seed, config.num_clients, config.num_newcomers, config.partition, config.alpha,
-            config.classes_per_client, config.min_samples, config.train_subset, config.device, tuple(config.newcomer_rounds),
-            config.rounds)
 
 
 def load_runs(out: Path) -> list[dict]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import os
 import re
@@ -199,7 +201,7 @@ class Config(_Validated):
     eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
     state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
-    state_dir: str = ""  # folder for state_store = "disk"; "" = a temporary folder removed at the end
+    state_dir: str = ""  # for state_store = "disk": a subfolder per config, emptied as a fresh run starts; "" = a temporary one
     clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
     server_opt: ServerOptOptions = field(default_factory=ServerOptOptions)
     genefl: GeneflOptions = field(default_factory=GeneflOptions)
@@ -438,6 +440,25 @@ def run_table(config: Config) -> dict[str, Any]:
     table = config_to_dict(config)
     table.pop("flower", None)
     return table
+
+
+def run_key(config: Config) -> str:
+    """A short name for `run_table(config)`: the folder a run's client states are kept in, under
+    `state_dir` (the simulator) or a SuperNode's `state-dir` (Flower)."""
+    return hashlib.sha256(json.dumps(run_table(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def table_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key saved vs current' for each key whose value differs, option tables by dotted key:
+    what a refused resume names (e.g. ['seed 0 vs 1', 'genefl.fisher_top 0.2 vs 0.3'])."""
+    found = []
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += table_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key} {old!r} vs {new!r}")
+    return found
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -155,11 +155,19 @@ def check_update(update: ClientUpdate, expected: dict[str, torch.Tensor], requir
             raise GeneflError(
                 f"rejected update: tensor {name!r} is {t.dtype}{list(t.shape)}, expected {ref.dtype}{list(ref.shape)}"
             )
-    floats = [t for t in update.tensors.values() if t.is_floating_point()]
-    if floats and not bool(torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()):
-        # one fused pass over all tensors (a norm is finite iff every entry is); name the culprit
-        bad = next(n for n, t in update.tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    bad = first_non_finite(update.tensors)
+    if bad is not None:
         raise GeneflError(f"rejected update: tensor {bad!r} holds NaN or inf")
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first float tensor holding NaN or inf, or None."""
+    floats = [t for t in tensors.values() if t.is_floating_point()]
+    if not floats or bool(torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()):
+        return None  # one fused pass over all tensors: a finite norm means finite entries
+    # An infinite norm does not mean an infinite entry: the squares of large finite entries (a
+    # diverging run's weights, |x| > ~1e19 in float32) overflow too. Only the entries decide.
+    return next((n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
 
 
 # ---- reply fields: every scalar a client sends is checked before anything reads it -------------

@@ -8,6 +8,7 @@ already on the configured device; training batches are index slices of them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,9 +43,42 @@ class Scenario:
     dataset: str = ""  # the dataset's name (a user's own dataset has its own)
 
 
-def arrival_rounds(config: Config) -> dict[int, int]:
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """The config fields a scenario is built from, and nothing else. The functions below read only
+    this (a `Config` passed to them is first cut down to it), so two configs with equal specs get
+    identical scenarios, and `genefl compare` shares one scenario between exactly those runs (the
+    spec is its key). A field they need but the spec lacks fails at once instead of letting runs
+    that differ in it share the wrong data."""
+
+    dataset: str
+    data_dir: str  # resolved: config.data_dir, else $GENEFL_DATA
+    download: bool
+    checksum_file: str
+    seed: int
+    rounds: int  # the default newcomer arrival rounds spread over them
+    num_clients: int
+    num_newcomers: int
+    newcomer_rounds: tuple[int, ...]
+    partition: str
+    alpha: float
+    classes_per_client: int
+    min_samples: int
+    train_subset: int
+    device: str
+
+    @classmethod
+    def of(cls, config: Config | ScenarioSpec) -> ScenarioSpec:
+        if isinstance(config, ScenarioSpec):
+            return config
+        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{**values, "data_dir": config.resolved_data_dir()})
+
+
+def arrival_rounds(config: Config | ScenarioSpec) -> dict[int, int]:
     """Newcomer id -> round. Default: spread evenly over rounds 2..rounds (after round 1, when the
     first learnGenes exist)."""
+    config = ScenarioSpec.of(config)
     ids = range(config.num_clients, config.num_clients + config.num_newcomers)
     if config.newcomer_rounds:
         if len(config.newcomer_rounds) != config.num_newcomers:
@@ -59,8 +93,9 @@ def arrival_rounds(config: Config) -> dict[int, int]:
     return {cid: min(2 + (j * span) // max(config.num_newcomers, 1), config.rounds) for j, cid in enumerate(ids)}
 
 
-def partition_indices(config: Config, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(train indices, test indices) per partition id; depends only on config and seed."""
+def partition_indices(config: Config | ScenarioSpec, dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(train indices, test indices) per partition id; depends only on the spec (seed included)."""
+    config = ScenarioSpec.of(config)
     y_train = dataset.y_train.numpy()
     y_test = dataset.y_test.numpy()
     pool = np.arange(len(y_train))
@@ -87,11 +122,12 @@ def partition_indices(config: Config, dataset: Dataset) -> tuple[list[np.ndarray
     return train_parts, test_parts
 
 
-def load_for(config: Config) -> Dataset:
+def load_for(config: Config | ScenarioSpec) -> Dataset:
+    config = ScenarioSpec.of(config)
     checksums = None
     if config.checksum_file and config.dataset != "digits":
         checksums = {**MD5, **read_checksum_file(config.checksum_file)}
-    return load_dataset(config.dataset, config.resolved_data_dir() or None, download=config.download, checksums=checksums)
+    return load_dataset(config.dataset, config.data_dir or None, download=config.download, checksums=checksums)
 
 
 def client_data(dataset: Dataset, train_idx: np.ndarray, test_idx: np.ndarray, device: str) -> ClientData:
@@ -102,7 +138,10 @@ def client_data(dataset: Dataset, train_idx: np.ndarray, test_idx: np.ndarray, d
     )
 
 
-def build_scenario(config: Config, dataset: Dataset | None = None) -> Scenario:
+def build_scenario(config: Config | ScenarioSpec, dataset: Dataset | None = None) -> Scenario:
+    """The scenario of `config` (of its `ScenarioSpec`), on `dataset` (a user's own) if given, else
+    on the config's dataset."""
+    config = ScenarioSpec.of(config)
     dataset = dataset if dataset is not None else load_for(config)
     train_parts, test_parts = partition_indices(config, dataset)
     clients = [client_data(dataset, tr, te, config.device) for tr, te in zip(train_parts, test_parts)]

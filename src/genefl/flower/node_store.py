@@ -18,17 +18,11 @@ several runs and nodes can share one `state-dir`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 
-from ..config import Config, run_table
-
-
-def run_key(config: Config) -> str:
-    return hashlib.sha256(json.dumps(run_table(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+from ..config import Config, run_key
 
 
 class NodeStore:

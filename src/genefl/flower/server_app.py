@@ -26,7 +26,6 @@ from ..algorithms.base import asks_for_initial
 from ..errors import GeneflError
 from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve
-from ..config import run_table
 from ..results import ResultWriter
 from ..runtime import checkpoint
 from ..runtime.loop import RoundLoop
@@ -155,7 +154,7 @@ def main(grid: Grid, context: Context) -> None:
     clients.wait_for(list(range(config.num_clients)), config.flower.node_wait)
     loop = RoundLoop(config, strategy, clients, parts.model_bytes, config.num_clients, arrival_rounds(config),
                      [ResultWriter(out)])
-    path, identity = out / checkpoint.FILE, run_table(config)
+    path, identity = out / checkpoint.FILE, checkpoint.identity(config)
     result = loop.run({"config": config, "layers": parts.layers, "model": parts.spec.name}, resume,
                       lambda snapshot: checkpoint.save(path, {**snapshot, "config": identity}))
     save_weights(result.final_weights, out / "weights.pt")
@@ -175,11 +174,7 @@ def checkpoint_to_resume(config, out: Path) -> dict | None:
     if not path.is_file():
         finished = (out / "results.json").exists()
         raise GeneflError(f"flower.resume: no checkpoint in {out}" + (" (that run finished)" if finished else ""))
-    saved = checkpoint.load(path)
-    if saved.get("config") != run_table(config):
-        raise GeneflError(f"flower.resume: the checkpoint in {out} is from a run with another config; "
-                          "resume with the same --run-config")
-    return saved
+    return checkpoint.load(path, config)  # refuses a checkpoint of another config, naming what differs
 
 
 def save_weights(weights, path: Path) -> None:

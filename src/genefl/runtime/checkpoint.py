@@ -7,6 +7,11 @@ reports, ledger, notes) plus every client's persistent state (personal models, c
 ξ) determine the rest of the run. A resumed run therefore ends with the results of an uninterrupted
 one, all but wall times. The file is written to a temporary name, fsynced and renamed, so a kill at
 any moment leaves the previous checkpoint intact.
+
+A checkpoint also holds the identity of its run (`config.run_table`: the whole config but the
+Flower runtime's own settings), and `load` resumes it only into a run of the same identity: a
+checkpoint of another method, seed or lr, or a config.toml edited after the kill, would otherwise be
+mixed into results that no single config produced.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..config import Config, run_table, table_differences
 from ..errors import GeneflError
 
 FILE = "checkpoint.pt"
@@ -39,7 +45,17 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         os.close(directory)
 
 
-def load(path: Path) -> dict[str, Any]:
+def identity(config: Config) -> dict[str, Any]:
+    """What `save`'s callers store under "config": the run's identity."""
+    return run_table(config)
+
+
+def load(path: Path, config: Config) -> dict[str, Any]:
+    """The checkpoint at `path`, refused with one line unless it is a readable genefl checkpoint of
+    this version saved by a run of `config`'s identity. (Its content is checked where it is used:
+    `RoundLoop.check_resume`, the simulator's client states.)"""
+    if not path.is_file():
+        raise GeneflError(f"resume: checkpoint {path} is not a file")
     try:
         # our own file, written by `save`: it holds the strategy's state dataclasses, hence full unpickling
         payload = torch.load(path, weights_only=False)
@@ -47,6 +63,14 @@ def load(path: Path) -> dict[str, Any]:
         raise GeneflError(f"checkpoint {path} is unreadable ({type(exc).__name__}); rerun from the start with --force") from None
     if not isinstance(payload, dict) or payload.get("version") != VERSION:
         raise GeneflError(f"checkpoint {path} is not a genefl checkpoint of version {VERSION}")
+    saved = payload.get("config")
+    if not isinstance(saved, dict):
+        raise GeneflError(f"resume: checkpoint {path} does not say which run it is of (made by an older genefl?); "
+                          "rerun from the start with --force")
+    differences = table_differences(saved, identity(config))
+    if differences:
+        raise GeneflError(f"resume: the checkpoint in {path.parent} is of a different run (checkpoint vs this config): "
+                          + ", ".join(differences))
     return payload
 
 

@@ -307,8 +307,55 @@ class RoundLoop:
                 "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed,
                 "explicit": sorted(self.explicit)}
 
+    def check_resume(self, snap: Any) -> None:
+        """Refuse, in one line, a snapshot this loop cannot go on from (a damaged checkpoint, or one
+        of another genefl version): better now than a traceback rounds later."""
+        problem = check_snapshot(snap, self.config.rounds)
+        kind = type(self.strategy.init())
+        if problem is None and not isinstance(snap["server"], kind):
+            problem = f"its server state is a {type(snap['server']).__name__}, {self.config.method} keeps a {kind.__name__}"
+        if problem:
+            raise GeneflError(f"resume: the checkpoint is damaged: {problem}; rerun from the start with --force")
+
     def _restore(self, snap: dict[str, Any], now: float):
+        self.check_resume(snap)
         self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
         self.explicit = set(snap.get("explicit", []))
         return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _list_of(kind: type):
+    return lambda value: isinstance(value, list) and all(isinstance(v, kind) for v in value)
+
+
+SNAPSHOT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {  # what `snapshot` writes, but the server state
+    "round": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a round number"),
+    "active": (_ints, "a list of client ids"), "waiting": (_ints, "a list of client ids"),
+    "rounds": (_list_of(RoundReport), "a list of round reports"),
+    "newcomers": (_list_of(NewcomerReport), "a list of newcomer reports"),
+    "ledger": (lambda v: isinstance(v, Ledger), "a byte ledger"), "notes": (_list_of(str), "a list of notes"),
+    "signature_rows": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a row count or None"),
+    "elapsed": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"), "seconds"),
+}
+
+
+def check_snapshot(snap: Any, rounds: int) -> str | None:
+    """What is wrong with a snapshot read back from a checkpoint (for a run of `rounds` rounds), or
+    None. A file from another genefl version, or a damaged one, is refused here rather than failing
+    somewhere in the rest of the run."""
+    if not isinstance(snap, dict):
+        return "it is not a table"
+    missing = [name for name in ("server", *SNAPSHOT_FIELDS) if name not in snap]
+    if missing:
+        return f"it has no {missing[0]!r}"
+    for name, (valid, what) in SNAPSHOT_FIELDS.items():
+        if not valid(snap[name]):
+            return f"{name!r} must be {what}, got {type(snap[name]).__name__}"
+    if not 1 <= snap["round"] < rounds or len(snap["rounds"]) != snap["round"]:
+        return f"it is of round {snap['round']} with {len(snap['rounds'])} round reports, in a run of {rounds} rounds"
+    return None

@@ -34,7 +34,7 @@ class InProcessClients:
     def __init__(self, config: Config, scenario: Scenario, spec: ModelSpec, client, model, layers):
         self.config, self.scenario, self.spec, self.client = config, scenario, spec, client
         self.model, self.layers = model, layers
-        self.states = make_states(config.state_store, config.state_dir)
+        self.states = make_states(config)
         self.failures: dict[int, str] = {}
         self.decoded: dict = {}  # decoded broadcast tensors by packed object, for one batch of calls
 
@@ -77,7 +77,7 @@ class InProcessClients:
 
 class Simulator:
     """`checkpoint_dir`: where `checkpoint.pt` is kept while the run goes (removed when it ends);
-    `run(resume=checkpoint.load(...))` continues a run from one."""
+    `run(resume=checkpoint.load(path, config))` continues a run from one (of this config only)."""
 
     def __init__(self, config: Config, scenario: Scenario, callbacks: list[Callback] = (),
                  checkpoint_dir: str | Path | None = None):
@@ -96,11 +96,15 @@ class Simulator:
 
     def run(self, resume: dict[str, Any] | None = None) -> RunResult:
         if resume is not None:
-            self.clients.states.restore(resume["clients"])
+            self.loop.check_resume(resume)  # before any client state is replaced
+        # a run goes on from its own client states only: none for a fresh run (a `state_dir` may
+        # hold an earlier run's), its checkpoint's for a resumed one
+        self.clients.states.restore(resume.get("clients") if resume is not None else {})
         save = None
         if self.checkpoint_path is not None:
             def save(snapshot: dict[str, Any]) -> None:
-                checkpoint.save(self.checkpoint_path, {**snapshot, "clients": dict(self.clients.states.items())})
+                checkpoint.save(self.checkpoint_path, {**snapshot, "clients": dict(self.clients.states.items()),
+                                                       "config": checkpoint.identity(self.config)})
         try:
             result = self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name}, resume, save)
         finally:

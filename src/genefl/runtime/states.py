@@ -4,6 +4,12 @@
 client and holds in memory only the state of the client being served, so thousands of clients with
 personal models (GENE-FL's private layers) fit in bounded memory. Both are opened and closed around
 every client call, so client halves see a plain dict either way.
+
+A run starts from its own state only: the simulator `restore`s the store at the start of every run,
+to nothing for a fresh run and to its checkpoint's client states for a resumed one. A given
+`state_dir` holds each run's files in a folder named by the run's config (`config.run_key`), so runs
+of other configs (a `genefl compare --jobs 2` sharing one `state_dir`) never read or overwrite them;
+a fresh run of the same config empties that folder first.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..config import Config, run_key
+from ..errors import ConfigError, GeneflError
 
 
 class MemoryStates:
@@ -34,6 +42,7 @@ class MemoryStates:
         return iter(list(self._states.items()))
 
     def restore(self, states: dict[int, dict[str, Any]]) -> None:
+        check_restored(states)
         self._states = {cid: dict(state) for cid, state in states.items()}
 
     def nbytes_in_memory(self) -> int:
@@ -44,22 +53,25 @@ class MemoryStates:
 
 
 class DiskStates:
-    """One `torch.save` file per client under `folder` (a temporary folder, removed at the end, when
-    none is given).
+    """One `torch.save` file per client in `root/run` (`root` itself without a `run`; a temporary
+    folder, removed at the end, when no root is given).
 
     A temporary folder is named after the process that owns it (`genefl-states-<pid>-...`): a run
     killed with SIGKILL cannot remove its own, so each new one first removes those whose process is
     gone."""
 
-    def __init__(self, folder: str | os.PathLike | None = None):
-        self._own = folder is None or str(folder) == ""
+    def __init__(self, root: str | os.PathLike | None = None, run: str = ""):
+        self._own = root is None or str(root) == ""
         if self._own:
             remove_orphaned_state_folders()
-        self.folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")) if self._own else Path(folder)
+        root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")) if self._own else Path(root)
+        self.root, self.folder = root, root / run if run else root
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise ConfigError(f"state_dir: {self.folder} exists and is not a folder") from None
+            in_the_way = self.folder if root.is_dir() else root
+            raise ConfigError(f"state_dir: {in_the_way} exists and is not a folder") from None
         except OSError as exc:
             raise ConfigError(f"state_dir: cannot create {self.folder} ({exc.strerror})") from None
 
@@ -68,7 +80,7 @@ class DiskStates:
 
     def open(self, cid: int) -> dict[str, Any]:
         path = self._path(cid)
-        return torch.load(path, weights_only=True) if path.exists() else {}
+        return _read(path) if path.exists() else {}
 
     def close(self, cid: int, state: dict[str, Any]) -> None:
         if not state:
@@ -79,12 +91,13 @@ class DiskStates:
 
     def items(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for path in sorted(self.folder.glob("client*.pt")):
-            yield int(path.stem[len("client"):]), torch.load(path, weights_only=True)
+            yield int(path.stem[len("client"):]), _read(path)
 
     def nbytes_in_memory(self) -> int:
         return 0
 
     def restore(self, states: dict[int, dict[str, Any]]) -> None:
+        check_restored(states)
         for path in self.folder.glob("client*.pt"):
             path.unlink()
         for cid, state in states.items():
@@ -92,7 +105,29 @@ class DiskStates:
 
     def cleanup(self) -> None:
         if self._own:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A client's state file: a damaged one (a full disk, a stray edit) is one line, not a traceback."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the garbage before failing on it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True)
+    except Exception as exc:  # a damaged file can fail in many ways
+        state = exc
+    if not isinstance(state, dict):
+        raise GeneflError(f"state_dir: client state file {path} is unreadable ({type(state).__name__}); a resumed run "
+                          "rewrites every client's state from its checkpoint") from None
+    return state
+
+
+def check_restored(states: Any) -> None:
+    """Client states read back from a checkpoint must be a table of client id -> state table."""
+    if not (isinstance(states, dict) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                             and isinstance(s, dict) for c, s in states.items())):
+        raise GeneflError("resume: the checkpoint is damaged: its client states are not a table of client id -> "
+                          "state; rerun from the start with --force")
 
 
 TEMP_PREFIX = "genefl-states-"
@@ -129,5 +164,9 @@ def _tensor_bytes(value: Any) -> int:
     return 0
 
 
-def make_states(kind: str, folder: str = "") -> MemoryStates | DiskStates:
-    return DiskStates(folder or None) if kind == "disk" else MemoryStates()
+def make_states(config: Config) -> MemoryStates | DiskStates:
+    if config.state_store != "disk":
+        return MemoryStates()
+    if not config.state_dir:
+        return DiskStates()  # a temporary folder: this run's own
+    return DiskStates(config.state_dir, run_key(config))
