@@ -321,7 +321,7 @@ class RoundLoop:
         self.check_resume(snap)
         self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
-        self.explicit = set(snap.get("explicit", []))
+        self.explicit = set(snap["explicit"])
         return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]
 
 
@@ -341,6 +341,7 @@ SNAPSHOT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {  # what `snaps
     "ledger": (lambda v: isinstance(v, Ledger), "a byte ledger"), "notes": (_list_of(str), "a list of notes"),
     "signature_rows": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a row count or None"),
     "elapsed": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"), "seconds"),
+    "explicit": (_ints, "a list of client ids"),
 }
 
 
