@@ -40,10 +40,15 @@ def observed(name: str) -> dict:
     doc = build_results(Simulator(config, build_scenario(config)).run())
     keep = ("bytes_up", "bytes_down", "bytes_eval", "bytes_newcomer_init_mean", "gene_bytes", "num_clusters",
             "acc_clients", "acc_newcomers_first_epoch", "acc_newcomers_last_epoch")
+    summary = {k: doc["summary"][k] for k in keep if k in doc["summary"]}
+    signatures = [n["signature_bytes"] for n in doc["newcomers"]]
+    summary["bytes_newcomer_init_mean"] -= sum(signatures) / max(len(signatures), 1)  # see init_bytes below
     return {
-        "summary": {k: doc["summary"][k] for k in keep if k in doc["summary"]},
+        "summary": summary,
         "rounds": [{k: r[k] for k in ("bytes_up", "bytes_down", "acc_clients")} for r in doc["rounds"]],
-        "newcomers": [{k: n[k] for k in ("id", "arrival_round", "init", "init_bytes", "acc_by_epoch")} for n in doc["newcomers"]],
+        # init_bytes then counted the welcome only; now the signature upload too (signature_bytes)
+        "newcomers": [{**{k: n[k] for k in ("id", "arrival_round", "init", "acc_by_epoch")},
+                       "init_bytes": n["init_bytes"] - n["signature_bytes"]} for n in doc["newcomers"]],
         "method_info": {k: v for k, v in doc["method_info"].items() if k in ("gene_layers", "cluster_sizes", "cluster_of")},
     }
 
