@@ -297,7 +297,7 @@ def test_scaled_sign_flips_break_fedavg_and_median_trimmed_mean_and_multikrum_re
     for defence in (["defence.aggregator=\"median\""], ["defence.aggregator=\"trimmed_mean\"", "defence.trim=0.3"]):
         assert run(*attack, *defence)["summary"]["acc_clients"] > clean - 0.08, defence  # measured: 5 points below
     doc = run(*attack, "defence.aggregator=\"multikrum\"", "defence.byzantine=3")
-    assert doc["summary"]["acc_clients"] > clean - 0.03  # measured: 3 points below
+    assert doc["summary"]["acc_clients"] > clean - 0.03  # measured: level with the clean run
     bad = doc["method_info"]["adversary"]["attackers"]
     assert bad == [4, 6, 9] and all(
         f"multikrum left out clients {', '.join(map(str, bad))} " in " ".join(r["notes"]) for r in doc["rounds"])
