@@ -456,8 +456,7 @@ def cross_check(config: Config) -> None:
 
         strategy = get(config.method)[0]
         strategy.server_optimizer(config)
-        if not strategy.takes_defence and config.defence != DefenceOptions():
-            raise ConfigError(f"defence: method {config.method} aggregates nothing, so [defence] would be ignored")
+        robust.check_method(strategy, config)
     robust.check(config)
     adversary.check(config)
     check_device(config.device)

@@ -65,7 +65,8 @@ def trimmed_count(n: int, trim: float) -> int:
 def krum_scores(vectors: torch.Tensor, f: int) -> torch.Tensor:
     """(n, d) -> (n,): each vector's summed squared distance to its n − f − 2 nearest others."""
     n = vectors.shape[0]
-    distances = torch.cdist(vectors, vectors) ** 2  # (n, n)
+    # exact differences, one row at a time: cdist's matrix-product form loses the small distances
+    distances = torch.stack([((vectors - v) ** 2).sum(dim=1) for v in vectors])  # (n, n)
     distances.fill_diagonal_(math.inf)
     nearest = distances.sort(dim=1).values[:, :max(n - f - 2, 0)]
     return nearest.sum(dim=1)
@@ -167,8 +168,7 @@ class Combiner:
     def _krum_block(self, senders: tuple[int, ...], names: list[str], several: bool) -> list[int]:
         """The positions (in `_kept`) Krum keeps among `senders` for the tensors `names`."""
         n, f = len(senders), self.options.byzantine
-        ids = [self._kept[i][0] for i in senders]
-        what = f" ({names[0]} and {len(names) - 1} more tensors)" if several else ""
+        what = f" ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})" if several else ""
         floats = [k for k in names if self._kept[senders[0]][1][k].is_floating_point()]
         if n < 3 or not floats:
             if n < 3:
@@ -182,11 +182,11 @@ class Combiner:
         vectors = torch.stack([torch.cat([self._kept[i][1][k].detach().reshape(-1).to(torch.float64) for k in floats])
                                for i in senders])  # (n, d)
         chosen = [senders[j] for j in krum_select(vectors, f, m)]
-        left = [self._kept[i][0] for i in senders if i not in chosen]
+        left = sorted(self._kept[i][0] for i in senders if i not in chosen)
         if left:
             self.notes.append(f"{self.where}{what}: {self.options.aggregator} left out client"
                               f"{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} (kept "
-                              f"{', '.join(str(self._kept[i][0]) for i in chosen)} of {len(ids)})")
+                              f"{', '.join(str(c) for c in sorted(self._kept[i][0] for i in chosen))} of {n})")
         return chosen
 
 
@@ -207,3 +207,10 @@ def check(config) -> None:
                           f"{2 * opts.byzantine + 2} clients, num_clients is {n}")
     if opts.multikrum_m > n:
         raise ConfigError(f"defence.multikrum_m: {opts.multikrum_m} is more than num_clients = {n}")
+
+
+def check_method(strategy_cls, config) -> None:
+    """A `[defence]` set for a method whose server does not aggregate through a `Combiner` is an error."""
+    if not strategy_cls.takes_defence and config.defence != type(config.defence)():
+        raise ConfigError(f"defence: method {config.method} does not aggregate through genefl.robust "
+                          "(Strategy.takes_defence), so [defence] would be ignored")
