@@ -91,8 +91,8 @@ def poisoned(env):
     if opts.kind != "backdoor":
         return env
     n = data.num_train
-    chosen = torch.randperm(n, generator=rng.generator(env.config.seed, "backdoor", env.cid))[:math.ceil(opts.poison_fraction * n)]
-    chosen = chosen.to(data.y_train.device)
+    order = torch.randperm(n, generator=rng.generator(env.config.seed, "backdoor", env.cid))  # the same share every round
+    chosen = order[:math.ceil(opts.poison_fraction * n)].to(data.y_train.device)
     x, y = data.x_train.clone(), data.y_train.clone()
     x[chosen] = stamp(x[chosen], opts.trigger_size)
     y[chosen] = opts.target_label
