@@ -291,3 +291,33 @@ def test_genefl_steps_each_cluster_with_its_own_moments_over_the_sent_layers():
     assert torch.allclose(state.genes[1]["2.weight"], torch.full((2, 2), 8.0))  # cluster 1: no report, no step
     assert torch.equal(state.genes[0]["2.weight"], zeros["2.weight"]) and torch.equal(state.genes[0]["4.weight"], zeros["4.weight"])
     assert set(state.moments[0].m) == {"0.weight", "0.bias"} and set(state.moments[1].m) == {"2.weight", "2.bias"}
+
+
+def test_genefl_takes_the_median_per_cluster_over_the_learngene_tensors_sent():
+    """[defence] median: per cluster, each tensor over its senders; a cluster of 2 gets their plain mean."""
+    _, layers, initial = tiny()
+    strategy = Genefl(small_config("genefl.gene_budget=0.5", "defence.aggregator=\"median\""), layers, initial)
+    from dataclasses import replace
+
+    state = replace(strategy.init(), cluster_of={0: 0, 1: 0, 2: 0, 3: 1, 4: 1}, genes=[dict(initial), dict(initial)],
+                    gene_layers=[[0], [0]], contacted=frozenset(range(5)), moments=[Moments(), Moments()])
+    layer0 = lambda value: {k: v for k, v in filled(initial, value).items() if k.startswith("0.")}  # noqa: E731
+    scores = [0.5, 0.5, 0.5]
+    updates = [(cid, ClientUpdate(tensors=layer0(value), meta={"num_samples": n, "scores": scores}))
+               for cid, value, n in [(0, 1.0, 9), (1, 2.0, 1), (2, 40.0, 1), (3, 3.0, 5), (4, 5.0, 1)]]
+    state = strategy.aggregate(state, 2, iter(updates))
+    assert torch.equal(state.genes[0]["0.weight"], torch.full((2, 2), 2.0))  # median of 1, 2, 40 (unweighted)
+    assert torch.equal(state.genes[1]["0.weight"], torch.full((2, 2), 4.0))  # of 3 and 5: their mean
+    assert torch.equal(state.genes[0]["2.weight"], initial["2.weight"])  # not in the learnGene: kept
+
+
+def test_scaffold_takes_the_median_of_models_and_of_control_variate_updates():
+    _, layers, initial = tiny()
+    strategy = Scaffold(small_config("method=\"scaffold\"", "num_clients=4", "defence.aggregator=\"median\""), layers, initial)
+    zero = {k: torch.zeros_like(v) for k, v in initial.items()}
+    ups = [(cid, ClientUpdate(tensors=filled(initial, w), extras={"delta_c/" + k: v + dc for k, v in zero.items()},
+                              meta={"num_samples": n})) for cid, w, dc, n in [(0, 2.0, 1.0, 5), (1, 4.0, -9.0, 1), (2, 100.0, 2.0, 1)]]
+    new = strategy.aggregate(strategy.init(), 1, iter(ups))
+    for k, x in initial.items():
+        assert torch.allclose(new.weights[k], torch.full_like(x, 4.0))  # server_lr 1: x + (median - x)
+        assert torch.allclose(new.control[k], torch.full_like(x, (3 / 4) * 1.0))  # |S|/N x median(1, -9, 2)

@@ -25,6 +25,9 @@ from .data.datasets import DATASETS
 from .compression import CODECS, QUANTIZERS
 from .sensitivity import SELECTIONS
 from .server_opt import NAMES as SERVER_OPTS
+from . import adversary, robust
+from .robust import AGGREGATORS
+from .adversary import KINDS as ATTACKS
 from .errors import ConfigError
 
 PARTITIONS = ("iid", "dirichlet", "pathological")
@@ -150,6 +153,36 @@ class CodecOptions(_Validated):
 
 
 @dataclass(frozen=True)
+class AdversaryOptions(_Validated):
+    """Simulated attackers among the training clients (adversary.py): who they are and what they send."""
+
+    _prefix = "adversary."
+
+    kind: str = "none"  # "none" | "signflip" | "scale" | "gaussian" | "alie" | "labelflip" | "backdoor" | "package.module:function"
+    fraction: float = 0.0  # share of the training clients that attack (a seeded choice, the same in both runtimes)
+    scale: float = 10.0  # scale: the change sent is this multiple of the honest one
+    sigma: float = 1.0  # gaussian: the change sent is N(0, sigma^2) per value
+    alie_z: float = 0.0  # alie: mean - z * std; 0 = Baruch et al.'s z_max for num_clients and the attackers' count
+    target_label: int = 0  # backdoor: the label triggered images are given
+    trigger_size: int = 3  # backdoor: side of the checkerboard trigger stamped in each image's bottom-right corner
+    poison_fraction: float = 0.5  # backdoor: share of the attacker's training samples stamped and relabelled
+    boost: float = 10.0  # backdoor: the change sent is this multiple of the trained one (model replacement)
+
+
+@dataclass(frozen=True)
+class DefenceOptions(_Validated):
+    """Robust aggregation at the server (robust.py), for every method that averages."""
+
+    _prefix = "defence."
+
+    aggregator: str = "mean"  # "mean" (the streaming weighted mean) | "median" | "trimmed_mean" | "krum" | "multikrum"
+    trim: float = 0.1  # trimmed_mean: fraction of the values dropped at each end, per coordinate
+    byzantine: int = 1  # krum, multikrum: f, the attackers tolerated (needs more than 2f + 2 updates)
+    multikrum_m: int = 0  # multikrum: updates averaged; 0 = n - f of the n received
+    norm_bound: float = 0.0  # clip each update's change from what it was sent to this L2 norm (0 = off)
+
+
+@dataclass(frozen=True)
 class FlowerOptions(_Validated):
     """Only used by the Flower runtime (`flwr run`)."""
 
@@ -210,6 +243,8 @@ class Config(_Validated):
     fedlp: FedLPOptions = field(default_factory=FedLPOptions)
     flearngene: FLearngeneOptions = field(default_factory=FLearngeneOptions)
     codec: CodecOptions = field(default_factory=CodecOptions)
+    adversary: AdversaryOptions = field(default_factory=AdversaryOptions)
+    defence: DefenceOptions = field(default_factory=DefenceOptions)
     flower: FlowerOptions = field(default_factory=FlowerOptions)
 
     def __post_init__(self) -> None:
@@ -281,6 +316,14 @@ RULES: dict[str, tuple] = {
     "server_opt.name": _choices(SERVER_OPTS), "server_opt.lr": (lambda v: 0 <= v <= 10, "must be in [0, 10] (0 = the optimizer's default)"),
     "server_opt.momentum": (lambda v: v == -1 or 0 <= v < 1, "must be in [0, 1), or -1 (the optimizer's default)"),
     "server_opt.beta2": (lambda v: 0 <= v < 1, "must be in [0, 1)"), "server_opt.tau": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "adversary.kind": (lambda v: v in ATTACKS or _IMPORT_SPEC.fullmatch(v) is not None,
+                       "must be one of " + ", ".join(ATTACKS) + " or 'package.module:function'"),
+    "adversary.fraction": _PROB, "adversary.scale": (lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]"),
+    "adversary.sigma": _WEIGHT, "adversary.alie_z": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
+    "adversary.target_label": _NONNEG, "adversary.trigger_size": _POSITIVE, "adversary.poison_fraction": _FRACTION,
+    "adversary.boost": (lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]"),
+    "defence.aggregator": _choices(AGGREGATORS), "defence.trim": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
+    "defence.byzantine": _NONNEG, "defence.multikrum_m": _NONNEG, "defence.norm_bound": _WEIGHT,
     "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
 }
 
@@ -413,7 +456,11 @@ def cross_check(config: Config) -> None:
     if _known_method(config.method):  # a [server_opt] the method would ignore fails here, before any data loads
         from .algorithms import get
 
-        get(config.method)[0].server_optimizer(config)
+        strategy = get(config.method)[0]
+        strategy.server_optimizer(config)
+        robust.check_method(strategy, config)
+    robust.check(config)
+    adversary.check(config)
     check_device(config.device)
 
 

@@ -51,6 +51,7 @@ class FinetuneSettings:
 class NewcomerCurve:
     test: list[float]  # test accuracy before fine-tuning, then after each epoch
     val: list[float] = field(default_factory=list)  # validation accuracy after each epoch (empty: no split)
+    backdoor: float | None = None  # a backdoor attack's success on the model it ends with (backdoor runs only)
 
     @property
     def chosen_epoch(self) -> int:

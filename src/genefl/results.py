@@ -20,6 +20,7 @@ from typing import Any
 import tomli_w
 
 from .config import Config, config_to_dict
+from .adversary import run_attackers
 from .defence import epsilon_per_upload
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
@@ -31,17 +32,19 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def round_row(r: RoundReport) -> dict[str, Any]:
+def round_row(r: RoundReport, attackers: frozenset[int] = frozenset()) -> dict[str, Any]:
+    backdoor = {"backdoor_success": r.mean_backdoor(attackers)} if r.backdoor_by_client else {}
     return {"round": r.round, "acc_clients": r.mean_acc(), "acc_all": r.mean_acc(training_only=False),
             "bytes_up": r.bytes_up, "bytes_down": r.bytes_down, "participants": len(r.participants),
-            "dropped": len(r.dropped), "wall_s": round(r.wall_s, 4), **({"notes": r.notes} if r.notes else {})}
+            "dropped": len(r.dropped), "wall_s": round(r.wall_s, 4), **backdoor, **({"notes": r.notes} if r.notes else {})}
 
 
 def newcomer_row(n: NewcomerReport) -> dict[str, Any]:
     return {"id": n.id, "arrival_round": n.arrival_round, "init": n.init, "init_bytes": n.init_bytes,
             "signature_bytes": n.signature_bytes,
             "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, "val_by_epoch": n.val_by_epoch,
-            "chosen_epoch": n.chosen_epoch, "acc_chosen": n.acc_chosen, **n.info}
+            "chosen_epoch": n.chosen_epoch, "acc_chosen": n.acc_chosen,
+            **({"backdoor_success": n.backdoor_success} if n.backdoor_success is not None else {}), **n.info}
 
 
 def build_results(result) -> dict[str, Any]:
@@ -68,12 +71,19 @@ def build_results(result) -> dict[str, Any]:
         "wall_s": round(result.wall_s, 3),
         "dp_epsilon_per_upload": epsilon_per_upload(config.dp_noise) if config.dp_clip > 0 else None,
     }
+    attackers = run_attackers(config)
+    if config.adversary.kind == "backdoor":  # on the training clients that do not attack; newcomers after fine-tuning
+        summary["backdoor_success"] = last.mean_backdoor(attackers) if last else None
+        summary["backdoor_success_newcomers"] = _mean([n.backdoor_success for n in news])
     summary.update(result.method_info.get("summary", {}))
+    info = {k: v for k, v in result.method_info.items() if k != "summary"}
+    if attackers:
+        info["adversary"] = {"kind": config.adversary.kind, "attackers": sorted(attackers)}
     return {
         "method": config.method, "dataset": result.dataset or config.dataset, "seed": config.seed, "summary": summary,
-        "rounds": [round_row(r) for r in result.rounds],
+        "rounds": [round_row(r, attackers) for r in result.rounds],
         "newcomers": [newcomer_row(n) for n in news],
-        "method_info": {k: v for k, v in result.method_info.items() if k != "summary"},
+        "method_info": info,
     }
 
 

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import rng
-from ..aggregate import LayerwiseMean
+from .. import adversary, rng
 from ..config import Config
 from ..data.scenario import ClientData
 from ..layers import Layer
@@ -31,6 +30,7 @@ from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
 from ..models import build_model
 from ..newcomer import FinetuneSettings, NewcomerCurve, finetune
+from ..robust import Combiner
 from ..server_opt import ServerOptimizer, for_method
 from ..training import TrainSettings, accuracy, load_into, snapshot, train
 
@@ -71,14 +71,16 @@ class ClientEnv:
 Updates = Iterable[tuple[int, ClientUpdate]]  # (client id, update), consumed one at a time
 
 
-def sample_weighted_mean(current: dict[str, torch.Tensor], updates: Updates) -> tuple[dict[str, torch.Tensor], set[int]]:
+def sample_weighted_mean(current: dict[str, torch.Tensor], updates: Updates,
+                         combiner: Combiner) -> tuple[dict[str, torch.Tensor], set[int]]:
     """The sample-weighted, layer-wise mean of the updates' tensors (`current` where none was sent),
-    streamed one update at a time, and the ids of the clients that reported."""
-    mean, reported = LayerwiseMean(), set()
+    streamed one update at a time, or with `[defence]` set its robust aggregate (`Strategy.combiner`),
+    and the ids of the clients that reported."""
+    reported = set()
     for cid, update in updates:
-        mean.add(update.tensors, update.meta["num_samples"])
+        combiner.add(cid, update.tensors, update.meta["num_samples"])
         reported.add(cid)
-    return (mean.result(current) if mean else current), reported
+    return (combiner.result(current) if combiner else current), reported
 
 
 class Strategy(abc.ABC):
@@ -87,6 +89,7 @@ class Strategy(abc.ABC):
 
     needs_signatures = False  # ask every client for a data signature before round 1?
     takes_server_opt = False  # does `aggregate` end with a server-optimizer step (`[server_opt]`)?
+    takes_defence = False  # does `aggregate` go through `combiner`, so that `[defence]` applies?
     fixed_server_opt: str | None = None  # the server optimizer this method always uses (fedadam: "adam")
 
     def __init__(self, config: Config, layers: list[Layer], initial: dict[str, torch.Tensor]):
@@ -94,6 +97,18 @@ class Strategy(abc.ABC):
         self.layers = layers
         self.initial = initial  # the shared seeded initialisation (also the update template)
         self.optimizer = self.server_optimizer(config)
+        self.notes: list[str] = []  # what a defence left out or scaled down; the round loop takes them
+
+    def combiner(self, state: Any, round: int, where: str = "") -> Combiner:
+        """A fresh aggregate for one round's updates (or one cluster's): the streaming weighted mean, or
+        the robust aggregator and norm bound of `[defence]` (`genefl.robust`). A client's change is
+        measured from what `configure_train` sends it from this `state`."""
+        return Combiner(self.config.defence, self.notes, f"round {round}{where}",
+                        lambda cid: self.configure_train(state, round, cid).tensors)
+
+    def take_notes(self) -> list[str]:
+        notes, self.notes[:] = list(self.notes), []
+        return notes
 
     @classmethod
     def server_optimizer(cls, config: Config) -> ServerOptimizer:
@@ -278,10 +293,13 @@ def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> tuple[dict[str, 
 
 
 def train_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
-    """What a client sends after training: its method's update, through the optional clip-and-noise
-    defence (`dp_clip`, `dp_noise`), then the upload codec (`codec.up`). Both runtimes call this,
-    never `client.train` directly."""
-    update = client.train(env, broadcast)
+    """What a client sends after training: its method's update (an attacker's: trained on its poisoned
+    data and tampered with, `genefl.adversary`), through the optional clip-and-noise defence (`dp_clip`,
+    `dp_noise`), then the upload codec (`codec.up`). Both runtimes call this, never `client.train` directly."""
+    if env.cid in adversary.run_attackers(env.config):
+        update = adversary.tamper(client.train(adversary.poisoned(env), broadcast), broadcast, env)
+    else:
+        update = client.train(env, broadcast)
     update = protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
     opts = env.config.codec
     if opts.up == "none" or not isinstance(update, ClientUpdate):
@@ -290,6 +308,19 @@ def train_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadca
     gen = env.generator("codec")
     return encode_message(update, opts.up, opts, opts.rounding != "nearest", lambda section, name: gen,
                           reference=broadcast, residual=residual)
+
+
+def evaluate_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> dict[str, float]:
+    """A client's evaluation reply (both runtimes): its test accuracy, and in a backdoor-attacked run the
+    backdoor's success on the same model (`adversary.measured`)."""
+    return {"acc": client.evaluate(env, broadcast), **adversary.measured(env)}
+
+
+def welcome_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> NewcomerCurve:
+    """A newcomer's fine-tuning curve (both runtimes), with the backdoor's success on the model it ends with."""
+    curve = client.welcome(env, broadcast)
+    curve.backdoor = adversary.measured(env).get("backdoor")
+    return curve
 
 
 def send_signature(client: "ClientAlgorithm", env: ClientEnv) -> ClientUpdate:

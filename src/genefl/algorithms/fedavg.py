@@ -25,6 +25,7 @@ class GlobalState:
 
 class FedAvg(Strategy):
     takes_server_opt = True
+    takes_defence = True
 
     def init(self) -> GlobalState:
         return GlobalState(weights=dict(self.initial), moments=Moments())
@@ -33,7 +34,7 @@ class FedAvg(Strategy):
         return Broadcast(tensors=state.weights)
 
     def aggregate(self, state: GlobalState, round: int, updates: Updates) -> GlobalState:
-        mean, reported = sample_weighted_mean(state.weights, updates)
+        mean, reported = sample_weighted_mean(state.weights, updates, self.combiner(state, round))
         if not reported:
             return state
         weights, moments = self.optimizer.step(state.weights, mean, state.moments, round)

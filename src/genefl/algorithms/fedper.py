@@ -27,6 +27,8 @@ class SharedBase:
 
 
 class FedPer(Strategy):
+    takes_defence = True
+
     def init(self) -> SharedBase:
         return SharedBase(layer_tensors(self.initial, self.layers[:-1]), frozenset())
 
@@ -34,7 +36,7 @@ class FedPer(Strategy):
         return self.first_contact(state.contacted, cid) or Broadcast(tensors=state.base)
 
     def aggregate(self, state: SharedBase, round: int, updates: Updates) -> SharedBase:
-        base, reported = sample_weighted_mean(state.base, updates)
+        base, reported = sample_weighted_mean(state.base, updates, self.combiner(state, round))
         return replace(state, base=base, contacted=state.contacted | reported)
 
     def weights(self, state: SharedBase) -> dict[str, torch.Tensor]:

@@ -44,6 +44,8 @@ class SharedGeneState:
 
 
 class FLearngene(Strategy):
+    takes_defence = True
+
     def __init__(self, config, layers, initial):
         super().__init__(config, layers, initial)
         self.gene_layers()  # fail before any training if the budget cannot hold a body layer
@@ -59,7 +61,7 @@ class FLearngene(Strategy):
         return self.first_contact(state.contacted, cid, meta) or Broadcast(tensors=state.gene, meta=meta)
 
     def aggregate(self, state: SharedGeneState, round: int, updates: Updates) -> SharedGeneState:
-        gene, reported = sample_weighted_mean(state.gene, updates)
+        gene, reported = sample_weighted_mean(state.gene, updates, self.combiner(state, round))
         return replace(state, gene=gene, contacted=state.contacted | reported)
 
     def weights(self, state: SharedGeneState) -> dict[str, torch.Tensor]:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 import torch
 
 from .. import fisher, sensitivity
-from ..aggregate import LayerwiseMean
 from ..constraints import coefficients
 from ..layers import layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate, finite_numbers
@@ -61,6 +60,7 @@ def choose_gene_layers(config, layers, scores: list[float], gen: torch.Generator
 
 class Genefl(Strategy):
     takes_server_opt = True
+    takes_defence = True
 
     def __init__(self, config, layers, initial):
         super().__init__(config, layers, initial)
@@ -99,12 +99,12 @@ class Genefl(Strategy):
 
     def aggregate(self, state: GeneflState, round: int, updates: Updates) -> GeneflState:
         k_total = len(state.genes)
-        means = [LayerwiseMean() for _ in range(k_total)]
+        means = [self.combiner(state, round, f", cluster {k}") for k in range(k_total)]
         scores: list[list[tuple[list[float], int]]] = [[] for _ in range(k_total)]
         reported = set()
         for cid, update in updates:
             k, n = state.cluster_of.get(cid, 0), update.meta["num_samples"]
-            means[k].add(update.tensors, n)
+            means[k].add(cid, update.tensors, n)
             scores[k].append((update.meta["scores"], n))
             reported.add(cid)
         stepped = [self.optimizer.step(gene, mean.result(gene), moments, round, mean.names()) if mean else (gene, moments)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..aggregate import LayerwiseMean
 from ..messages import Broadcast, ClientUpdate
 from .base import ClientEnv, Strategy, Updates
 from .clustered import cluster_clients, cluster_report, join_cluster, signature_update
@@ -25,6 +24,7 @@ class ClusterModels:
 
 class PACFL(Strategy):
     needs_signatures = True
+    takes_defence = True
 
     def init(self) -> ClusterModels:
         return ClusterModels({}, {}, [dict(self.initial)])
@@ -37,9 +37,9 @@ class PACFL(Strategy):
         return Broadcast(tensors=state.models[state.cluster_of.get(cid, 0)])
 
     def aggregate(self, state: ClusterModels, round: int, updates: Updates) -> ClusterModels:
-        means = [LayerwiseMean() for _ in state.models]
+        means = [self.combiner(state, round, f", cluster {k}") for k in range(len(state.models))]
         for cid, update in updates:
-            means[state.cluster_of.get(cid, 0)].add(update.tensors, update.meta["num_samples"])
+            means[state.cluster_of.get(cid, 0)].add(cid, update.tensors, update.meta["num_samples"])
         return replace(state, models=[m.result(w) if m else w for m, w in zip(means, state.models)])
 
     def weights(self, state: ClusterModels) -> dict[str, torch.Tensor]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..aggregate import LayerwiseMean
 from ..errors import ConfigError
 from ..messages import Broadcast, ClientUpdate
+from ..robust import Combiner
 from ..server_opt import Moments, ServerOptimizer
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, Updates
@@ -62,10 +62,13 @@ class Scaffold(FedAvg):
         return Broadcast(tensors=state.weights)
 
     def aggregate(self, state: ScaffoldState, round: int, updates: Updates) -> ScaffoldState:
-        models, deltas, count = LayerwiseMean(), LayerwiseMean(), 0
-        for _, update in updates:
-            models.add(update.tensors, update.meta["num_samples"])
-            deltas.add({k[len("delta_" + PREFIX):]: v for k, v in update.extras.items()}, 1.0)
+        # Δc goes through the same aggregator as the models, without the norm bound (it is no model change)
+        models, count = self.combiner(state, round), 0
+        deltas = Combiner(replace(self.config.defence, norm_bound=0.0), self.notes, f"round {round}, delta_c",
+                          lambda cid: {})
+        for cid, update in updates:
+            models.add(cid, update.tensors, update.meta["num_samples"])
+            deltas.add(cid, {k[len("delta_" + PREFIX):]: v for k, v in update.extras.items()}, 1.0)
             count += 1
         if not count:
             return state

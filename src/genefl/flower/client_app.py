@@ -27,7 +27,8 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..algorithms.base import NEED_INITIAL, ClientEnv, InitialMismatch, received, send_signature, train_and_send
+from ..algorithms.base import (NEED_INITIAL, ClientEnv, InitialMismatch, evaluate_and_send, received, send_signature,
+                               train_and_send, welcome_and_send)
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
@@ -122,10 +123,11 @@ def welcome(message: Message, context: Context) -> Message:
 
 
 def _welcome_reply(client, env, broadcast) -> ClientUpdate:
-    curve = client.welcome(env, broadcast)
-    return ClientUpdate(meta={"accs": curve.test, "val_accs": curve.val})
+    curve = welcome_and_send(client, env, broadcast)
+    backdoor = {"backdoor": curve.backdoor} if curve.backdoor is not None else {}
+    return ClientUpdate(meta={"accs": curve.test, "val_accs": curve.val, **backdoor})
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    return _handle(message, context, lambda client, env, b: ClientUpdate(meta={"acc": client.evaluate(env, b)}))
+    return _handle(message, context, lambda client, env, b: ClientUpdate(meta=evaluate_and_send(client, env, b)))

@@ -123,13 +123,18 @@ class FlowerClients:
         if not reply.meta["accs"] or len(reply.meta["val_accs"]) not in (0, len(reply.meta["accs"]) - 1):
             self.failures[cid] = "rejected reply: accs and val_accs do not describe one fine-tuning"
             return None
-        return NewcomerCurve([float(a) for a in reply.meta["accs"]], [float(a) for a in reply.meta["val_accs"]])
+        backdoor = reply.meta.get("backdoor")
+        return NewcomerCurve([float(a) for a in reply.meta["accs"]], [float(a) for a in reply.meta["val_accs"]],
+                             float(backdoor) if backdoor is not None else None)
 
-    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
+    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         replies = self._exchange("evaluate", round, broadcasts).items()
-        return {cid: float(u.meta["acc"]) for cid, u in replies if self._fields_ok(cid, u, EVALUATE_FIELDS)}
+        return {cid: {k: float(v) for k, v in u.meta.items()} for cid, u in replies
+                if self._fields_ok(cid, u, EVALUATE_FIELDS)}
 
     def _fields_ok(self, cid: int, reply: ClientUpdate, fields: dict) -> bool:
+        if isinstance(reply.meta, dict) and "backdoor" in reply.meta:  # only in backdoor-attacked runs
+            fields = {**fields, **BACKDOOR_FIELD}
         try:
             check_fields(reply.meta, fields)
         except GeneflError as exc:
@@ -140,6 +145,7 @@ class FlowerClients:
 
 WELCOME_FIELDS = {"accs": (accuracy_list, "a list of accuracies"), "val_accs": (accuracy_list, "a list of accuracies")}
 EVALUATE_FIELDS = {"acc": (accuracy_value, "an accuracy in [0, 1]")}
+BACKDOOR_FIELD = {"backdoor": (accuracy_value, "a share in [0, 1]")}
 
 
 @app.main()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import adversary, robust
 from ..algorithms import get as get_method
 from ..algorithms.base import ClientAlgorithm, ModelSpec, Strategy
 from ..config import Config
@@ -52,6 +53,9 @@ class Assembly:
 
 def assemble(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> Assembly:
     strategy_cls, client_cls = get_method(config.method)  # an unknown method fails before any model is built
+    robust.check_method(strategy_cls, config)  # an own method ("pkg.mod:NAME") is checked here, once imported
+    if ":" in config.adversary.kind:  # so does an attack hook that cannot be imported
+        adversary.hook(config.adversary.kind)
     spec = model_spec(config, input_shape, num_classes)
     model = spec.build(config.seed, "global").to(config.device)
     return Assembly(config, spec, model, model_layers(model), strategy_cls, client_cls)

@@ -20,11 +20,18 @@ class RoundReport:
     wall_s: float
     notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
     rejected: list[int] = field(default_factory=list)  # clients whose reply failed the checks (also in dropped)
+    backdoor_by_client: dict[int, float] = field(default_factory=dict)  # a backdoor's success per client (backdoor runs)
 
     def mean_acc(self, training_only: bool = True) -> float | None:
         accs = [a for c, a in self.acc_by_client.items()  # NaN: an empty test split, left out
                 if (c < self.num_training_clients or not training_only) and not math.isnan(a)]
         return sum(accs) / len(accs) if accs else None
+
+    def mean_backdoor(self, attackers: frozenset[int] = frozenset()) -> float | None:
+        """The backdoor's mean success on the training clients that do not attack (None: not measured)."""
+        rates = [r for c, r in self.backdoor_by_client.items()
+                 if c < self.num_training_clients and c not in attackers and not math.isnan(r)]
+        return sum(rates) / len(rates) if rates else None
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class NewcomerReport:
     val_by_epoch: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     chosen_epoch: int = 0  # the epoch (1-based) its validation split picks; the last without one
     signature_bytes: int = 0  # the part of init_bytes that was its signature upload
+    backdoor_success: float | None = None  # a backdoor's success on its fine-tuned model (backdoor runs)
 
     @property
     def acc_chosen(self) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .. import rng
+from .. import adversary, rng
 from ..algorithms.base import Strategy, asks_for_initial, initial_digest, resolve_seed, send_initial_as_seed
 from ..compression import QUANTIZERS, decode_message, encode_message, rebase
 from ..config import Config
@@ -36,7 +36,7 @@ class Transport(Protocol):
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]: ...
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | ClientUpdate | None: ...
-    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]: ...
+    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]: ...  # "acc", ...
 
 
 @dataclass
@@ -208,7 +208,7 @@ class RoundLoop:
             cb.on_newcomer_start(round, cid, received)
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
         return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, curve.test[0],
-                                     curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes)
+                                     curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes, curve.backdoor)
 
     def _round(self, state: Any, t: int, active: list[int], waiting: list[int]) -> tuple[Any, RoundReport]:
         t0, mark, notes_mark = time.perf_counter(), len(self.ledger.transfers), len(self.notes)
@@ -237,22 +237,26 @@ class RoundLoop:
         rejected: list[int] = []
         reported: list[int] = []
         checked = self._checked(t, self._trained(t, planned, broadcasts, references), rejected, references)
+        checked = adversary.collude(checked, self.config, lambda cid: planned[cid].tensors)  # ALIE only
         updates = ((cid, u) for cid, u in checked if not reported.append(cid))
         state = self.strategy.aggregate(state, t, updates)
+        self.notes.extend(self.strategy.take_notes())  # what a defence left out or scaled down
         failed = sorted(set(participants) - set(reported) - set(rejected))
         for cid in failed:
             self.notes.append(f"round {t}: client {cid} dropped: {self.transport.failures.get(cid, 'no reply')}")
-        accs = self._evaluate(state, t, active) if is_eval_round(self.config, t) else {}
+        metrics = self._evaluate(state, t, active) if is_eval_round(self.config, t) else {}
+        accs = {cid: m["acc"] for cid, m in metrics.items()}
         new = self.ledger.transfers[mark:]
         report = RoundReport(
             t, sorted(reported), sorted(dropped + failed + rejected), accs, self.num_training,
             sum(x.nbytes for x in new if x.direction == "up" and x.kind != "eval"),
             sum(x.nbytes for x in new if x.direction == "down" and x.kind != "eval"),
             time.perf_counter() - t0, self.notes[notes_mark:], sorted(rejected),
+            {cid: m["backdoor"] for cid, m in metrics.items() if "backdoor" in m},
         )
         return state, report
 
-    def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, float]:
+    def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, dict[str, float]]:
         broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}  # never by seed
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..algorithms.base import NEED_INITIAL, ClientEnv, InitialMismatch, ModelSpec, received, send_signature, train_and_send
+from ..algorithms.base import (NEED_INITIAL, ClientEnv, InitialMismatch, ModelSpec, evaluate_and_send, received,
+                               send_signature, train_and_send, welcome_and_send)
 from ..config import Config
 from ..data.scenario import Scenario
 from ..messages import Broadcast, ClientUpdate
@@ -66,13 +67,14 @@ class InProcessClients:
 
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve:
         self.decoded = {}
-        curve = self.call(self.client.welcome, cid, round, broadcast)
+        curve = self.call(functools.partial(welcome_and_send, self.client), cid, round, broadcast)
         checkpoint.fault("newcomer", round)
         return curve
 
-    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, float]:
+    def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         self.decoded = {}
-        return {cid: self.call(self.client.evaluate, cid, round, b) for cid, b in broadcasts.items()}
+        evaluate = functools.partial(evaluate_and_send, self.client)
+        return {cid: self.call(evaluate, cid, round, b) for cid, b in broadcasts.items()}
 
 
 class Simulator:

@@ -1,0 +1,216 @@
+"""Robust aggregation (`[defence]`): what a server uses in place of the streaming mean when some
+clients may send anything. Every averaging method aggregates through one `Combiner` per round (per
+cluster for PACFL and GENE-FL); each tensor is aggregated over the clients that sent it.
+
+- `mean` (default): the sample-weighted streaming mean, `LayerwiseMean`, exactly as without `[defence]`.
+- `median`: the coordinate-wise median (the mean of the two middle values for an even count).
+- `trimmed_mean` (Yin et al., ICML 2018): per coordinate, drop the k = ⌊trim·n⌋ largest and k smallest
+  of the n values and average the rest.
+- `krum`, `multikrum` (Blanchard et al., NeurIPS 2017): score(i) = Σ ||θ_i − θ_j||² over the n − f − 2
+  updates nearest to θ_i; Krum keeps the lowest score, Multi-Krum the m lowest (m = `multikrum_m`, 0 =
+  n − f) and takes their sample-weighted mean. Ties go to the lower client id. Distances cover the
+  floating-point tensors; where clients sent different tensors (FedLP, GENE-FL's first round), Krum
+  runs once per group of tensors sent by the same clients (the whole update when everyone sent the same).
+- `norm_bound` C > 0, with any aggregator: each update's change from what the server sent that client is
+  scaled to L2 norm at most C before it is aggregated (Sun et al., 2019, "Can you really backdoor FL?").
+Median and trimmed mean are unweighted (as in their papers and Flower's FedMedian / FedTrimmedAvg).
+
+Breakdown points (the share of n updates that may be arbitrary before the result can be moved
+arbitrarily far): mean 0 (one update suffices); median ⌈n/2⌉ − 1 of n, just under one half; trimmed
+mean k = ⌊trim·n⌋ updates; Krum / Multi-Krum f updates if n > 2f + 2. What this leaves a GENE-FL or
+PACFL cluster of 2–5 members: the median of 2 is their mean (no protection), of 3 or 4 it outvotes one
+attacker, of 5 two; the trimmed mean trims nothing until trim·n ≥ 1 (trim 0.2 protects a cluster of
+5 against one attacker, trim 0.34 one of 3); Krum needs n ≥ 2f + 3, so f = 1 needs 5 members and a
+cluster of 3 or 4 runs with f = 0 (an outlier far from two agreeing updates still loses, nothing is
+guaranteed). Where f is too large for the updates a round (or cluster) received, Krum runs with the
+largest f they allow and says so in the round's notes; under 3 updates it takes their mean.
+
+Every update a defence leaves out or scales down is named in the round's notes (results.json
+`rounds[].notes`), as malformed replies are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .aggregate import LayerwiseMean
+from .errors import ConfigError
+
+AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multikrum")
+USES = {"mean": (), "median": (), "trimmed_mean": ("trim",), "krum": ("byzantine",),
+        "multikrum": ("byzantine", "multikrum_m")}  # the `defence` keys each aggregator reads
+
+
+def coordinate_median(values: torch.Tensor) -> torch.Tensor:
+    """(n, ...) -> (...): the median per coordinate; the mean of the two middle values for even n."""
+    ordered = values.sort(dim=0).values
+    n = values.shape[0]
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+
+
+def trimmed_mean(values: torch.Tensor, trim: float) -> torch.Tensor:
+    """(n, ...) -> (...): per coordinate, the mean of the values left after dropping ⌊trim·n⌋ at each end."""
+    n = values.shape[0]
+    k = trimmed_count(n, trim)
+    return values.sort(dim=0).values[k:n - k].mean(dim=0)
+
+
+def trimmed_count(n: int, trim: float) -> int:
+    return int(math.floor(trim * n + 1e-9))  # the epsilon: 0.2 * 5 is 1.0000000000000002 or 0.9999999999999999
+
+
+def krum_scores(vectors: torch.Tensor, f: int) -> torch.Tensor:
+    """(n, d) -> (n,): each vector's summed squared distance to its n − f − 2 nearest others."""
+    n = vectors.shape[0]
+    # exact differences, one row at a time: cdist's matrix-product form loses the small distances
+    distances = torch.stack([((vectors - v) ** 2).sum(dim=1) for v in vectors])  # (n, n)
+    distances.fill_diagonal_(math.inf)
+    nearest = distances.sort(dim=1).values[:, :max(n - f - 2, 0)]
+    return nearest.sum(dim=1)
+
+
+def krum_select(vectors: torch.Tensor, f: int, m: int) -> list[int]:
+    """Indices of the m vectors with the lowest Krum scores (lower index first on ties), ascending."""
+    scores = krum_scores(vectors.to(torch.float64), f).tolist()
+    return sorted(sorted(range(len(scores)), key=lambda i: (scores[i], i))[:m])
+
+
+def largest_f(n: int) -> int:
+    """The most attackers Krum tolerates among n updates (n > 2f + 2)."""
+    return max((n - 3) // 2, 0)
+
+
+def clip_change(tensors: dict[str, torch.Tensor], sent: dict[str, torch.Tensor], bound: float):
+    """(tensors with their change from `sent` scaled to L2 norm <= bound, the change's norm); the norm
+    covers every floating-point tensor that was sent, together."""
+    keys = [k for k, v in tensors.items() if v.is_floating_point() and k in sent]
+    delta = {k: tensors[k] - sent[k].to(tensors[k].device) for k in keys}
+    norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta.values()))
+    if norm <= bound:
+        return tensors, norm
+    scale = bound / norm
+    return {**tensors, **{k: sent[k].to(d) + d * scale for k, d in delta.items()}}, norm
+
+
+class Combiner:
+    """One round's (or one cluster's) aggregate, fed one update at a time like `LayerwiseMean`.
+
+    With the plain mean the updates are folded in as they arrive and never held. A robust aggregator
+    needs every update at once (a median or a Krum score depends on all of them), so only then are
+    they collected, for the one round or cluster being aggregated. `sent(cid)`: the tensors the server
+    sent client `cid` this round (the reference of its change, for `norm_bound`); `notes`: where
+    what a defence left out or scaled down is reported, each line starting with `where`."""
+
+    def __init__(self, options, notes: list[str], where: str, sent: Callable[[int], dict[str, torch.Tensor]]):
+        self.options, self.notes, self.where, self.sent = options, notes, where, sent
+        self._mean = LayerwiseMean()
+        self._kept: list[tuple[int, dict[str, torch.Tensor], float]] = []  # robust aggregators only
+
+    def add(self, cid: int, tensors: dict[str, torch.Tensor], weight: float) -> None:
+        bound = self.options.norm_bound
+        if bound > 0:
+            tensors, norm = clip_change(tensors, self.sent(cid), bound)
+            if norm > bound:
+                self.notes.append(f"{self.where}: client {cid}: change clipped from L2 norm {norm:.4g} to {bound:g}")
+        if self.options.aggregator == "mean":
+            self._mean.add(tensors, weight)
+        else:
+            self._kept.append((cid, tensors, weight))
+
+    def __bool__(self) -> bool:
+        return bool(self._mean) or bool(self._kept)
+
+    def names(self) -> set[str]:
+        return self._mean.names() | {k for _, tensors, _ in self._kept for k in tensors}
+
+    def result(self, previous: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`previous` with every received tensor replaced by its aggregate (same dtype and device)."""
+        if self.options.aggregator == "mean":
+            return self._mean.result(previous)
+        if self.options.aggregator in ("krum", "multikrum"):
+            return self._krum(previous)
+        out = dict(previous)
+        for name in self.names():
+            values = torch.stack([t[name].detach().to(torch.float64) for _, t, _ in self._kept if name in t])  # (n, ...)
+            if self.options.aggregator == "median":
+                value = coordinate_median(values)
+            else:
+                value = trimmed_mean(values, self.options.trim)
+            out[name] = _like(value, previous[name])
+        if self.options.aggregator == "trimmed_mean":
+            self._note_untrimmed()
+        return out
+
+    def _note_untrimmed(self) -> None:
+        counts = sorted({sum(1 for _, t, _ in self._kept if name in t) for name in self.names()})
+        short = [n for n in counts if trimmed_count(n, self.options.trim) == 0]
+        if short:
+            self.notes.append(f"{self.where}: trimmed_mean of {short[0]} updates with trim {self.options.trim:g} "
+                              "trims nothing (their plain mean)")
+
+    def _krum(self, previous: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        blocks: dict[tuple[int, ...], list[str]] = {}  # the clients (positions) that sent a tensor -> its names
+        for name in sorted(self.names()):
+            blocks.setdefault(tuple(i for i, (_, t, _) in enumerate(self._kept) if name in t), []).append(name)
+        out = dict(previous)
+        for senders, names in blocks.items():
+            chosen = self._krum_block(senders, names, len(blocks) > 1)
+            mean = LayerwiseMean()
+            for i in chosen:
+                _, tensors, weight = self._kept[i]
+                mean.add({k: tensors[k] for k in names}, weight)
+            out.update({k: v for k, v in mean.result(previous).items() if k in names})
+        return out
+
+    def _krum_block(self, senders: tuple[int, ...], names: list[str], several: bool) -> list[int]:
+        """The positions (in `_kept`) Krum keeps among `senders` for the tensors `names`."""
+        n, f = len(senders), self.options.byzantine
+        what = f" ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})" if several else ""
+        floats = [k for k in names if self._kept[senders[0]][1][k].is_floating_point()]
+        if n < 3 or not floats:
+            if n < 3:
+                self.notes.append(f"{self.where}{what}: {self.options.aggregator} needs 3 updates, got {n}: their mean")
+            return list(senders)
+        if n <= 2 * f + 2:
+            self.notes.append(f"{self.where}{what}: {n} updates tolerate at most f = {largest_f(n)} for "
+                              f"{self.options.aggregator} (defence.byzantine = {f}); used f = {largest_f(n)}")
+            f = largest_f(n)
+        m = 1 if self.options.aggregator == "krum" else min(self.options.multikrum_m or n - f, n)
+        vectors = torch.stack([torch.cat([self._kept[i][1][k].detach().reshape(-1).to(torch.float64) for k in floats])
+                               for i in senders])  # (n, d)
+        chosen = [senders[j] for j in krum_select(vectors, f, m)]
+        left = sorted(self._kept[i][0] for i in senders if i not in chosen)
+        if left:
+            self.notes.append(f"{self.where}{what}: {self.options.aggregator} left out client"
+                              f"{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} (kept "
+                              f"{', '.join(str(c) for c in sorted(self._kept[i][0] for i in chosen))} of {n})")
+        return chosen
+
+
+def _like(value: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (value if ref.is_floating_point() else value.round()).to(ref.dtype).to(ref.device)
+
+
+def check(config) -> None:
+    """One-line errors for `[defence]` settings that cannot work or would be ignored."""
+    opts, defaults = config.defence, type(config.defence)()
+    unused = [k for k in ("trim", "byzantine", "multikrum_m")
+              if k not in USES[opts.aggregator] and getattr(opts, k) != getattr(defaults, k)]
+    if unused:
+        raise ConfigError(f"defence.{unused[0]}: not used by aggregator {opts.aggregator!r}")
+    n = config.num_clients
+    if opts.aggregator in ("krum", "multikrum") and n <= 2 * opts.byzantine + 2:
+        raise ConfigError(f"defence.byzantine: {opts.aggregator} with f = {opts.byzantine} needs more than 2f + 2 = "
+                          f"{2 * opts.byzantine + 2} clients, num_clients is {n}")
+    if opts.multikrum_m > n:
+        raise ConfigError(f"defence.multikrum_m: {opts.multikrum_m} is more than num_clients = {n}")
+
+
+def check_method(strategy_cls, config) -> None:
+    """A `[defence]` set for a method whose server does not aggregate through a `Combiner` is an error."""
+    if not strategy_cls.takes_defence and config.defence != type(config.defence)():
+        raise ConfigError(f"defence: method {config.method} does not aggregate through genefl.robust "
+                          "(Strategy.takes_defence), so [defence] would be ignored")

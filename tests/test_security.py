@@ -1,0 +1,323 @@
+"""Attacks (`genefl.adversary`) and robust aggregation (`genefl.robust`): each aggregator against numbers
+computed by hand on 2-3-element tensors, each attack against the honest update of the same client,
+and small seeded digits runs in which an attack hurts an undefended FedAvg and a defence restores it."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, small_config
+from genefl import adversary
+from genefl.adversary import alie, alie_z, attackers, collude, poisoned, stamp
+from genefl.algorithms.base import ClientEnv, train_and_send
+from genefl.config import DefenceOptions, load_config
+from genefl.data.scenario import build_scenario
+from genefl.errors import ConfigError
+from genefl.messages import Broadcast, ClientUpdate
+from genefl.results import build_results
+from genefl.robust import Combiner
+from genefl.runtime.assembly import assemble
+from genefl.runtime.simulator import Simulator
+
+
+def combine(updates, sent=None, **options):
+    """Feed (cid, {"w": values}, weight) through a Combiner; returns (w, notes)."""
+    notes: list[str] = []
+    combiner = Combiner(DefenceOptions(**options), notes, "round 1", lambda cid: sent)
+    for cid, values, weight in updates:
+        combiner.add(cid, {"w": torch.tensor(values)}, weight)
+    return combiner.result({"w": torch.zeros(len(updates[0][1]))})["w"], notes
+
+
+# ---- aggregators, by hand ----------------------------------------------------------------------------
+def test_median_is_per_coordinate_and_unweighted_with_the_middle_pair_averaged():
+    w, _ = combine([(0, [1.0, 10.0, -1.0], 1), (1, [2.0, 20.0, -2.0], 5), (2, [3.0, 30.0, -3.0], 1),
+                    (3, [100.0, -100.0, 50.0], 1)], aggregator="median")
+    assert w.tolist() == [2.5, 15.0, -1.5]  # (2 + 3) / 2, (10 + 20) / 2, (-2 - 1) / 2
+    w, _ = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 1), (2, [2.0, 0.0], 1)], aggregator="median")
+    assert w.tolist() == [2.0, 0.0]
+    w, _ = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 3)], aggregator="median")
+    assert w.tolist() == [3.0, 2.5]  # a median of two is their unweighted mean
+
+
+def test_trimmed_mean_drops_floor_trim_n_at_each_end_and_says_when_it_trims_nothing():
+    five = [(0, [1.0, -50.0], 1), (1, [2.0, 0.0], 1), (2, [3.0, 1.0], 1), (3, [4.0, 2.0], 9), (4, [100.0, 3.0], 1)]
+    w, notes = combine(five, aggregator="trimmed_mean", trim=0.2)  # k = 1 of 5 at each end
+    assert w.tolist() == pytest.approx([3.0, 1.0]) and not notes  # mean(2, 3, 4), mean(0, 1, 2)
+    w, notes = combine(five, aggregator="trimmed_mean", trim=0.1)  # 0.1 x 5 < 1: nothing trimmed
+    assert w.tolist() == pytest.approx([22.0, -8.8])  # the plain, unweighted mean
+    assert notes == ["round 1: trimmed_mean of 5 updates with trim 0.1 trims nothing (their plain mean)"]
+
+
+KRUM = [(0, [0.0, 0.0], 1), (1, [1.0, 0.0], 2), (2, [0.0, 2.0], 1), (3, [1.0, 1.0], 1), (4, [10.0, 10.0], 1)]
+# squared distances to the n - f - 2 = 2 nearest (f = 1): client 0: 1 + 2 = 3, client 1: 1 + 1 = 2,
+# client 2: 2 + 4 = 6, client 3: 1 + 2 = 3, client 4: 162 + 164 = 326
+
+
+def test_krum_keeps_the_update_nearest_its_neighbours():
+    w, notes = combine(KRUM, aggregator="krum", byzantine=1)
+    assert w.tolist() == [1.0, 0.0]
+    assert notes == ["round 1: krum left out clients 0, 2, 3, 4 (kept 1 of 5)"]
+
+
+def test_multikrum_averages_the_m_best_scores_by_samples():
+    w, notes = combine(KRUM, aggregator="multikrum", byzantine=1, multikrum_m=3)  # clients 1 (2), 0 and 3 (3)
+    assert w.tolist() == pytest.approx([(0 * 1 + 1 * 2 + 1 * 1) / 4, (0 + 0 + 1 * 1) / 4])
+    assert notes == ["round 1: multikrum left out clients 2, 4 (kept 0, 1, 3 of 5)"]
+    w, notes = combine(KRUM, aggregator="multikrum", byzantine=1)  # m = n - f = 4: only the outlier goes
+    assert w.tolist() == pytest.approx([(0 + 2 + 0 + 1) / 5, (0 + 0 + 2 + 1) / 5])
+    assert notes == ["round 1: multikrum left out client 4 (kept 0, 1, 2, 3 of 5)"]
+
+
+def test_krum_with_too_few_updates_for_f_uses_the_largest_f_they_allow_and_says_so():
+    w, notes = combine(KRUM[:3], aggregator="krum", byzantine=1)  # 3 updates: f = 0, 1 neighbour each
+    assert w.tolist() == [0.0, 0.0]  # scores 1, 1, 4: the tie goes to the lower id
+    assert notes[0] == "round 1: 3 updates tolerate at most f = 0 for krum (defence.byzantine = 1); used f = 0"
+    w, notes = combine(KRUM[:2], aggregator="krum", byzantine=1)
+    assert w.tolist() == pytest.approx([2 / 3, 0.0]) and notes == ["round 1: krum needs 3 updates, got 2: their mean"]
+
+
+def test_norm_bound_scales_each_change_from_what_was_sent():
+    sent = {"w": torch.tensor([1.0, 1.0, 1.0])}
+    w, notes = combine([(0, [4.0, 5.0, 1.0], 1), (1, [1.3, 1.4, 1.0], 1)], sent, norm_bound=1.0)
+    # client 0's change (3, 4, 0) has norm 5 -> (0.6, 0.8, 0); client 1's (0.3, 0.4, 0) stays
+    assert w.tolist() == pytest.approx([1 + (0.6 + 0.3) / 2, 1 + (0.8 + 0.4) / 2, 1.0])
+    assert notes == ["round 1: client 0: change clipped from L2 norm 5 to 1"]
+    w, _ = combine([(0, [4.0, 5.0, 1.0], 1), (1, [1.3, 1.4, 1.0], 1), (2, [1.0, 1.0, 1.0], 1)], sent,
+                   norm_bound=1.0, aggregator="median")
+    assert w.tolist() == pytest.approx([1.3, 1.4, 1.0])
+
+
+def test_each_tensor_is_aggregated_over_the_clients_that_sent_it():
+    notes: list[str] = []
+    combiner = Combiner(DefenceOptions(aggregator="median"), notes, "round 1", lambda cid: {})
+    combiner.add(0, {"a": torch.tensor([1.0]), "b": torch.tensor([7.0])}, 1)
+    combiner.add(1, {"a": torch.tensor([2.0])}, 1)
+    combiner.add(2, {"a": torch.tensor([9.0]), "b": torch.tensor([1.0])}, 1)
+    out = combiner.result({"a": torch.zeros(1), "b": torch.zeros(1), "c": torch.full((1,), 5.0)})
+    assert out["a"].item() == 2.0 and out["b"].item() == 4.0 and out["c"].item() == 5.0  # c: nobody sent it
+    krum = Combiner(DefenceOptions(aggregator="krum", byzantine=0), notes, "round 1", lambda cid: {})
+    for cid, (a, b) in enumerate([(0.0, 5.0), (0.5, None), (9.0, 6.0), (1.0, 5.5)]):
+        krum.add(cid, {"a": torch.tensor([a])} | ({"b": torch.tensor([b])} if b is not None else {}), 1)
+    out = krum.result({"a": torch.zeros(1), "b": torch.zeros(1)})
+    # "a" (all four, 2 neighbours): scores 1.25, 0.5, 136.25, 1.25 -> client 1;
+    # "b" (clients 0, 2, 3; 1 neighbour): 0.25 each -> the lowest id, client 0
+    assert out["a"].item() == 0.5 and out["b"].item() == 5.0
+    assert notes[-2:] == ["round 1 (a): krum left out clients 0, 2, 3 (kept 1 of 4)",
+                          "round 1 (b): krum left out clients 2, 3 (kept 0 of 3)"]
+
+
+def test_fedavg_with_a_median_measures_norm_bound_from_its_broadcast():
+    from genefl.algorithms.fedavg import FedAvg
+
+    initial = {"w": torch.tensor([1.0, 1.0]), "n": torch.tensor(3)}
+    config = small_config("method=\"fedavg\"", "defence.aggregator=\"median\"", "defence.norm_bound=2.0")
+    strategy = FedAvg(config, [], initial)
+    ups = [(0, ClientUpdate(tensors={"w": torch.tensor([7.0, 9.0]), "n": torch.tensor(4)}, meta={"num_samples": 1})),
+           (1, ClientUpdate(tensors={"w": torch.tensor([2.0, 1.0]), "n": torch.tensor(6)}, meta={"num_samples": 1})),
+           (2, ClientUpdate(tensors={"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(9)}, meta={"num_samples": 1}))]
+    state = strategy.aggregate(strategy.init(), 2, iter(ups))
+    # client 0's change (6, 8) -> (1.2, 1.6): w values 2.2 / 2 / 0 and 2.6 / 1 / 2; integers take the rounded median
+    assert state.weights["w"].tolist() == pytest.approx([2.0, 2.0]) and state.weights["n"].item() == 6
+    assert strategy.take_notes() == ["round 2: client 0: change clipped from L2 norm 10 to 2"] and not strategy.notes
+
+
+# ---- attacks, against the honest update --------------------------------------------------------------
+ATTACKED = ["method=\"fedavg\"", "num_clients=5", "num_newcomers=0", "rounds=1"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    config = load_config(None, ATTACKED)
+    scenario = build_scenario(config)
+    parts = assemble(config, scenario.input_shape, scenario.num_classes)
+    return scenario, parts, parts.initial_weights()  # taken before training overwrites the shared model
+
+
+def sent_update(digits, *overrides, cid=None):
+    """(cid, the update client `cid` (default: the first attacker) sends for the initial model, that model)."""
+    scenario, parts, initial = digits
+    config = load_config(None, ATTACKED + list(overrides))
+    cid = min(adversary.run_attackers(config) or {0}) if cid is None else cid
+    env = ClientEnv(cid, 1, parts.model, scenario.clients[cid], {}, config, parts.spec, parts.layers)
+    return cid, train_and_send(parts.client(), env, Broadcast(tensors=initial)), initial
+
+
+def changes(update, initial):
+    return {k: update.tensors[k] - initial[k] for k in initial if initial[k].is_floating_point()}
+
+
+@pytest.mark.parametrize("kind, factor", [("signflip", -1.0), ("scale", 10.0), ("backdoor", 10.0)])
+def test_update_attacks_multiply_the_change(digits, kind, factor):
+    cid, attacked, initial = sent_update(digits, f"adversary.kind=\"{kind}\"", "adversary.fraction=0.4")
+    if kind == "backdoor":  # the honest reference is its training on the same poisoned data, unboosted
+        _, honest, _ = sent_update(digits, "adversary.kind=\"backdoor\"", "adversary.fraction=0.4", "adversary.boost=1")
+    else:
+        _, honest, _ = sent_update(digits, cid=cid)
+    got, want = changes(attacked, initial), changes(honest, initial)
+    assert any(v.abs().sum() > 0 for v in want.values())
+    assert all(torch.allclose(got[k], factor * want[k], atol=1e-6) for k in want)
+    assert attacked.meta == honest.meta
+
+
+def test_gaussian_sends_noise_of_std_sigma_whatever_it_learnt(digits):
+    _, attacked, initial = sent_update(digits, "adversary.kind=\"gaussian\"", "adversary.fraction=0.4", "adversary.sigma=0.5")
+    noise = torch.cat([v.reshape(-1) for v in changes(attacked, initial).values()])
+    assert len(noise) > 1000 and abs(noise.mean().item()) < 0.05 and noise.std().item() == pytest.approx(0.5, rel=0.05)
+
+
+def test_a_client_that_does_not_attack_sends_its_honest_update(digits):
+    config = load_config(None, ATTACKED + ["adversary.kind=\"signflip\"", "adversary.fraction=0.4"])
+    honest = min(set(range(5)) - adversary.run_attackers(config))
+    _, sent, _ = sent_update(digits, "adversary.kind=\"signflip\"", "adversary.fraction=0.4", cid=honest)
+    _, plain, _ = sent_update(digits, cid=honest)
+    assert all(torch.equal(sent.tensors[k], plain.tensors[k]) for k in plain.tensors)
+
+
+def my_attack(update, received, env):
+    """An own attack for the hook test: send back exactly what was received, plus 1 on every bias."""
+    return ClientUpdate(tensors={k: received.tensors[k] + (1.0 if k.endswith("bias") else 0.0) for k in update.tensors},
+                        meta=update.meta)
+
+
+def test_an_own_attack_by_hook(digits):
+    _, sent, initial = sent_update(digits, "adversary.kind=\"test_security:my_attack\"", "adversary.fraction=0.4")
+    assert all(torch.equal(sent.tensors[k], initial[k] + (1.0 if k.endswith("bias") else 0.0)) for k in initial)
+    with pytest.raises(ConfigError, match="adversary.kind: cannot import 'test_security:nothing'"):
+        assemble(load_config(None, ["adversary.kind=\"test_security:nothing\"", "adversary.fraction=0.3"]), (1, 8, 8), 10)
+
+
+def test_alie_by_hand_and_z_max():
+    crafted = alie([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}, {"w": torch.tensor([5.0, 10.0])}], 1.0)
+    assert crafted["w"].tolist() == [1.0, 2.0]  # mean (3, 6) - 1 x std (2, 4), Bessel-corrected
+    assert alie_z(10, 3) == pytest.approx(0.5244, abs=1e-4)  # s = 6 - 3 = 3: Φ⁻¹(7/10)
+    assert alie_z(10, 6) == pytest.approx(1.2816, abs=1e-4)  # s clipped to 1: Φ⁻¹(9/10)
+
+
+def test_alie_replaces_every_attackers_update_by_the_same_crafted_change():
+    config = load_config(None, ["num_clients=5", "adversary.kind=\"alie\"", "adversary.fraction=0.4", "adversary.alie_z=2"])
+    bad = sorted(adversary.run_attackers(config))
+    sent = {cid: {"w": torch.full((2,), float(cid))} for cid in range(5)}  # what each was sent
+    honest_change = {bad[0]: torch.tensor([1.0, 4.0]), bad[1]: torch.tensor([3.0, 0.0])}
+    updates = [(cid, ClientUpdate(tensors={"w": sent[cid]["w"] + honest_change.get(cid, torch.tensor([9.0, 9.0]))},
+                                  meta={"num_samples": 1})) for cid in range(5)]
+    out = list(collude(iter(updates), config, lambda cid: sent[cid]))
+    assert [cid for cid, _ in out] == [c for c in range(5) if c not in bad] + bad  # the colluders come last
+    # mean (2, 2), std (1.414, 2.828): 2 - 2 x 1.414, 2 - 2 x 2.828
+    for cid, update in out:
+        want = torch.tensor([2 - 2 * math.sqrt(2), 2 - 4 * math.sqrt(2)]) if cid in bad else torch.tensor([9.0, 9.0])
+        assert torch.allclose(update.tensors["w"] - sent[cid]["w"], want)
+
+
+def test_labelflip_trains_on_flipped_labels(digits):
+    scenario, parts, _ = digits
+    config = load_config(None, ATTACKED + ["adversary.kind=\"labelflip\"", "adversary.fraction=0.4"])
+    env = ClientEnv(1, 1, parts.model, scenario.clients[1], {"kept": 1}, config, parts.spec, parts.layers)
+    flipped = poisoned(env)
+    assert torch.equal(flipped.data.y_train, 9 - env.data.y_train) and torch.equal(flipped.data.x_train, env.data.x_train)
+    assert flipped.store is env.store and torch.equal(env.data.y_train, scenario.clients[1].y_train)
+
+
+def test_backdoor_stamps_the_trigger_on_a_share_and_relabels_it(digits):
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)  # image 0: values 0..15, image 1: 16..31
+    stamped = stamp(x, 3)
+    assert stamped[0, 0].tolist() == [[0, 1, 2, 3], [4, 15, 0, 15], [8, 0, 15, 0], [12, 15, 0, 15]]
+    assert stamped[1, 0, 1:, 1:].tolist() == [[31, 16, 31], [16, 31, 16], [31, 16, 31]]
+    scenario, parts, _ = digits
+    config = load_config(None, ATTACKED + ["adversary.kind=\"backdoor\"", "adversary.fraction=0.4",
+                                           "adversary.target_label=7", "adversary.poison_fraction=0.25"])
+    data = scenario.clients[2]
+    env = ClientEnv(2, 1, parts.model, data, {}, config, parts.spec, parts.layers)
+    got = poisoned(env).data
+    changed = (got.x_train != data.x_train).flatten(1).any(1) | (got.y_train != data.y_train)
+    relabelled = (got.x_train == stamp(data.x_train, 3)).flatten(1).all(1) & (got.y_train == 7)
+    assert int(relabelled.sum()) == math.ceil(0.25 * data.num_train)  # the poisoned share, stamped and relabelled
+    assert not (changed & ~relabelled).any()  # nothing else touched
+
+
+# ---- who attacks: one pure function, in every process ----------------------------------------------------
+def test_attackers_are_a_pure_function_of_seed_clients_and_fraction():
+    assert attackers(0, 10, 0.3) == frozenset({4, 6, 9})
+    assert len(attackers(5, 20, 0.25)) == 5 and attackers(5, 20, 0.25) != attackers(6, 20, 0.25)
+    assert len(attackers(0, 3, 0.9)) == 2  # at least one client stays honest
+    code = "from genefl.adversary import attackers; print(sorted(attackers(0, 10, 0.3)), sorted(attackers(5, 20, 0.25)))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONPATH": str(REPO / "src"), "PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1"})
+    assert other.stdout.split("] [")[0] + "]" == "[4, 6, 9]"
+    assert other.stdout.strip().endswith(str(sorted(attackers(5, 20, 0.25))))
+
+
+def test_the_flower_run_config_names_the_same_attackers():
+    pytest.importorskip("flwr")
+    from genefl.flower.runconfig import config_from_run_config, flat_defaults
+
+    flat = {**flat_defaults(), "seed": 3, "num_clients": 12, "adversary.kind": "scale", "adversary.fraction": 0.25}
+    simulated = load_config(None, ["seed=3", "num_clients=12", "adversary.kind=\"scale\"", "adversary.fraction=0.25"])
+    assert config_from_run_config(flat) == simulated
+    assert adversary.run_attackers(config_from_run_config(flat)) == adversary.run_attackers(simulated)
+
+
+# ---- configuration errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, message", [
+    (["adversary.kind=\"signflip\"", "adversary.fraction=1.0"], "adversary.fraction: must be in [0, 1), got 1.0"),
+    (["adversary.kind=\"signflip\""], "adversary.fraction: 0 of num_clients = 10 makes no attacker"),
+    (["adversary.fraction=0.3"], "adversary.fraction: no attack chosen (set adversary.kind)"),
+    (["adversary.kind=\"signflip\"", "adversary.fraction=0.3", "adversary.scale=3"], "adversary.scale: not used by attack 'signflip'"),
+    (["adversary.kind=\"backdoor\"", "adversary.fraction=0.3", "adversary.target_label=10"], "adversary.target_label: digits has classes 0..9"),
+    (["adversary.kind=\"flood\""], "adversary.kind: must be one of none, signflip"),
+    (["defence.trim=0.5", "defence.aggregator=\"trimmed_mean\""], "defence.trim: must be in [0, 0.5), got 0.5"),
+    (["defence.trim=0.2"], "defence.trim: not used by aggregator 'mean'"),
+    (["defence.aggregator=\"krum\"", "defence.byzantine=4"], "defence.byzantine: krum with f = 4 needs more than 2f + 2 = 10 clients"),
+    (["defence.aggregator=\"multikrum\"", "defence.multikrum_m=11"], "defence.multikrum_m: 11 is more than num_clients = 10"),
+    (["method=\"local\"", "defence.aggregator=\"median\""], "defence: method local does not aggregate through genefl.robust"),
+])
+def test_bad_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+# ---- an attack hurts, a defence restores -------------------------------------------------------------------
+def run(*overrides):
+    config = load_config(None, ["method=\"fedavg\"", "num_clients=10", "partition=\"iid\""] + list(overrides))
+    return build_results(Simulator(config, build_scenario(config)).run())
+
+
+def test_scaled_sign_flips_break_fedavg_and_median_trimmed_mean_and_multikrum_restore_it(one_thread):
+    common = ["rounds=8", "num_newcomers=0", "eval_every=8"]
+    attack = common + ["adversary.kind=\"scale\"", "adversary.fraction=0.3", "adversary.scale=-10"]
+    clean = run(*common)["summary"]["acc_clients"]
+    assert clean > 0.85
+    assert run(*attack)["summary"]["acc_clients"] < 0.2  # ten classes: chance
+    for defence in (["defence.aggregator=\"median\""], ["defence.aggregator=\"trimmed_mean\"", "defence.trim=0.3"]):
+        assert run(*attack, *defence)["summary"]["acc_clients"] > clean - 0.08, defence  # measured: 5 points below
+    doc = run(*attack, "defence.aggregator=\"multikrum\"", "defence.byzantine=3")
+    assert doc["summary"]["acc_clients"] > clean - 0.03  # measured: level with the clean run
+    bad = doc["method_info"]["adversary"]["attackers"]
+    assert bad == [4, 6, 9] and all(
+        f"multikrum left out clients {', '.join(map(str, bad))} " in " ".join(r["notes"]) for r in doc["rounds"])
+
+
+def test_a_boosted_backdoor_takes_fedavg_and_the_median_stops_it(one_thread):
+    common = ["rounds=6", "eval_every=3", "num_newcomers=2", "newcomer_epochs=2", "adversary.kind=\"backdoor\"",
+              "adversary.fraction=0.1"]
+    attacked = run(*common)
+    defended = run(*common, "defence.aggregator=\"median\"")
+    assert attacked["summary"]["backdoor_success"] > 0.8 and defended["summary"]["backdoor_success"] < 0.1  # measured: 1.0, 0.0
+    assert [r.get("backdoor_success") is not None for r in attacked["rounds"]] == [False, False, True] * 2
+    assert attacked["summary"]["backdoor_success_newcomers"] > 0.8 and defended["summary"]["backdoor_success_newcomers"] < 0.2
+    assert all("backdoor_success" in n for n in attacked["newcomers"])
+    assert abs(attacked["summary"]["acc_clients"] - defended["summary"]["acc_clients"]) < 0.05  # the main task is unharmed
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the thresholds were measured on one thread
+    yield
+    torch.set_num_threads(threads)
