@@ -132,13 +132,13 @@ def test_a_client_whose_seeded_model_differs_asks_for_the_tensors():
     """The server builds the initial model, then every client's rebuild differs: each sees the digest
     mismatch, asks once, is sent the tensors and goes on exactly as with `first_contact = "tensors"`;
     the asking and the resending are counted and noted."""
-    from genefl.algorithms.base import NEED_INITIAL, _seeded_initial
+    from genefl.runtime.first_contact import NEED_INITIAL, seeded_initial
     from genefl.messages import ClientUpdate, nbytes
 
     for method in ("fedavg", "local"):
         docs = {}
         for how in ("tensors", "seed"):
-            _seeded_initial.cache_clear()
+            seeded_initial.cache_clear()
             # the newcomer arrives before round 1's training: FedAvg welcomes it with the initial model too
             config = small_config(f"method=\"{method}\"", f"first_contact=\"{how}\"", "model=\"test_newcomer:drifting_model\"",
                                   "newcomer_rounds=[1]")

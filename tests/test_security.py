@@ -14,7 +14,8 @@ import torch
 from conftest import REPO, small_config
 from genefl import adversary
 from genefl.adversary import alie, alie_z, attackers, collude, poisoned, stamp
-from genefl.algorithms.base import ClientEnv, train_and_send
+from genefl.algorithms.base import ClientEnv
+from genefl.runtime.client_side import train_and_send
 from genefl.config import DefenceOptions, load_config
 from genefl.data.scenario import build_scenario
 from genefl.errors import ConfigError

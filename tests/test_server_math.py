@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from conftest import small_config
-from genefl.algorithms.base import ClientEnv, ModelSpec
+from genefl.algorithms.base import ClientEnv
+from genefl.models import ModelSpec
 from genefl.algorithms.fedavg import FedAvg
 from genefl.algorithms.fedlp import FedLP
 from genefl.algorithms.fedprox import FedProxClient

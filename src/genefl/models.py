@@ -10,6 +10,7 @@ layers, and a "window" is only meaningful in forward order.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -221,3 +222,15 @@ def default_model(dataset: str) -> str:
     if dataset == "digits":
         return "mlp"
     return "resnet18" if dataset.startswith("cifar") else "cnn"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What both halves know about the model: enough to build a fresh, seeded copy."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    def build(self, seed: int, *tags: object) -> nn.Module:
+        return build_model(self.name, self.input_shape, self.num_classes, seed, *tags)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import rng
 from .config import Config
 from .data.scenario import ClientData
 from .training import accuracy, batches
@@ -115,3 +116,8 @@ def finetune(model: nn.Module, data: ClientData, inherited: set[str], s: Finetun
         if len(y_val):
             curve.val.append(accuracy(model, x_val, y_val))
     return curve
+
+
+def newcomer_split_generator(seed: int, cid: int) -> torch.Generator:
+    """The validation split of a newcomer depends on it alone, never on the start or the method."""
+    return rng.generator(seed, "newcomer-val", cid)

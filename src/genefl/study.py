@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from . import rng
-from .algorithms.base import newcomer_split_generator
+from .newcomer import newcomer_split_generator
 from .comparison import STARTS_FILE, Variant, run_comparison, variant_config
 from .config import Config
 from .errors import GeneflError

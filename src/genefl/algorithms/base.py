@@ -11,8 +11,6 @@ control variates) lives in `ClientEnv.store`, a dict the runtime owns and keeps 
 from __future__ import annotations
 
 import abc
-import functools
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,31 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import adversary, rng
+from .. import rng
 from ..config import Config
 from ..data.scenario import ClientData
 from ..layers import Layer
-from ..compression import RESIDUAL, decode_message, encode_message
-from ..defence import protect
 from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
-from ..models import build_model
-from ..newcomer import FinetuneSettings, NewcomerCurve, finetune
+from ..models import ModelSpec
+from ..newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
 from ..robust import Combiner
 from ..server_opt import ServerOptimizer, for_method
 from ..training import TrainSettings, accuracy, load_into, snapshot, train
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What both halves know about the model: enough to build a fresh, seeded copy."""
-
-    name: str
-    input_shape: tuple[int, int, int]
-    num_classes: int
-
-    def build(self, seed: int, *tags: object) -> nn.Module:
-        return build_model(self.name, self.input_shape, self.num_classes, seed, *tags)
 
 
 @dataclass
@@ -227,11 +211,6 @@ class ClientAlgorithm:
         return curve
 
 
-def newcomer_split_generator(seed: int, cid: int) -> torch.Generator:
-    """The validation split of a newcomer depends on it alone, never on the start or the method."""
-    return rng.generator(seed, "newcomer-val", cid)
-
-
 class PersonalModelClient(ClientAlgorithm):
     """A client that keeps its own whole model between rounds (in `store["model"]`); whatever the
     server sends (a learnGene, or the initial model on first contact) overwrites its copies."""
@@ -251,113 +230,6 @@ class PersonalModelClient(ClientAlgorithm):
 
     def keep_newcomer(self, env: ClientEnv) -> None:
         env.store["model"] = snapshot(env.model)
-
-
-SEED_FLAG = "from_seed"  # Broadcast.meta key: the missing tensors are the run's seeded initial model; its value, their digest
-NEED_INITIAL = "need_initial"  # a client's whole reply's meta key: "my seeded initial model differs: send the tensors"
-
-
-class InitialMismatch(GeneflError):
-    """The client's seeded initial model is not the server's (another torch, another platform)."""
-
-
-def initial_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """16 hex digits naming the exact tensors (names, dtypes, shapes and bytes)."""
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{list(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def send_initial_as_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor], digest: str) -> Broadcast:
-    """`first_contact = "seed"`: a full-model broadcast drops every tensor that still is the shared
-    seeded initialisation (the very tensor object, so certainly equal) and says so in one flag whose
-    value is the initial tensors' `digest`; the client rebuilds those tensors from the run's seed and
-    checks them against it. Partial broadcasts (learnGenes) are sent as they are: their missing
-    layers mean "keep your own", not "take the initial ones"."""
-    if set(broadcast.tensors) != set(initial):
-        return broadcast
-    kept = {k: v for k, v in broadcast.tensors.items() if v is not initial[k]}
-    if len(kept) == len(initial):
-        return broadcast
-    return Broadcast(tensors=kept, extras=broadcast.extras, meta={**broadcast.meta, SEED_FLAG: digest})
-
-
-@functools.lru_cache(maxsize=2)
-def _seeded_initial(spec: ModelSpec, seed: int, device: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The seeded initial model as this process builds it, and its digest."""
-    tensors = {k: v.to(device) for k, v in spec.build(seed, "global").state_dict().items()}
-    return tensors, initial_digest(tensors)
-
-
-def train_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
-    """What a client sends after training: its method's update (an attacker's: trained on its poisoned
-    data and tampered with, `genefl.adversary`), through the optional clip-and-noise defence (`dp_clip`,
-    `dp_noise`), then the upload codec (`codec.up`). Both runtimes call this, never `client.train` directly."""
-    if env.cid in adversary.run_attackers(env.config):
-        update = adversary.tamper(client.train(adversary.poisoned(env), broadcast), broadcast, env)
-    else:
-        update = client.train(env, broadcast)
-    update = protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
-    opts = env.config.codec
-    if opts.up == "none" or not isinstance(update, ClientUpdate):
-        return update
-    residual = env.store.setdefault(RESIDUAL, {}) if opts.error_feedback else None
-    gen = env.generator("codec")
-    return encode_message(update, opts.up, opts, opts.rounding != "nearest", lambda section, name: gen,
-                          reference=broadcast, residual=residual)
-
-
-def evaluate_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> dict[str, float]:
-    """A client's evaluation reply (both runtimes): its test accuracy, and in a backdoor-attacked run the
-    backdoor's success on the same model (`adversary.measured`)."""
-    return {"acc": client.evaluate(env, broadcast), **adversary.measured(env)}
-
-
-def welcome_and_send(client: "ClientAlgorithm", env: ClientEnv, broadcast: Broadcast) -> NewcomerCurve:
-    """A newcomer's fine-tuning curve (both runtimes), with the backdoor's success on the model it ends with."""
-    curve = client.welcome(env, broadcast)
-    curve.backdoor = adversary.measured(env).get("backdoor")
-    return curve
-
-
-def send_signature(client: "ClientAlgorithm", env: ClientEnv) -> ClientUpdate:
-    """A client's Stage-0 signature, through `codec.signature` (both runtimes call this)."""
-    update = client.signature(env)
-    opts = env.config.codec
-    gen = env.generator("codec-signature")
-    return encode_message(update, opts.signature, opts, opts.rounding != "nearest", lambda section, name: gen)
-
-
-def resolve_seed(broadcast: Broadcast, initial: dict[str, torch.Tensor]) -> Broadcast:
-    """A broadcast sent with `SEED_FLAG`, its missing tensors taken from the seeded initial model."""
-    if not broadcast.meta.get(SEED_FLAG):
-        return broadcast
-    meta = {k: v for k, v in broadcast.meta.items() if k != SEED_FLAG}
-    return Broadcast(tensors={**initial, **broadcast.tensors}, extras=broadcast.extras, meta=meta)
-
-
-def received(env: ClientEnv, broadcast: Broadcast, cache: dict | None = None) -> Broadcast:
-    """What the client half works with: the broadcast decoded (`codec.down`), and, when it was sent
-    with `SEED_FLAG`, its missing tensors rebuilt from the run's seed (both runtimes call this on
-    every broadcast). `cache`: decoded tensors by packed object, shared by clients of one round.
-    Raises `InitialMismatch` when the rebuilt tensors are not the ones the server's digest names:
-    the runtime then answers `NEED_INITIAL` instead of going on from a different model."""
-    broadcast = decode_message(broadcast, cache=cache, device=env.config.device)
-    flag = broadcast.meta.get(SEED_FLAG)
-    if not flag:
-        return broadcast
-    initial, digest = _seeded_initial(env.spec, env.config.seed, env.config.device)
-    if flag != digest:
-        raise InitialMismatch(f"client {env.cid}: its seeded initial model (digest {digest}) is not the server's ({str(flag)[:16]})")
-    return resolve_seed(broadcast, initial)
-
-
-def asks_for_initial(reply: object) -> bool:
-    """A client's reply that says its seeded initial model differs (see `received`)."""
-    return isinstance(reply, ClientUpdate) and reply.meta == {NEED_INITIAL: True} and not reply.tensors and not reply.extras
 
 
 def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) -> ClientUpdate:

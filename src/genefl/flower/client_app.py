@@ -27,8 +27,9 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..algorithms.base import (NEED_INITIAL, ClientEnv, InitialMismatch, evaluate_and_send, received, send_signature,
-                               train_and_send, welcome_and_send)
+from ..algorithms.base import ClientEnv
+from ..runtime.client_side import evaluate_and_send, received, send_signature, train_and_send, welcome_and_send
+from ..runtime.first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices

@@ -22,7 +22,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from ..data.datasets import SHAPES
-from ..algorithms.base import asks_for_initial
+from ..runtime.first_contact import asks_for_initial
 from ..errors import GeneflError
 from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
 from ..newcomer import NewcomerCurve

@@ -15,10 +15,10 @@ from torch import nn
 
 from .. import adversary, robust
 from ..algorithms import get as get_method
-from ..algorithms.base import ClientAlgorithm, ModelSpec, Strategy
+from ..algorithms.base import ClientAlgorithm, Strategy
 from ..config import Config
 from ..layers import Layer, model_layers, model_nbytes
-from ..models import default_model
+from ..models import ModelSpec, default_model
 
 
 def model_spec(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:

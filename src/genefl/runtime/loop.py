@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from .. import adversary, rng
-from ..algorithms.base import Strategy, asks_for_initial, initial_digest, resolve_seed, send_initial_as_seed
+from ..algorithms.base import Strategy
 from ..compression import QUANTIZERS, decode_message, encode_message, rebase
 from ..config import Config
 from ..errors import GeneflError
@@ -24,6 +24,7 @@ from ..ledger import Ledger
 from ..messages import Broadcast, ClientUpdate
 from ..newcomer import NewcomerCurve
 from .events import Callback, NewcomerReport, RoundReport
+from .first_contact import asks_for_initial, initial_digest, resolve_seed, send_initial_as_seed
 
 
 class Transport(Protocol):

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..algorithms.base import (NEED_INITIAL, ClientEnv, InitialMismatch, ModelSpec, evaluate_and_send, received,
-                               send_signature, train_and_send, welcome_and_send)
+from ..algorithms.base import ClientEnv
+from ..models import ModelSpec
+from .client_side import evaluate_and_send, received, send_signature, train_and_send, welcome_and_send
+from .first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.scenario import Scenario
 from ..messages import Broadcast, ClientUpdate

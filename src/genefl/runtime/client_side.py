@@ -1,0 +1,71 @@
+"""What every client does around its method's half, the same in both runtimes: the broadcast
+decoded and its seeded tensors rebuilt (`received`), then the method's training, evaluation or
+newcomer fine-tuning wrapped in what a run adds to it: an attacker's tampering
+(`genefl.adversary`), the clip-and-noise defence (`genefl.defence`) and the upload codec
+(`genefl.compression`). The simulator's transport and the Flower ClientApp call these, never a
+client half's methods directly.
+"""
+
+from __future__ import annotations
+
+from .. import adversary
+from ..algorithms.base import ClientAlgorithm, ClientEnv
+from ..compression import RESIDUAL, decode_message, encode_message
+from ..defence import protect
+from ..messages import Broadcast, ClientUpdate
+from ..newcomer import NewcomerCurve
+from .first_contact import SEED_FLAG, InitialMismatch, resolve_seed, seeded_initial
+
+def train_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
+    """What a client sends after training: its method's update (an attacker's: trained on its poisoned
+    data and tampered with, `genefl.adversary`), through the optional clip-and-noise defence (`dp_clip`,
+    `dp_noise`), then the upload codec (`codec.up`). Both runtimes call this, never `client.train` directly."""
+    if env.cid in adversary.run_attackers(env.config):
+        update = adversary.tamper(client.train(adversary.poisoned(env), broadcast), broadcast, env)
+    else:
+        update = client.train(env, broadcast)
+    update = protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
+    opts = env.config.codec
+    if opts.up == "none" or not isinstance(update, ClientUpdate):
+        return update
+    residual = env.store.setdefault(RESIDUAL, {}) if opts.error_feedback else None
+    gen = env.generator("codec")
+    return encode_message(update, opts.up, opts, opts.rounding != "nearest", lambda section, name: gen,
+                          reference=broadcast, residual=residual)
+
+
+def evaluate_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> dict[str, float]:
+    """A client's evaluation reply (both runtimes): its test accuracy, and in a backdoor-attacked run the
+    backdoor's success on the same model (`adversary.measured`)."""
+    return {"acc": client.evaluate(env, broadcast), **adversary.measured(env)}
+
+
+def welcome_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> NewcomerCurve:
+    """A newcomer's fine-tuning curve (both runtimes), with the backdoor's success on the model it ends with."""
+    curve = client.welcome(env, broadcast)
+    curve.backdoor = adversary.measured(env).get("backdoor")
+    return curve
+
+
+def send_signature(client: ClientAlgorithm, env: ClientEnv) -> ClientUpdate:
+    """A client's Stage-0 signature, through `codec.signature` (both runtimes call this)."""
+    update = client.signature(env)
+    opts = env.config.codec
+    gen = env.generator("codec-signature")
+    return encode_message(update, opts.signature, opts, opts.rounding != "nearest", lambda section, name: gen)
+
+
+def received(env: ClientEnv, broadcast: Broadcast, cache: dict | None = None) -> Broadcast:
+    """What the client half works with: the broadcast decoded (`codec.down`), and, when it was sent
+    with `SEED_FLAG`, its missing tensors rebuilt from the run's seed (both runtimes call this on
+    every broadcast). `cache`: decoded tensors by packed object, shared by clients of one round.
+    Raises `InitialMismatch` when the rebuilt tensors are not the ones the server's digest names:
+    the runtime then answers `NEED_INITIAL` instead of going on from a different model."""
+    broadcast = decode_message(broadcast, cache=cache, device=env.config.device)
+    flag = broadcast.meta.get(SEED_FLAG)
+    if not flag:
+        return broadcast
+    initial, digest = seeded_initial(env.spec, env.config.seed, env.config.device)
+    if flag != digest:
+        raise InitialMismatch(f"client {env.cid}: its seeded initial model (digest {digest}) is not the server's ({str(flag)[:16]})")
+    return resolve_seed(broadcast, initial)
