@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import torch
 
 from ..config import Config, run_table, table_differences
 from ..errors import GeneflError
+from ..ledger import Ledger
+from .events import NewcomerReport, RoundReport
 
 FILE = "checkpoint.pt"
 VERSION = 1
@@ -82,3 +85,41 @@ def fault(point: str, round: int) -> None:
     wanted = os.environ.get("GENEFL_FAULT")
     if wanted and wanted == f"{point}:{round}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- what a snapshot read back must hold ------------------------------------------------------
+def _ints(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _list_of(kind: type):
+    return lambda value: isinstance(value, list) and all(isinstance(v, kind) for v in value)
+
+
+SNAPSHOT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {  # what `snapshot` writes, but the server state
+    "round": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a round number"),
+    "active": (_ints, "a list of client ids"), "waiting": (_ints, "a list of client ids"),
+    "rounds": (_list_of(RoundReport), "a list of round reports"),
+    "newcomers": (_list_of(NewcomerReport), "a list of newcomer reports"),
+    "ledger": (lambda v: isinstance(v, Ledger), "a byte ledger"), "notes": (_list_of(str), "a list of notes"),
+    "signature_rows": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a row count or None"),
+    "elapsed": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"), "seconds"),
+    "explicit": (_ints, "a list of client ids"),
+}
+
+
+def check_snapshot(snap: Any, rounds: int) -> str | None:
+    """What is wrong with a snapshot read back from a checkpoint (for a run of `rounds` rounds), or
+    None. A file from another genefl version, or a damaged one, is refused here rather than failing
+    somewhere in the rest of the run."""
+    if not isinstance(snap, dict):
+        return "it is not a table"
+    missing = [name for name in ("server", *SNAPSHOT_FIELDS) if name not in snap]
+    if missing:
+        return f"it has no {missing[0]!r}"
+    for name, (valid, what) in SNAPSHOT_FIELDS.items():
+        if not valid(snap[name]):
+            return f"{name!r} must be {what}, got {type(snap[name]).__name__}"
+    if not 1 <= snap["round"] < rounds or len(snap["rounds"]) != snap["round"]:
+        return f"it is of round {snap['round']} with {len(snap['rounds'])} round reports, in a run of {rounds} rounds"
+    return None

@@ -17,14 +17,14 @@ import torch
 
 from .. import adversary, rng
 from ..algorithms.base import Strategy
-from ..compression import QUANTIZERS, decode_message, encode_message, rebase
 from ..config import Config
 from ..errors import GeneflError
 from ..ledger import Ledger
 from ..messages import Broadcast, ClientUpdate
 from ..newcomer import NewcomerCurve
 from .events import Callback, NewcomerReport, RoundReport
-from .first_contact import asks_for_initial, initial_digest, resolve_seed, send_initial_as_seed
+from .checkpoint import check_snapshot
+from .wire import Wire
 
 
 class Transport(Protocol):
@@ -75,57 +75,15 @@ class RoundLoop:
         self.ledger = Ledger()
         self.notes: list[str] = []
         self.signature_rows: int | None = None  # the training clients' signature row count
-        self._codec_round, self._encoded, self._decoded = -1, {}, {}  # per-round codec caches
-        self.explicit: set[int] = set()  # clients whose seeded initial model differs: always sent tensors
-        self.digest = initial_digest(strategy.initial) if config.first_contact == "seed" else ""
-
-    def _caches(self, round: int) -> tuple[dict, dict]:
-        """id(tensor) -> packed and id(packed) -> tensor for this round: a tensor broadcast to many
-        clients is encoded (and decoded for their upload references) once."""
-        if round != self._codec_round:
-            self._codec_round, self._encoded, self._decoded = round, {}, {}
-        return self._encoded, self._decoded
-
-    def _outgoing(self, broadcast: Broadcast, round: int, cid: int | None = None) -> Broadcast:
-        """What goes on the wire for a broadcast to `cid`: tensors equal to the seeded initial model
-        dropped (`first_contact = "seed"`, unless that client asked for tensors; None = never, for
-        evaluation, which is measurement), the rest through the broadcast codec (`codec.down`)."""
-        if self.digest and cid is not None and cid not in self.explicit:
-            broadcast = send_initial_as_seed(broadcast, self.strategy.initial, self.digest)
-        opts, seed = self.config.codec, self.config.seed
-        stochastic = opts.rounding == "stochastic"
-
-        def generator(section: str, name: str) -> torch.Generator | None:  # the same for every client
-            return rng.generator(seed, "codec-down", round, section, name) if stochastic else None
-
-        return encode_message(broadcast, opts.down, opts, stochastic, generator, cache=self._caches(round)[0])
-
-    def _as_received(self, sent: Broadcast, round: int) -> Broadcast:
-        """The broadcast as the client works with it (decoded, seed-resolved): what its upload's
-        changes are relative to."""
-        decoded = decode_message(sent, cache=self._caches(round)[1], device=self.config.device)
-        return resolve_seed(decoded, self.strategy.initial)
-
-    def _decoded_update(self, update: ClientUpdate, sent: tuple[Broadcast, Broadcast] | None) -> ClientUpdate:
-        """An upload with its packed tensors decoded (before anything else reads it). `sent`: (what
-        the client received, what the server meant to send). When a broadcast codec made those
-        differ, the client's change is moved onto the exact tensors, so the server's model never
-        takes in the broadcast codec's error (it would otherwise accumulate, round after round)."""
-        templates = {"tensors": self.strategy.initial, "extras": self.strategy.expected_extras()}
-        received, planned = sent if sent is not None else (None, None)
-        update = decode_message(update, received, templates)
-        return rebase(update, received, planned) if planned is not None and planned is not received else update
-
-    def _decoded_signature(self, update: ClientUpdate) -> ClientUpdate:
-        return decode_message(update, allowed=QUANTIZERS)
+        self.wire = Wire(config, strategy)
 
     def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> bool:
         """A client's first `NEED_INITIAL` reply (its seeded initial model is not the server's):
         counted, noted, and from now on it is sent tensors. A second one is an ordinary bad reply."""
-        if not self.digest or cid in self.explicit or not asks_for_initial(reply):
+        if not self.wire.may_ask(cid, reply):
             return False
         self.ledger.record(round, cid, "up", kind, reply)
-        self.explicit.add(cid)
+        self.wire.explicit.add(cid)
         self.notes.append(f"round {round}: client {cid}: its seeded initial model differs from the server's; sent it the tensors")
         return True
 
@@ -136,10 +94,10 @@ class RoundLoop:
             if not self._asked_for_initial(round, cid, update, "train"):
                 yield cid, update
                 continue
-            again = self._outgoing(planned[cid], round, cid)
+            again = self.wire.outgoing(planned[cid], round, cid)
             self.ledger.record(round, cid, "down", "train", again)
             if cid in references:
-                references[cid] = (self._as_received(again, round), references[cid][1])
+                references[cid] = (self.wire.as_received(again, round), references[cid][1])
             yield from self.transport.train(round, {cid: again})
 
     def _checked_signatures(self, signatures: dict[int, ClientUpdate]) -> dict[int, ClientUpdate]:
@@ -147,7 +105,7 @@ class RoundLoop:
         decoded = {}
         for cid, update in signatures.items():
             try:
-                decoded[cid] = self._decoded_signature(update)
+                decoded[cid] = self.wire.decoded_signature(update)
             except GeneflError as exc:
                 self.notes.append(f"round 0: client {cid}: {exc}")
         signatures = decoded
@@ -172,7 +130,7 @@ class RoundLoop:
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
             try:
-                update = self._decoded_update(update, references.get(cid))
+                update = self.wire.decoded_update(update, references.get(cid))
                 self.strategy.check(update)
             except GeneflError as exc:
                 rejected.append(cid)
@@ -188,23 +146,23 @@ class RoundLoop:
                 return state, None
             hello_bytes = self.ledger.record(round, cid, "up", "signature", hello)
             try:
-                hello = self._decoded_signature(hello)
+                hello = self.wire.decoded_signature(hello)
                 self.strategy.check_hello(hello, self.signature_rows)
             except GeneflError as exc:
                 self.transport.failures[cid] = str(exc)
                 return state, None
         state, planned = self.strategy.welcome(state, round, cid, hello)
-        broadcast = self._outgoing(planned, round, cid)
+        broadcast = self.wire.outgoing(planned, round, cid)
         init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
         if self._asked_for_initial(round, cid, curve, "newcomer_init"):
             init_bytes += self.ledger.transfers[-1].nbytes
-            broadcast = self._outgoing(planned, round, cid)
+            broadcast = self.wire.outgoing(planned, round, cid)
             init_bytes += self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
             curve = self.transport.welcome(round, cid, broadcast)
         if curve is None or isinstance(curve, ClientUpdate):
             return state, None
-        received = self._as_received(broadcast, round)
+        received = self.wire.as_received(broadcast, round)
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, received)
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
@@ -225,15 +183,15 @@ class RoundLoop:
                 cb.after_newcomer(report)
         participants, dropped = sample_clients(self.config, t, active)
         for cid in dropped:  # sampled, downloaded, never reported back
-            self.ledger.record(t, cid, "down", "train", self._outgoing(self.strategy.configure_train(state, t, cid), t, cid))
+            self.ledger.record(t, cid, "down", "train", self.wire.outgoing(self.strategy.configure_train(state, t, cid), t, cid))
         planned = {cid: self.strategy.configure_train(state, t, cid) for cid in participants}
-        broadcasts = {cid: self._outgoing(b, t, cid) for cid, b in planned.items()}
+        broadcasts = {cid: self.wire.outgoing(b, t, cid) for cid, b in planned.items()}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "train", broadcast)
         references = {}  # what uploads are decoded against: needed only when a codec is on
         if self.config.codec.up != "none" or self.config.codec.down != "none":
             exact = self.config.codec.down != "none"
-            references = {cid: (self._as_received(b, t), planned[cid] if exact else None) for cid, b in broadcasts.items()}
+            references = {cid: (self.wire.as_received(b, t), planned[cid] if exact else None) for cid, b in broadcasts.items()}
         self.transport.failures.clear()
         rejected: list[int] = []
         reported: list[int] = []
@@ -258,7 +216,7 @@ class RoundLoop:
         return state, report
 
     def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, dict[str, float]]:
-        broadcasts = {cid: self._outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}  # never by seed
+        broadcasts = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}  # never by seed
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)
@@ -310,7 +268,7 @@ class RoundLoop:
         return {"round": round, "server": state, "active": list(active), "waiting": list(waiting),
                 "rounds": list(self.rounds), "newcomers": list(self.newcomers), "ledger": self.ledger,
                 "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed,
-                "explicit": sorted(self.explicit)}
+                "explicit": sorted(self.wire.explicit)}
 
     def check_resume(self, snap: Any) -> None:
         """Refuse, in one line, a snapshot this loop cannot go on from (a damaged checkpoint, or one
@@ -326,42 +284,5 @@ class RoundLoop:
         self.check_resume(snap)
         self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
-        self.explicit = set(snap["explicit"])
+        self.wire.explicit = set(snap["explicit"])
         return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]
-
-
-def _ints(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-
-
-def _list_of(kind: type):
-    return lambda value: isinstance(value, list) and all(isinstance(v, kind) for v in value)
-
-
-SNAPSHOT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {  # what `snapshot` writes, but the server state
-    "round": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a round number"),
-    "active": (_ints, "a list of client ids"), "waiting": (_ints, "a list of client ids"),
-    "rounds": (_list_of(RoundReport), "a list of round reports"),
-    "newcomers": (_list_of(NewcomerReport), "a list of newcomer reports"),
-    "ledger": (lambda v: isinstance(v, Ledger), "a byte ledger"), "notes": (_list_of(str), "a list of notes"),
-    "signature_rows": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a row count or None"),
-    "elapsed": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"), "seconds"),
-    "explicit": (_ints, "a list of client ids"),
-}
-
-
-def check_snapshot(snap: Any, rounds: int) -> str | None:
-    """What is wrong with a snapshot read back from a checkpoint (for a run of `rounds` rounds), or
-    None. A file from another genefl version, or a damaged one, is refused here rather than failing
-    somewhere in the rest of the run."""
-    if not isinstance(snap, dict):
-        return "it is not a table"
-    missing = [name for name in ("server", *SNAPSHOT_FIELDS) if name not in snap]
-    if missing:
-        return f"it has no {missing[0]!r}"
-    for name, (valid, what) in SNAPSHOT_FIELDS.items():
-        if not valid(snap[name]):
-            return f"{name!r} must be {what}, got {type(snap[name]).__name__}"
-    if not 1 <= snap["round"] < rounds or len(snap["rounds"]) != snap["round"]:
-        return f"it is of round {snap['round']} with {len(snap['rounds'])} round reports, in a run of {rounds} rounds"
-    return None
