@@ -31,3 +31,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (set GENEFL_TEST_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: recorded references and measured thresholds are of one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -71,14 +71,6 @@ def assert_matches(got, want, path="") -> None:
         assert got == want, path
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the reference was recorded on one thread
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_results_match_the_recorded_reference(name, one_thread):
     assert_matches(observed(name), json.loads(REFERENCE.read_text())[name], name)

@@ -315,10 +315,3 @@ def test_a_boosted_backdoor_takes_fedavg_and_the_median_stops_it(one_thread):
     assert all("backdoor_success" in n for n in attacked["newcomers"])
     assert abs(attacked["summary"]["acc_clients"] - defended["summary"]["acc_clients"]) < 0.05  # the main task is unharmed
 
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the thresholds were measured on one thread
-    yield
-    torch.set_num_threads(threads)
