@@ -17,7 +17,7 @@ from ..algorithms import get as get_method
 from ..algorithms.base import ClientAlgorithm, ModelSpec, Strategy
 from ..config import Config
 from ..layers import Layer, model_layers, model_nbytes
-from ..models import default_model
+from ..models import check_model, default_model
 
 
 def model_spec(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
@@ -54,4 +54,5 @@ def assemble(config: Config, input_shape: tuple[int, int, int], num_classes: int
     strategy_cls, client_cls = get_method(config.method)  # an unknown method fails before any model is built
     spec = model_spec(config, input_shape, num_classes)
     model = spec.build(config.seed, "global").to(config.device)
+    check_model(model, spec.name, spec.input_shape, num_classes)
     return Assembly(config, spec, model, model_layers(model), strategy_cls, client_cls)
