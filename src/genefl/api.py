@@ -103,9 +103,9 @@ def compare(config: Config | str | Path | dict | None = None, methods: str = "ge
     from .plots import plot_all
 
     base, dataset = _config(config), _dataset(dataset)
-    variants, seeds = parse_variants(methods), check_seeds(seeds)
-    check_variants(base, variants, seeds)
+    variants, seeds, jobs = parse_variants(methods), check_seeds(seeds), check_jobs(jobs)
+    check_variants(base, variants, seeds, dataset)
     with _out(out, force) as folder:
-        docs = run_comparison(base, variants, seeds, folder, jobs=check_jobs(jobs), dataset=dataset)
+        docs = run_comparison(base, variants, seeds, folder, jobs=jobs, dataset=dataset)
         plot_all(docs, folder)
     return Comparison(summarize(docs), docs)

@@ -246,16 +246,17 @@ def command_plot(args: argparse.Namespace) -> int:
     from .comparison import load_runs, write_summary
     from .plots import plot_all
 
-    from .study import redraw
+    from .study import redraw, study_records
 
     folder = checked("plot", args.dir, GeneflError)
-    if not folder.is_dir():
-        raise GeneflError(f"plot {shown(str(folder))}: no such folder")
+    if folder.exists() and not folder.is_dir():
+        raise GeneflError(f"plot {shown(str(folder))}: is not a folder")
     docs = load_runs(folder)
+    records = study_records(folder)  # every file read and checked before anything is written
     write_summary(docs, folder)
     for path in plot_all(docs, folder):
         print(path)
-    study = redraw(folder)
+    study = redraw(folder, records)
     if study is not None:
         print(study)
     return 0

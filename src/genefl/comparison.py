@@ -152,6 +152,7 @@ def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out:
     seeds = check_seeds(seeds)
     configs = check_variants(base, variants, seeds, dataset)  # every entry checked before anything runs
     tasks = [(v, s, configs[(v.label, s)], out / v.folder / f"seed{s}") for s in seeds for v in variants]
+    Path(out).mkdir(parents=True, exist_ok=True)
     write_json({"runs": [{"label": v.label, "folder": v.folder, "seed": s} for v, s, _, _ in tasks]}, out / MANIFEST)
     bar = tqdm(total=len(tasks), desc="compare", unit="run", position=0, dynamic_ncols=True)
     try:

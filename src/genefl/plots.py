@@ -62,11 +62,15 @@ def plot_all(docs: list[dict], out: Path) -> list[Path]:
     paths.append(_save(fig, ax, out / "accuracy_vs_round.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive = False
     for label, runs in groups.items():
         mb = _cumulative_mb(runs[0])
-        _band(ax, *_curve(runs, lambda rows, i: mb[rows[i]["round"]], "acc_clients"), label)
+        x, mean, std = _curve(runs, lambda rows, i: mb[rows[i]["round"]], "acc_clients")
+        keep = x > 0  # a log axis has no place for 0 MB (nothing sent yet, or an edited file)
+        positive |= bool(keep.any())
+        _band(ax, x[keep], mean[keep], std[keep], label)
     ax.set(xlabel="cumulative communication (MB, up + down)", ylabel="mean accuracy of training clients (%)",
-           title="Accuracy vs communication", xscale="log")
+           title="Accuracy vs communication", xscale="log" if positive else "linear")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     paths.append(_save(fig, ax, out / "accuracy_vs_mb.png"))

@@ -258,12 +258,17 @@ def read_records(path: Path) -> list[dict]:
     return [{**r, "acc_init": nan(r["acc_init"]), "acc_by_epoch": [nan(a) for a in r["acc_by_epoch"]]} for r in records]
 
 
-def redraw(out: Path) -> Path | None:
-    """`genefl plot DIR` for a study folder: the analysis, tables and plots again from the records."""
+def study_records(out: Path) -> list[dict] | None:
+    """The records of the study in `out`, checked (`read_records`), or None if it holds none."""
     path = out / "newcomers" / "study.json"
-    if not path.exists():
+    return read_records(path) if path.exists() else None
+
+
+def redraw(out: Path, records: list[dict] | None = None) -> Path | None:
+    """`genefl plot DIR` for a study folder: the analysis, tables and plots again from the records."""
+    records = records if records is not None else study_records(out)
+    if records is None:
         return None
-    records = read_records(path)
     analysis = analyse(records)
     seeds = sorted({r["seed"] for r in records})
     starts = {r["start"] for r in records} - set(STARTS)
