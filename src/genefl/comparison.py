@@ -23,10 +23,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .config import Config, parse_override, replace, shown
-from .errors import ConfigError, GeneflError
+from .errors import ConfigError
 from .paths import shown as shown_path
 from .paths import writing
-from .results import ResultWriter, write_json
+from .results import ResultWriter, read_results, write_json
 from .runtime.progress import ProgressBar
 
 STARTS_FILE = "newcomer_starts.pt"  # what each newcomer was sent, kept for the newcomer study
@@ -270,61 +270,12 @@ def read_manifest(path: Path) -> list[tuple[str, str, int]]:
     return runs
 
 
-def _integer(v, low: int = 0, high: int = 1 << 62) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-
-
-def _number(v, low: float = 0.0, high: float = 1e15) -> bool:
-    """A number in [low, high], or null or NaN (an accuracy on an empty test split)."""
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and (low <= v <= high or v != v))
-
-
-def _accuracy(v) -> bool:
-    return _number(v, 0.0, 1.0)
-
-
-def results_problem(doc) -> str | None:
-    """What in a results.json document tables and plots cannot read, or None."""
-    if not isinstance(doc, dict):
-        return "not a JSON object"
-    if not isinstance(doc.get("summary"), dict) or not all(_number(v, -1e15) for v in doc["summary"].values()):
-        return "summary missing, or holding something other than finite numbers"
-    if not _integer(doc.get("seed"), -(1 << 63)):
-        return "seed missing or not an integer"
-    if "label" in doc and not isinstance(doc["label"], str):
-        return "label is not text"
-    rounds, newcomers = doc.get("rounds"), doc.get("newcomers")
-    if not isinstance(rounds, list) or not isinstance(newcomers, list):
-        return "rounds or newcomers missing or not lists"
-    for r in rounds:
-        if not (isinstance(r, dict) and _integer(r.get("round")) and _integer(r.get("bytes_up"))
-                and _integer(r.get("bytes_down")) and _accuracy(r.get("acc_clients"))):
-            return "a round without an integer round, bytes_up and bytes_down and an accuracy in [0, 1]"
-    for n in newcomers:
-        if not (isinstance(n, dict) and "acc_init" in n and _accuracy(n["acc_init"])
-                and isinstance(n.get("acc_by_epoch"), list) and all(_accuracy(a) for a in n["acc_by_epoch"])):
-            return "a newcomer without acc_init and acc_by_epoch, accuracies in [0, 1]"
-    return None
-
-
-def read_results(path: Path) -> dict:
-    """A results.json document, checked for the parts that tables and plots read."""
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{shown_path(str(path))}: not a readable results.json ({type(exc).__name__})") from None
-    found = results_problem(doc)
-    if found:
-        raise ConfigError(f"{shown_path(str(path))}: not a genefl results.json ({found})")
-    return doc
-
-
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None]
     if not values:
         return None, None
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    std = math.sqrt(sum((v - mean) * (v - mean) for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0  # inf, not OverflowError
     return mean, std
 
 

@@ -42,10 +42,11 @@ import torch
 
 from . import rng
 from .algorithms.base import newcomer_split_generator
-from .comparison import STARTS_FILE, Variant, _accuracy, _integer, _number, read_results, run_comparison, variant_config
+from .comparison import STARTS_FILE, Variant, run_comparison, variant_config
 from .config import Config
 from .errors import ConfigError, GeneflError
 from .paths import shown, writing
+from .results import accuracy_in, integer_in, number_in, read_results
 from .compression import decode_message, encode_message
 from .messages import Broadcast, nbytes
 from .newcomer import FinetuneSettings, finetune
@@ -232,13 +233,13 @@ def record_problem(r: Any) -> str | None:
     """What in one study.json record the analysis cannot use, or None."""
     if not isinstance(r, dict):
         return "a record is not a JSON object"
-    if not (_integer(r.get("seed"), -(1 << 63)) and _integer(r.get("newcomer")) and isinstance(r.get("start"), str)
-            and _integer(r.get("replicate")) and _number(r.get("init_bytes")) and r.get("init_bytes") is not None):
+    if not (integer_in(r.get("seed"), -math.inf, math.inf) and integer_in(r.get("newcomer")) and isinstance(r.get("start"), str)
+            and integer_in(r.get("replicate")) and number_in(r.get("init_bytes")) and r.get("init_bytes") is not None):
         return "a record without an integer seed, newcomer and replicate, a start name and init_bytes"
     accs = r.get("acc_by_epoch")
-    if not (isinstance(accs, list) and accs and "acc_init" in r and all(_accuracy(a) for a in [r["acc_init"], *accs])):
+    if not (isinstance(accs, list) and accs and "acc_init" in r and all(accuracy_in(a) for a in [r["acc_init"], *accs])):
         return "a record without acc_init and at least one epoch in acc_by_epoch, accuracies in [0, 1] or NaN"
-    if not _integer(r.get("chosen_epoch"), 1, len(accs)):
+    if not integer_in(r.get("chosen_epoch"), 1, len(accs)):
         return "a record whose chosen_epoch is not one of its epochs"
     return None
 
