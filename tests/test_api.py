@@ -32,7 +32,7 @@ def test_run_returns_the_results_document_and_writes_the_cli_files(tmp_path):
 
 
 def test_config_from_python_is_validated_like_the_cli():
-    for bad, fragment in ((dict(lr=-1), "lr: must be in (0, 10]"), (dict(method="nope"), "method: must be one of"),
+    for bad, fragment in ((dict(lr=-1), "lr: must be in [1e-08, 10]"), (dict(method="nope"), "method: must be one of"),
                           (dict(genefl={"fisher_top": 2}), "genefl.fisher_top"), (dict(rounds="5"), "rounds: expected int"),
                           (dict(model="not a factory"), "model: must be one of")):
         with pytest.raises(genefl.ConfigError) as err:

@@ -6,13 +6,15 @@ Every problem with the user's input ends as one line on stderr and exit status 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
 
-from .config import Config, load_config, replace
+from .config import Config, load_config
 from .errors import GeneflError
+from .paths import RESULT_FILES, checked, output_folder, shown
 
 EXIT_USAGE = 2
 
@@ -76,33 +78,15 @@ def default_folder(what: str, config: Config) -> Path:
     return Path("runs") / f"{what}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-RESULT_FILES = ("results.json", "rounds.csv", "config.toml", "summary.csv", "attack.json")
-
-
-def prepare_out(out: Path, force: bool) -> Path:
-    """Check --out before any data is loaded or round run: a folder we can write that holds no earlier
-    results (unless --force), created now. Refusing here is what keeps earlier results intact."""
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise GeneflError(f"--out {out}: {parent} is a file, not a folder")
-    if out.is_dir() and not force and (any((out / name).exists() for name in RESULT_FILES)
-                                       or any(out.glob("*/seed*/results.json"))):
-        raise GeneflError(f"--out {out} already holds results; continue that run with 'genefl run --resume {out}', "
-                          "choose another folder, or pass --force to overwrite them")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".genefl-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise GeneflError(f"--out {out}: cannot write there ({exc.strerror})") from None
-    return out
-
-
-def check_jobs(jobs: int) -> int:
-    if jobs < 1:
-        raise GeneflError(f"--jobs: must be >= 1, got {jobs}")
-    return jobs
+def prepare_out(args: argparse.Namespace, default: Path, resumable: bool = False):
+    """--out, checked before any data is loaded or round run: a folder we can write that holds no
+    earlier results (unless --force), created now and removed again if the command fails before
+    writing into it. Refusing here is what keeps earlier results intact."""
+    out = args.out or default
+    advice = "choose another folder, or pass --force to overwrite them"
+    if resumable:
+        advice = f"continue that run with 'genefl run --resume {shown(str(out))}', " + advice
+    return output_folder("--out", out, args.force, RESULT_FILES, advice)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,25 +111,30 @@ def command_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config or args.overrides or args.out or args.force:
             raise GeneflError("--resume DIR takes no --config, --set, --out or --force: the run continues as configured in DIR")
-        out = args.resume
+        out = checked("--resume", args.resume, GeneflError)
         if not (out / "config.toml").is_file():
-            raise GeneflError(f"--resume {out}: no config.toml there (not a genefl run folder)")
+            raise GeneflError(f"--resume {shown(str(out))}: no config.toml there (not a genefl run folder)")
         if (out / "results.json").is_file() and not (out / checkpoint.FILE).exists():
-            raise GeneflError(f"--resume {out}: that run already finished (results.json is complete)")
+            raise GeneflError(f"--resume {shown(str(out))}: that run already finished (results.json is complete)")
         config = load_config(out / "config.toml")
         if (out / checkpoint.FILE).exists():  # else killed before its first checkpoint: start over
             resume = checkpoint.load(out / checkpoint.FILE, config)
+        folder = contextlib.nullcontext(out)
     else:
         config = load_config(args.config, args.overrides)
-        out = prepare_out(args.out or default_out(config), args.force)
-    scenario = build_scenario(config)
-    callbacks = [ProgressBar(config.rounds, config.method), ResultWriter(out)]
-    if args.tensorboard is not None:
-        from .tensorboard import TensorBoard
+        folder = prepare_out(args, default_out(config), resumable=True)
+    with contextlib.ExitStack() as stack:
+        callbacks = []
+        if args.tensorboard is not None:  # checked (and created) before the run, like --out
+            from .tensorboard import TensorBoard
 
-        callbacks.append(TensorBoard(args.tensorboard))
-    sim = Simulator(config, scenario, callbacks, checkpoint_dir=out)
-    result = sim.run(resume)
+            logs = stack.enter_context(output_folder("--tensorboard", args.tensorboard, True, ()))
+            callbacks.append(TensorBoard(logs))
+        out = stack.enter_context(folder)
+        scenario = build_scenario(config)
+        callbacks = [ProgressBar(config.rounds, config.method), ResultWriter(out), *callbacks]
+        sim = Simulator(config, scenario, callbacks, checkpoint_dir=out)
+        result = sim.run(resume)
     print_summary(build_results(result), out)
     return 0
 
@@ -170,46 +159,49 @@ def print_summary(doc: dict, out: Path) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
+    from .comparison import check_seeds
+
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise GeneflError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+        raise GeneflError(f"--seeds: expected comma-separated integers, got {shown(text)}") from None
     if not seeds:
         raise GeneflError("--seeds: name at least one seed")
-    return seeds
+    try:
+        return check_seeds(seeds)
+    except GeneflError as exc:
+        raise GeneflError(f"--{exc}") from None
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from .comparison import parse_variants, run_comparison
+    from .comparison import check_jobs, check_variants, parse_variants, run_comparison
     from .plots import plot_all
 
     config = load_config(args.config, args.overrides)
-    variants, seeds = parse_variants(args.methods), parse_seeds(args.seeds)
-    out = prepare_out(args.out or default_folder("compare", config), args.force)
-    docs = run_comparison(config, variants, seeds, out, jobs=check_jobs(args.jobs))
-    plot_all(docs, out)
+    variants, seeds, jobs = parse_variants(args.methods), parse_seeds(args.seeds), check_jobs(args.jobs)
+    check_variants(config, variants, seeds)  # an unknown method or model fails before any folder or bar exists
+    with prepare_out(args, default_folder("compare", config)) as out:
+        docs = run_comparison(config, variants, seeds, out, jobs=jobs)
+        plot_all(docs, out)
     print((out / "summary.md").read_text())
     print(f"tables and plots in {out}")
     return 0
 
 
 def command_newcomers(args: argparse.Namespace) -> int:
-    from .comparison import parse_variants
+    from .comparison import check_jobs, load_runs, parse_variants
     from .plots import plot_all
-    from .study import run_study
+    from .study import check_study, run_study
 
     config = load_config(args.config, args.overrides)
     seeds, jobs = parse_seeds(args.seeds), check_jobs(args.jobs)
     if args.replicates < 1:
         raise GeneflError(f"--replicates: must be >= 1, got {args.replicates}")
-    if config.num_newcomers < 1:
-        raise GeneflError("num_newcomers: the newcomer study needs at least one newcomer")
     extra = parse_variants(args.methods) if args.methods.strip() else []
-    out = prepare_out(args.out or default_folder("newcomers", config), args.force)
-    run_study(config, seeds, out, extra, jobs=jobs, replicates=args.replicates)
-    from .comparison import load_runs
-
-    plot_all(load_runs(out), out)
+    check_study(config, seeds, extra)
+    with prepare_out(args, default_folder("newcomers", config)) as out:
+        run_study(config, seeds, out, extra, jobs=jobs, replicates=args.replicates)
+        plot_all(load_runs(out), out)
     print((out / "summary.md").read_text())
     print((out / "newcomers" / "study.md").read_text())
     print(f"tables and plots in {out} and {out / 'newcomers'}")
@@ -217,7 +209,7 @@ def command_newcomers(args: argparse.Namespace) -> int:
 
 
 def command_attack(args: argparse.Namespace) -> int:
-    from .comparison import parse_variants
+    from .comparison import check_variants, parse_variants
     from .privacy import ATTACKS, CASES, attack_methods
 
     config = load_config(args.config, args.overrides)
@@ -226,16 +218,16 @@ def command_attack(args: argparse.Namespace) -> int:
         if value < 1:
             raise GeneflError(f"{name}: must be >= 1, got {value}")
     if args.attack not in ATTACKS:
-        raise GeneflError(f"--attack: must be one of {', '.join(ATTACKS)}, got {args.attack!r}")
+        raise GeneflError(f"--attack: must be one of {', '.join(ATTACKS)}, got {shown(args.attack)}")
+    if args.case not in CASES:
+        raise GeneflError(f"--case: must be one of {', '.join(CASES)}, got {shown(args.case)}")
     for v in variants:
-        replace(config, method=v.method, **v.overrides)  # unknown method or option: one line before anything runs
         if v.method == "local":
             raise GeneflError("--methods: 'local' sends nothing upward; there is no upload to attack")
-    out = prepare_out(args.out or default_folder("attack", config), args.force)
-    if args.case not in CASES:
-        raise GeneflError(f"--case: must be one of {', '.join(CASES)}, got {args.case!r}")
-    records = attack_methods(config, variants, args.batch, args.images, args.attack, args.iterations, args.restarts, out,
-                             membership=args.membership, case=args.case)
+    check_variants(config, variants, [config.seed])  # unknown method, option or model: one line before anything runs
+    with prepare_out(args, default_folder("attack", config)) as out:
+        records = attack_methods(config, variants, args.batch, args.images, args.attack, args.iterations, args.restarts,
+                                 out, membership=args.membership, case=args.case)
     for r in records:
         if r.get("case") == "membership":
             print(f"{r['method']:>12}  membership AUC on the newcomer's start ({r['start']}): {r['auc']:.3f}")
@@ -254,13 +246,17 @@ def command_plot(args: argparse.Namespace) -> int:
     from .comparison import load_runs, write_summary
     from .plots import plot_all
 
-    from .study import redraw
+    from .study import redraw, study_records
 
-    docs = load_runs(args.dir)
-    write_summary(docs, args.dir)
-    for path in plot_all(docs, args.dir):
+    folder = checked("plot", args.dir, GeneflError)
+    if folder.exists() and not folder.is_dir():
+        raise GeneflError(f"plot {shown(str(folder))}: is not a folder")
+    docs = load_runs(folder)
+    records = study_records(folder)  # every file read and checked before anything is written
+    write_summary(docs, folder)
+    for path in plot_all(docs, folder):
         print(path)
-    study = redraw(args.dir)
+    study = redraw(folder, records)
     if study is not None:
         print(study)
     return 0
@@ -285,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ngenefl: interrupted; finished rounds are in rounds.csv", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine rather than the input (a full disk, a vanished folder): still one line
+        where = f" ({shown(str(exc.filename))})" if exc.filename else ""
+        print(f"genefl: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ brackets, which is how variants and ablations are compared side by side:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import multiprocessing
@@ -21,12 +22,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .config import Config, parse_override, replace
+from .config import Config, parse_override, replace, shown
 from .errors import ConfigError
-from .results import ResultWriter
+from .paths import shown as shown_path
+from .paths import writing
+from .results import ResultWriter, read_results, write_json
 from .runtime.progress import ProgressBar
 
 STARTS_FILE = "newcomer_starts.pt"  # what each newcomer was sent, kept for the newcomer study
+MANIFEST = "comparison.json"  # the runs of the comparison last written to a folder: what `plot` reads
+MAX_FOLDER = 200  # bytes of a variant's folder name (a file name may hold 255; grid_<folder>.png must fit)
+MAX_JOBS = 1024
 
 # summary.csv columns: (column, results.json summary key, scale)
 COLUMNS = [
@@ -52,13 +58,19 @@ class Variant:
 
     @property
     def folder(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", self.label).strip("_")
+        """The label made filesystem-safe; a long one is cut and keeps a digest of the whole label."""
+        name = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", self.label).strip("_")
+        if len(name) > MAX_FOLDER:
+            name = name[: MAX_FOLDER - 17] + "-" + hashlib.sha256(self.label.encode()).hexdigest()[:16]
+        return name
 
 
 RESERVED = {"method": "the name before the brackets", "seed": "--seeds"}  # not overridable per variant
 
 
 def parse_variants(text: str) -> list[Variant]:
+    if not isinstance(text, str):
+        raise ConfigError(f"--methods: expected comma-separated method names as text, got {shown(text)}")
     if text.count("[") != text.count("]"):
         raise ConfigError(f"--methods: unbalanced brackets in {text!r}")
     variants = []
@@ -66,13 +78,13 @@ def parse_variants(text: str) -> list[Variant]:
         item = item.strip()
         match = re.fullmatch(r"([A-Za-z_][\w.:]*)(?:\[(.*)\])?", item)
         if not match:
-            raise ConfigError(f"--methods: cannot read {item!r} (expected name or name[key=value;...])")
+            raise ConfigError(f"--methods: cannot read {shown(item)} (expected name or name[key=value;...])")
         overrides = {}
         for pair in filter(None, (match.group(2) or "").split(";")):
             keys, value = parse_override(pair)
             key = ".".join(keys)
             if key in RESERVED:
-                raise ConfigError(f"--methods: {item!r} sets {key!r}; set it with {RESERVED[key]}")
+                raise ConfigError(f"--methods: {shown(item)} sets {key!r}; set it with {RESERVED[key]}")
             overrides[key] = value
         variants.append(Variant(item, match.group(1), overrides))
     if not variants:
@@ -82,12 +94,53 @@ def parse_variants(text: str) -> list[Variant]:
         dupes = sorted({x for x in seen if seen.count(x) > 1})
         if dupes:
             culprit = dupes[0] if what.startswith("is") else next(v.label for v in variants if v.folder == dupes[0])
-            raise ConfigError(f"--methods: {culprit!r} {what}")
+            raise ConfigError(f"--methods: {shown(culprit)} {what}")
     return variants
+
+
+def check_seeds(seeds) -> list[int]:
+    """A non-empty list of distinct integer seeds (`--seeds 0,0` would report two seeds for one)."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(f"seeds: expected a list of integers, got {shown(seeds)}")
+    seeds = list(seeds)
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"seeds: expected integers, got {shown(seed)}")
+    if not seeds:
+        raise ConfigError("seeds: name at least one seed")
+    twice = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"seeds: {twice} is listed twice")
+    return seeds
+
+
+def check_jobs(jobs) -> int:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"--jobs: must be an integer in 1..{MAX_JOBS}, got {shown(jobs)}")
+    return jobs
 
 
 def variant_config(base: Config, variant: Variant, seed: int) -> Config:
     return replace(base, method=variant.method, seed=seed, **variant.overrides)
+
+
+def check_variants(base: Config, variants: list[Variant], seeds: list[int], dataset=None) -> dict:
+    """Every (variant, seed) config, validated, and each variant's method and model imported and its
+    model checked (`models.check_model`) on the dataset's shape: a mistake in any entry is one line
+    before an output folder or progress bar exists. Returns the configs by (label, seed)."""
+    from .data.datasets import SHAPES
+    from .runtime.assembly import assemble
+
+    configs = {(v.label, s): variant_config(base, v, s) for v in variants for s in seeds}
+    checked = set()
+    for v in variants:
+        config = configs[(v.label, seeds[0])]
+        shape, classes = (dataset.input_shape, dataset.num_classes) if dataset is not None else SHAPES[config.dataset]
+        key = (config.method, config.model, config.dataset, config.device)
+        if key not in checked:
+            assemble(config, shape, classes)
+            checked.add(key)
+    return configs
 
 
 def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out: Path, jobs: int = 1,
@@ -96,14 +149,19 @@ def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out:
     the machine's cores split evenly between them (torch in each process would otherwise take every
     core, and runs that oversubscribe the cores slow each other down more than tenfold). `dataset`:
     your own (`genefl.data.from_arrays`) instead of the config's."""
-    configs = {(v.label, s): variant_config(base, v, s) for v in variants for s in seeds}  # validate all first
+    seeds = check_seeds(seeds)
+    configs = check_variants(base, variants, seeds, dataset)  # every entry checked before anything runs
     tasks = [(v, s, configs[(v.label, s)], out / v.folder / f"seed{s}") for s in seeds for v in variants]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json({"runs": [{"label": v.label, "folder": v.folder, "seed": s} for v, s, _, _ in tasks]}, out / MANIFEST)
     bar = tqdm(total=len(tasks), desc="compare", unit="run", position=0, dynamic_ncols=True)
-    if jobs > 1:
-        docs = _run_parallel(tasks, jobs, record_starts, bar, dataset)
-    else:
-        docs = _run_here(tasks, record_starts, bar, dataset)
-    bar.close()
+    try:
+        if min(jobs, len(tasks)) > 1:
+            docs = _run_parallel(tasks, min(jobs, len(tasks)), record_starts, bar, dataset)
+        else:
+            docs = _run_here(tasks, record_starts, bar, dataset)
+    finally:
+        bar.close()
     write_summary(docs, out)
     return docs
 
@@ -179,33 +237,37 @@ def parallel_map(fn, args: list[tuple], jobs: int, on_done=None) -> list:
 
 
 def load_runs(out: Path) -> list[dict]:
+    """The runs of the comparison last written to `out`: those its `comparison.json` lists (a
+    comparison rerun with --force into an older folder leaves the older runs' folders there, and
+    they are not part of it), or, in a folder from before that file, every `*/seed*/results.json`."""
+    out = Path(out)
+    listed = read_manifest(out / MANIFEST) if (out / MANIFEST).exists() else None
+    if listed is not None:
+        found = [(out / folder / f"seed{seed}" / "results.json", label) for label, folder, seed in listed]
+        found = [(path, label) for path, label in found if path.exists()]
+    else:
+        found = [(path, path.parent.parent.name) for path in sorted(out.glob("*/seed*/results.json"))]
     docs = []
-    for path in sorted(Path(out).glob("*/seed*/results.json")):
+    for path, label in found:
         doc = read_results(path)
-        doc.setdefault("label", path.parent.parent.name)
+        doc.setdefault("label", label)
         docs.append(doc)
     if not docs:
-        raise ConfigError(f"no results found under {out} (expected {out}/<method>/seed<k>/results.json)")
+        raise ConfigError(f"no results found under {shown_path(str(out))} (expected <method>/seed<k>/results.json there)")
     return docs
 
 
-def read_results(path: Path) -> dict:
-    """A results.json document, checked for the parts that tables and plots read."""
+def read_manifest(path: Path) -> list[tuple[str, str, int]]:
     try:
         doc = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not a readable results.json ({type(exc).__name__})") from None
-    numbers = (int, float, type(None))
-    ok = (isinstance(doc, dict) and isinstance(doc.get("summary"), dict) and isinstance(doc.get("seed"), int)
-          and all(isinstance(v, numbers) for v in doc["summary"].values())
-          and isinstance(doc.get("rounds"), list) and isinstance(doc.get("newcomers"), list)
-          and all(isinstance(r, dict) and isinstance(r.get("round"), int) and isinstance(r.get("bytes_up"), int)
-                  and isinstance(r.get("bytes_down"), int) and isinstance(r.get("acc_clients"), numbers) for r in doc["rounds"])
-          and all(isinstance(n, dict) and isinstance(n.get("acc_by_epoch"), list)
-                  and all(isinstance(a, numbers) for a in n["acc_by_epoch"]) for n in doc["newcomers"]))
-    if not ok:
-        raise ConfigError(f"{path}: not a genefl results.json (missing or mistyped summary, seed, rounds or newcomers)")
-    return doc
+        runs = [(r["label"], r["folder"], r["seed"]) for r in doc["runs"]]
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{shown_path(str(path))}: not a readable list of runs ({type(exc).__name__})") from None
+    for label, folder, seed in runs:
+        if not (isinstance(label, str) and isinstance(folder, str) and isinstance(seed, int) and not isinstance(seed, bool)
+                and folder and "/" not in folder and folder not in (".", "..")):
+            raise ConfigError(f"{shown_path(str(path))}: not a genefl list of runs (a label, folder or seed mistyped)")
+    return runs
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -213,7 +275,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    std = math.sqrt(sum((v - mean) * (v - mean) for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0  # inf, not OverflowError
     return mean, std
 
 
@@ -241,7 +303,7 @@ def _cell(mean, std, percent: bool) -> str:
 def write_summary(docs: list[dict], out: Path) -> None:
     rows = summarize(docs)
     fields = ["method", "seeds"] + [c for col, _, _ in COLUMNS for c in (col, col + "_std")]
-    with open(out / "summary.csv", "w", newline="") as f:
+    with writing(out / "summary.csv") as path, open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -251,4 +313,5 @@ def write_summary(docs: list[dict], out: Path) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({d["seed"] for d in docs})
     note = f"\nMean ± std over seeds {seeds}; accuracies in %; MB = 10^6 bytes of serialized messages.\n"
-    (out / "summary.md").write_text("\n".join(lines) + "\n" + note)
+    with writing(out / "summary.md") as path:
+        path.write_text("\n".join(lines) + "\n" + note)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import reprlib
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -29,12 +30,38 @@ from . import adversary, robust
 from .robust import AGGREGATORS
 from .adversary import KINDS as ATTACKS
 from .errors import ConfigError
+from . import paths
 
 PARTITIONS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
 
 
-class _Validated:
+_REPR = reprlib.Repr()  # Python 3.11's takes no arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 80, 80, 40
+
+
+def shown(value: Any) -> str:
+    """A value in a one-line message: bounded in length and depth (a list nested 10,000 deep, a
+    5,000-character string), line breaks escaped."""
+    return paths.shown(_REPR.repr(value), 120)
+
+
+class _KnownKeys(type):
+    """`Config(foo=1)` is a `ConfigError` naming the key, as `--set foo=1` is, not a `TypeError`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        names = [f.name for f in dataclasses.fields(cls)]
+        prefix = getattr(cls, "_prefix", "")
+        if len(args) > len(names):
+            raise ConfigError(f"{cls.__name__}: takes its options by name (key=value), got {len(args)} positional values")
+        for key in kwargs:
+            if key not in names:
+                where = f" in [{prefix[:-1]}]" if prefix else ""
+                raise ConfigError(f"unknown config key {shown(prefix + str(key))} (valid keys{where}: {', '.join(sorted(names))})")
+        return super().__call__(*args, **kwargs)
+
+
+class _Validated(metaclass=_KnownKeys):
     """Checks every field on construction, from Python as from TOML: `Config(lr=-1)` raises the same
     one-line `ConfigError` as `--set lr=-1`. Nested option tables may be given as dicts."""
 
@@ -47,13 +74,13 @@ class _Validated:
                 if isinstance(value, dict):
                     value = _build(kind, value, full + ".")
                 elif not isinstance(value, kind):
-                    raise ConfigError(f"{full}: expected a table of options, got {value!r}")
+                    raise ConfigError(f"{full}: expected a table of options, got {shown(value)}")
             else:
                 value = _coerce(full, value, kind)
                 rule = RULES.get(full)
                 if rule and not rule[0](value):
                     message = rule[1]() if callable(rule[1]) else rule[1]
-                    raise ConfigError(f"{full}: {message}, got {value!r}")
+                    raise ConfigError(f"{full}: {message}, got {shown(value)}")
             object.__setattr__(self, name, value)
 
 
@@ -280,6 +307,9 @@ _NONNEG = (lambda v: v >= 0, "must be >= 0")
 _FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
 _PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 _WEIGHT = (lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")  # a loss-term weight
+# Below this an lr trains nothing in float32, and the quantities that divide by it overflow float32:
+# GENE-FL's coefficient cap 1/lr, SCAFFOLD's control variate, the attack's gradient (update / lr).
+MIN_LR = 1e-8
 RULES: dict[str, tuple] = {
     "method": (lambda v: _known_method(v) or _IMPORT_SPEC.fullmatch(v) is not None, _methods_message),
     "dataset": _choices(DATASETS),
@@ -289,12 +319,13 @@ RULES: dict[str, tuple] = {
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
     "min_samples": _POSITIVE, "train_subset": _NONNEG, "local_epochs": _POSITIVE,
     "batch_size": (lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"),
-    "lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "lr": (lambda v: MIN_LR <= v <= 10, f"must be in [{MIN_LR:g}, 10]"), "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "weight_decay": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "participation": _FRACTION, "dropout": _PROB,
-    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "checkpoint_every": _NONNEG, "newcomer_lr": (lambda v: 0 <= v <= 10, "must be in [0, 10]"),
+    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "checkpoint_every": _NONNEG, "newcomer_lr": (lambda v: v == 0 or MIN_LR <= v <= 10, f"must be 0 (the training lr) or in [{MIN_LR:g}, 10]"),
     "newcomer_momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "newcomer_schedule": _choices(("constant", "cosine")), "newcomer_val_fraction": _PROB,
-    "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": _NONNEG,
+    "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": (lambda v: 0 <= v <= 1, "must be in [0, 1] (a multiplier that slows "
+                                                                          "inherited layers down)"),
     "device": (lambda v: v in ("cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
                "must be cpu, cuda, cuda:N or mps"),
     "state_store": _choices(("memory", "disk")), "first_contact": _choices(("tensors", "seed")),
@@ -357,7 +388,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         except OverflowError:
             value = math.inf
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            raise ConfigError(f"{key}: must be a finite number, got {shown(value)}")
         return value
     if kind is str and isinstance(value, str):
         try:
@@ -369,7 +400,9 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         inner = typing.get_args(kind)[0]
         return tuple(_coerce(key, v, inner) for v in value)
     name = getattr(kind, "__name__", str(kind))
-    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+    if typing.get_origin(kind) is tuple:
+        name = f"a list of {typing.get_args(kind)[0].__name__}"
+    raise ConfigError(f"{key}: expected {name}, got {shown(value)}")
 
 
 def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
@@ -377,14 +410,14 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in table.items():
-        full = prefix + key
+        full = prefix + str(key)
         if key not in fields:
             valid = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key {full!r} (valid keys{' in [' + prefix[:-1] + ']' if prefix else ''}: {valid})")
+            raise ConfigError(f"unknown config key {shown(full)} (valid keys{' in [' + prefix[:-1] + ']' if prefix else ''}: {valid})")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
-                raise ConfigError(f"{full}: expected a table of options, got {value!r}")
+                raise ConfigError(f"{full}: expected a table of options, got {shown(value)}")
             values[key] = _build(kind, value, full + ".")
             continue
         values[key] = value  # coerced and checked by the dataclass itself (`_Validated.__post_init__`)
@@ -393,17 +426,25 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=value` -> (["a", "b"], value); the value is read as TOML, else taken as a bare string."""
+    if "\n" in item or "\r" in item:  # TOML would read a second line as another key and drop it
+        raise ConfigError(f"--set {shown(item)}: holds a line break; give one key=value per --set")
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value")
+        raise ConfigError(f"--set {shown(item)}: expected key=value")
     key, raw = item.split("=", 1)
     key = key.strip()
+    return key.split("."), toml_value(f"--set {shown(key)}", raw)
+
+
+def toml_value(what: str, raw: str) -> Any:
+    """`raw` read as one TOML value, else taken as a bare string; `what` names it in errors."""
+    if "\n" in raw or "\r" in raw:  # TOML would read a second line as another key and drop it
+        raise ConfigError(f"{what}: the value holds a line break")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
+        return raw.strip()
     except RecursionError:
-        raise ConfigError(f"--set {key}: value nested too deeply") from None
-    return key.split("."), value
+        raise ConfigError(f"{what}: value nested too deeply") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
@@ -416,7 +457,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {k!r} is not a table")
+                raise ConfigError(f"--set {shown(item)}: {k!r} is not a table")
         node[keys[-1]] = value
     return _build(Config, table, "")
 
@@ -427,6 +468,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; this refuses /dev
 def _read_toml(path: Path) -> dict[str, Any]:
     if str(path) in ("", "."):
         raise ConfigError("--config: empty path")
+    path = paths.checked("--config", path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     if not path.is_file():
@@ -446,8 +488,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: values nested too deeply") from None
 
 
+PATH_KEYS = ("data_dir", "checksum_file", "state_dir", "flower.out")  # paths: "" = the default
+
+
 def cross_check(config: Config) -> None:
     """Rules that involve more than one field, or the machine."""
+    for key in PATH_KEYS:
+        table, _, leaf = key.rpartition(".")
+        value = getattr(getattr(config, table) if table else config, leaf)
+        found = paths.problem(value) if value else None
+        if found:
+            raise ConfigError(f"{key}: {found}")
     if config.dp_noise > 0 and config.dp_clip <= 0:
         raise ConfigError("dp_noise: needs dp_clip > 0 (the noise is a multiple of the clipping norm)")
     if config.method in ("genefl", "pacfl") and config.min_samples < config.clustering.p:

@@ -60,20 +60,20 @@ class CNN(nn.Module):
         return self.head(self.act(self.fc1(x)))
 
 
-def _flat_size(features: nn.Module, in_channels: int, size: int) -> int:
-    """Width of `features`' output for one (in_channels, size, size) input, found by running it."""
+def _flat_size(features: nn.Module, in_channels: int, size: tuple[int, int]) -> int:
+    """Width of `features`' output for one (in_channels, height, width) input, found by running it."""
     with torch.no_grad():
-        return features(torch.zeros(1, in_channels, size, size)).flatten(1).shape[1]
+        return features(torch.zeros(1, in_channels, *size)).flatten(1).shape[1]
 
 
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al., 1998) as FL papers use it: 5x5 convs with 6 and 16 channels, 2x2 max
     pooling, fully connected 120 and 84, then the head (61,706 parameters on 28x28 inputs). 28x28
-    inputs are padded by 2 so the layer sizes are the classic 32x32 ones."""
+    inputs are padded by 2 so the layer sizes are the classic 32x32 ones (each side towards 32)."""
 
-    def __init__(self, in_channels: int, num_classes: int, size: int):
+    def __init__(self, in_channels: int, num_classes: int, size: tuple[int, int]):
         super().__init__()
-        pad = max(0, (32 - size) // 2)
+        pad = tuple(max(0, (32 - side) // 2) for side in size)
         self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=pad)
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
@@ -93,7 +93,7 @@ class FedAvgCNN(nn.Module):
     channels, each followed by 2x2 max pooling, a 512-unit fully connected layer, the head
     (1,663,370 parameters on 28x28 inputs)."""
 
-    def __init__(self, in_channels: int, num_classes: int, size: int):
+    def __init__(self, in_channels: int, num_classes: int, size: tuple[int, int]):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 32, 5, padding=2)
         self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
@@ -196,7 +196,11 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     if ":" in name:
         factory = user_factory(name)
         with seeded_global_rng(seed, "model-init", *tags):
-            model = factory(tuple(input_shape), num_classes)
+            try:
+                model = factory(tuple(input_shape), num_classes)
+            except Exception as exc:  # the user's code: name it, in one line
+                raise ConfigError(f"model: {name}(input_shape={tuple(input_shape)}, num_classes={num_classes}) failed "
+                                  f"({_one_line(exc)}); is it a factory(input_shape, num_classes) -> nn.Module?") from None
         if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
             raise ConfigError(f"model: {name!r} returned {type(model).__name__}, not an nn.Module with parameters")
         return model
@@ -208,12 +212,55 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
         if name == "cnn":
             return kaiming_init(CNN(channels, num_classes))
         if name == "lenet5":
-            return kaiming_init(LeNet5(channels, num_classes, height))
+            return kaiming_init(LeNet5(channels, num_classes, (height, width)))
         if name == "fedavg_cnn":
-            return kaiming_init(FedAvgCNN(channels, num_classes, height))
+            return kaiming_init(FedAvgCNN(channels, num_classes, (height, width)))
         if name == "resnet8":
             return kaiming_init(ResNet8(channels, num_classes))
         return kaiming_init(ResNet18(channels, num_classes))
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def check_model(model: nn.Module, name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """What every method relies on, checked once when a run is assembled, so that a model that does
+    not fit is one line naming what is wrong instead of a failure rounds later: float32 parameters,
+    none lazy, at least one trainable, none owned by the model itself beside its layers (its layers,
+    in forward order, are its parameterised submodules), and one (1, num_classes) float32 output for
+    one zero input of the dataset's shape."""
+    params = list(model.named_parameters())
+    lazy = [n for n, p in params if nn.parameter.is_lazy(p)]
+    if lazy:
+        raise ConfigError(f"model: {name!r} has lazy (uninitialised) parameters, e.g. {lazy[0]!r}; give every layer its sizes")
+    if not any(p.requires_grad for _, p in params):
+        raise ConfigError(f"model: {name!r} has no trainable parameters")
+    other = [(n, p.dtype) for n, p in params if p.dtype != torch.float32]
+    if other:
+        raise ConfigError(f"model: {name!r} has {other[0][1]} parameters (e.g. {other[0][0]!r}); genefl trains float32 models")
+    own = [n for n, _ in model.named_parameters(recurse=False)]
+    if own and len(own) < len(params):
+        raise ConfigError(f"model: {name!r} holds parameter {own[0]!r} itself, beside its layers; genefl's layers are the "
+                          "parameterised submodules in forward order, so put it in a submodule")
+    device = params[0][1].device
+    was_training = model.training
+    model.eval()  # one input: BatchNorm in training mode would refuse a batch of one
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape, device=device))
+    except Exception as exc:
+        raise ConfigError(f"model: {name!r} fails on one input of shape {tuple(input_shape)} ({_one_line(exc)})") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"model: {name!r} returns {type(out).__name__}, expected a tensor of class scores")
+    if tuple(out.shape) != (1, num_classes):
+        raise ConfigError(f"model: {name!r} returns shape {tuple(out.shape)} for one input, expected (1, {num_classes}): "
+                          f"one score per class")
+    if out.dtype != torch.float32:
+        raise ConfigError(f"model: {name!r} returns {out.dtype} scores, expected float32")
 
 
 def default_model(dataset: str) -> str:

@@ -4,6 +4,7 @@ accuracy vs fine-tuning epoch. Curves are means over seeds; shaded bands are ± 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -13,12 +14,20 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .paths import shown, writing  # noqa: E402
+
 
 def _by_label(docs: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for doc in docs:
         groups.setdefault(doc["label"], []).append(doc)
     return groups
+
+
+def _shortest(rows: list[list]) -> list[list]:
+    """Rows cut to the shortest one (runs whose files were edited, or cut short, differ in length)."""
+    n = min((len(r) for r in rows), default=0)
+    return [r[:n] for r in rows]
 
 
 def _curve(runs: list[dict], x_of, y_key: str):
@@ -39,7 +48,7 @@ def _cumulative_mb(doc: dict) -> dict[int, float]:
 
 
 def _band(ax, x, mean, std, label):
-    line, = ax.plot(x, mean, label=label, marker="o", markersize=3)
+    line, = ax.plot(x, mean, label=shown(label, 60), marker="o", markersize=3)
     ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=line.get_color())
 
 
@@ -53,11 +62,15 @@ def plot_all(docs: list[dict], out: Path) -> list[Path]:
     paths.append(_save(fig, ax, out / "accuracy_vs_round.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive = False
     for label, runs in groups.items():
         mb = _cumulative_mb(runs[0])
-        _band(ax, *_curve(runs, lambda rows, i: mb[rows[i]["round"]], "acc_clients"), label)
+        x, mean, std = _curve(runs, lambda rows, i: mb[rows[i]["round"]], "acc_clients")
+        keep = x > 0  # a log axis has no place for 0 MB (nothing sent yet, or an edited file)
+        positive |= bool(keep.any())
+        _band(ax, x[keep], mean[keep], std[keep], label)
     ax.set(xlabel="cumulative communication (MB, up + down)", ylabel="mean accuracy of training clients (%)",
-           title="Accuracy vs communication", xscale="log")
+           title="Accuracy vs communication", xscale="log" if positive else "linear")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     paths.append(_save(fig, ax, out / "accuracy_vs_mb.png"))
@@ -65,10 +78,12 @@ def plot_all(docs: list[dict], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, runs in groups.items():
         # a newcomer with an empty test split has null accuracies: leave it out of the mean
-        curves = [np.nanmean(np.array([[n["acc_init"]] + n["acc_by_epoch"] for n in d["newcomers"]], dtype=float), axis=0)
-                  for d in runs if d["newcomers"]]
+        with warnings.catch_warnings():  # an epoch every newcomer has null at is NaN in the mean: no warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            curves = [np.nanmean(np.array(_shortest([[n["acc_init"]] + n["acc_by_epoch"] for n in d["newcomers"]]),
+                                          dtype=float), axis=0) for d in runs if d["newcomers"]]
         if curves:
-            arr = np.array(curves) * 100
+            arr = np.array(_shortest([list(c) for c in curves])) * 100
             _band(ax, np.arange(arr.shape[1]), arr.mean(0), arr.std(0), label)
     ax.set(xlabel="newcomer fine-tuning epoch (0 = at initialisation)", ylabel="newcomer test accuracy (%)",
            title="Newcomers: accuracy while fine-tuning")
@@ -78,8 +93,12 @@ def plot_all(docs: list[dict], out: Path) -> list[Path]:
 
 def _save(fig, ax, path: Path) -> Path:
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with writing(path):
+            fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -394,6 +394,8 @@ def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tenso
     from .data.scenario import load_for
 
     data = load_for(config)
+    if count > len(data.y_train):
+        raise ConfigError(f"--images: {count} asked for, but {config.dataset} holds {len(data.y_train)} training images")
     pick = torch.from_numpy(rng.numpy_rng(config.seed, "attack-images").choice(len(data.y_train), count, replace=False))
     return data.x_train[pick], data.y_train[pick]
 

@@ -22,6 +22,8 @@ import tomli_w
 from .config import Config, config_to_dict
 from .adversary import run_attackers
 from .defence import epsilon_per_upload
+from .errors import ConfigError
+from .paths import shown
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
 ROUND_FIELDS = ["round", "acc_clients", "acc_all", "bytes_up", "bytes_down", "participants", "dropped", "wall_s"]
@@ -129,3 +131,55 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+# ---- reading results.json back (`genefl plot`): what tables and plots rely on, checked ----------
+def integer_in(v, low: float = 0, high: float = 1 << 62) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def number_in(v, low: float = 0.0, high: float = math.inf) -> bool:
+    """A number in [low, high], or null or NaN (an accuracy on an empty test split)."""
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and (low <= v <= high or v != v))
+
+
+def accuracy_in(v) -> bool:
+    return number_in(v, 0.0, 1.0)
+
+
+def results_problem(doc) -> str | None:
+    """What in a results.json document tables and plots cannot read, or None."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    summary = doc.get("summary")
+    if not isinstance(summary, dict) or not all(v is None or (number_in(v, -math.inf) and math.isfinite(v))
+                                                for v in summary.values()):
+        return "summary missing, or holding something other than finite numbers"
+    if not integer_in(doc.get("seed"), -math.inf, math.inf):
+        return "seed missing or not an integer"
+    if "label" in doc and not isinstance(doc["label"], str):
+        return "label is not text"
+    rounds, newcomers = doc.get("rounds"), doc.get("newcomers")
+    if not isinstance(rounds, list) or not isinstance(newcomers, list):
+        return "rounds or newcomers missing or not lists"
+    for r in rounds:
+        if not (isinstance(r, dict) and integer_in(r.get("round")) and integer_in(r.get("bytes_up"))
+                and integer_in(r.get("bytes_down")) and accuracy_in(r.get("acc_clients"))):
+            return "a round without an integer round, bytes_up and bytes_down and an accuracy in [0, 1]"
+    for n in newcomers:
+        if not (isinstance(n, dict) and "acc_init" in n and accuracy_in(n["acc_init"])
+                and isinstance(n.get("acc_by_epoch"), list) and all(accuracy_in(a) for a in n["acc_by_epoch"])):
+            return "a newcomer without acc_init and acc_by_epoch, accuracies in [0, 1]"
+    return None
+
+
+def read_results(path: Path) -> dict:
+    """A results.json document, checked for the parts that tables and plots read."""
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{shown(str(path))}: not a readable results.json ({type(exc).__name__})") from None
+    found = results_problem(doc)
+    if found:
+        raise ConfigError(f"{shown(str(path))}: not a genefl results.json ({found})")
+    return doc

@@ -44,7 +44,9 @@ from . import rng
 from .newcomer import newcomer_split_generator
 from .comparison import STARTS_FILE, Variant, run_comparison, variant_config
 from .config import Config
-from .errors import GeneflError
+from .errors import ConfigError, GeneflError
+from .paths import shown, writing
+from .results import accuracy_in, integer_in, number_in, read_results
 from .compression import decode_message, encode_message
 from .messages import Broadcast, nbytes
 from .newcomer import FinetuneSettings, finetune
@@ -144,10 +146,11 @@ def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant,
 
 
 def metric(record: dict, which: str) -> float:
+    """After epoch 1, after the last epoch, at the validation-chosen epoch (0: as received). A study
+    fine-tunes at least one epoch (`check_study`; `read_records` for edited files), so every record
+    has them."""
     accs = record["acc_by_epoch"]
-    if not accs:
-        return record["acc_init"]
-    return {"first": accs[0], "last": accs[-1], "chosen": accs[record["chosen_epoch"] - 1]}[which]
+    return {"first": accs[0], "last": accs[-1], "chosen": metric_at(record, record["chosen_epoch"])}[which]
 
 
 def t_interval(diffs: list[float]) -> tuple[float, float]:
@@ -176,9 +179,9 @@ def analyse(records: list[dict]) -> dict[str, Any]:
                                "curve": [sum(metric_at(r, e) for r in mine) / len(mine) for e in range(_epochs(mine) + 1)]}
         for m in METRICS:
             row[m] = sum(metric(r, m) for r in mine) / len(mine)
-            if start != "learngene":
-                diffs = [metric(key[(s, c, start, 0)], m) - metric(key[(s, c, "learngene", 0)], m)
-                         for s, c in pairs if (s, c, start, 0) in key and (s, c, "learngene", 0) in key]
+            diffs = [metric(key[(s, c, start, 0)], m) - metric(key[(s, c, "learngene", 0)], m)
+                     for s, c in pairs if (s, c, start, 0) in key and (s, c, "learngene", 0) in key]
+            if start != "learngene" and diffs:  # none when the records hold no learngene start (an edited file)
                 row[f"diff_{m}"], row[f"ci_{m}"] = t_interval(diffs)
         rows[start] = row
     return {"rows": list(rows.values()), "noise_floor": noise_floor(key, pairs)}
@@ -221,19 +224,52 @@ def add_run_bytes(analysis: dict, out: Path, extra: list[str], seeds: list[int])
     for row in analysis["rows"]:
         folder = folders.get(row["start"])
         paths = [out / folder / f"seed{s}" / "results.json" for s in seeds] if folder else []
-        if paths and all(p.exists() for p in paths):
-            row["run_bytes"] = sum(json.loads(p.read_text())["summary"]["bytes_total"] for p in paths) / len(paths)
+        totals = [read_results(p)["summary"].get("bytes_total") for p in paths if p.exists()]
+        if paths and len(totals) == len(paths) and None not in totals:
+            row["run_bytes"] = sum(totals) / len(totals)
 
 
-def redraw(out: Path) -> Path | None:
-    """`genefl plot DIR` for a study folder: the analysis, tables and plots again from the records."""
-    path = out / "newcomers" / "study.json"
-    if not path.exists():
-        return None
+def record_problem(r: Any) -> str | None:
+    """What in one study.json record the analysis cannot use, or None."""
+    if not isinstance(r, dict):
+        return "a record is not a JSON object"
+    if not (integer_in(r.get("seed"), -math.inf, math.inf) and integer_in(r.get("newcomer")) and isinstance(r.get("start"), str)
+            and integer_in(r.get("replicate")) and number_in(r.get("init_bytes")) and r.get("init_bytes") is not None):
+        return "a record without an integer seed, newcomer and replicate, a start name and init_bytes"
+    accs = r.get("acc_by_epoch")
+    if not (isinstance(accs, list) and accs and "acc_init" in r and all(accuracy_in(a) for a in [r["acc_init"], *accs])):
+        return "a record without acc_init and at least one epoch in acc_by_epoch, accuracies in [0, 1] or NaN"
+    if not integer_in(r.get("chosen_epoch"), 1, len(accs)):
+        return "a record whose chosen_epoch is not one of its epochs"
+    return None
+
+
+def read_records(path: Path) -> list[dict]:
     try:
-        records = json.loads(path.read_text())["records"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise GeneflError(f"{path}: not a readable newcomer study") from None
+        records = json.loads(path.read_bytes().decode("utf-8"))["records"]
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as exc:
+        raise GeneflError(f"{shown(str(path))}: not a readable newcomer study ({type(exc).__name__})") from None
+    if not isinstance(records, list) or not records:
+        found = "records is not a list" if not isinstance(records, list) else "it holds no records"
+    else:
+        found = next(filter(None, map(record_problem, records)), None)
+    if found:
+        raise GeneflError(f"{shown(str(path))}: not a genefl newcomer study ({found})")
+    nan = lambda a: math.nan if a is None else a  # noqa: E731 (a null accuracy: an empty test split)
+    return [{**r, "acc_init": nan(r["acc_init"]), "acc_by_epoch": [nan(a) for a in r["acc_by_epoch"]]} for r in records]
+
+
+def study_records(out: Path) -> list[dict] | None:
+    """The records of the study in `out`, checked (`read_records`), or None if it holds none."""
+    path = out / "newcomers" / "study.json"
+    return read_records(path) if path.exists() else None
+
+
+def redraw(out: Path, records: list[dict] | None = None) -> Path | None:
+    """`genefl plot DIR` for a study folder: the analysis, tables and plots again from the records."""
+    records = records if records is not None else study_records(out)
+    if records is None:
+        return None
     analysis = analyse(records)
     seeds = sorted({r["seed"] for r in records})
     starts = {r["start"] for r in records} - set(STARTS)
@@ -244,9 +280,12 @@ def redraw(out: Path) -> Path | None:
 
 def write_report(analysis: dict, records: list[dict], out: Path, seeds: list[int]) -> None:
     folder = out / "newcomers"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "study.json").write_text(json.dumps({"analysis": analysis, "records": records}, indent=1))
-    (folder / "study.md").write_text(table(analysis, seeds))
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder / "study.json") as path:
+        path.write_text(json.dumps({"analysis": analysis, "records": records}, indent=1))
+    with writing(folder / "study.md") as path:
+        path.write_text(table(analysis, seeds))
     plot_study(analysis, folder)
 
 
@@ -305,16 +344,37 @@ def plot_study(analysis: dict, folder: Path) -> None:
                  ylabel="newcomer accuracy after the last epoch (%)", title="Communication / newcomer accuracy")
     for ax in (left, right, frontier):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "newcomer_study.png", dpi=120)
-    plt.close(fig)
+    try:
+        with writing(folder / "newcomer_study.png") as path:
+            fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def study_variants(extra: list[Variant]) -> list[Variant]:
+    return [Variant(m, m, {}) for m in STUDY_METHODS] + [v for v in extra if v.label not in STUDY_METHODS]
+
+
+def check_study(base: Config, seeds: list[int], extra: list[Variant] = ()) -> None:
+    """What the study needs beyond a comparison's checks, before anything runs: newcomers, and at
+    least one fine-tuning epoch (its table reports accuracy after epoch 1 and after the last)."""
+    from .comparison import check_variants
+
+    if base.num_newcomers < 1:
+        raise ConfigError("num_newcomers: the newcomer study needs at least one newcomer")
+    if base.newcomer_epochs < 1:
+        raise ConfigError("newcomer_epochs: the newcomer study compares starts after fine-tuning; needs >= 1")
+    check_variants(base, study_variants(list(extra)), seeds)
 
 
 def run_study(base: Config, seeds: list[int], out: Path, extra: list[Variant] = (), jobs: int = 1,
               replicates: int = 3) -> dict[str, Any]:
+    check_study(base, seeds, extra)
     extra = [v for v in extra if v.label not in STUDY_METHODS]
-    variants = [Variant(m, m, {}) for m in STUDY_METHODS] + extra
+    variants = study_variants(extra)
     # an extra variant of a method that sends newcomers something becomes one more start
     starts = tuple(v for v in extra if v.method != "local")
     run_comparison(base, variants, seeds, out, jobs=jobs, record_starts=True)

@@ -19,19 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .paths import writable_folder
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
 
 class TensorBoard(Callback):
+    """`log_dir` is checked (a folder genefl can write, created now) when the callback is made, so
+    that a bad one is one line before the run; the event file is opened when the run starts."""
+
     def __init__(self, log_dir: str | Path):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError("TensorBoard logging needs the tensorboard package: pip install 'genefl[tensorboard]'") from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.log_dir, _ = writable_folder("TensorBoard log_dir", log_dir, ConfigError)
+        self.make_writer = SummaryWriter
         self.total = 0
 
     def on_start(self, info: dict[str, Any]) -> None:
+        self.writer = self.make_writer(log_dir=str(self.log_dir))
         config = info["config"]
         self.writer.add_text("config", f"method {config.method}, dataset {config.dataset}, seed {config.seed}, "
                                        f"model {info.get('model', config.model)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import re
 import pickle
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..paths import checked, shown
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -121,7 +123,7 @@ def read_idx(path: Path) -> np.ndarray:
     if ndim not in (1, 3):
         raise DataError(f"unreadable data file {path}: an IDX file of {ndim} dimensions (expected 1 for labels, 3 for images)")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset, size = 4 + 4 * ndim, int(np.prod(dims))
+    offset, size = 4 + 4 * ndim, math.prod(dims)  # Python ints: np.prod wraps around in int64
     if len(data) != offset + size:
         raise DataError(f"truncated data file {path}: {len(data) - offset} bytes of data, expected {size}")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
@@ -144,6 +146,44 @@ def check_split(name: str, where: str, images: np.ndarray, labels: np.ndarray, c
                         f", expected 0..{classes - 1}")
     if shape is not None and tuple(images.shape[1:]) != shape:
         raise DataError(f"{name} {where}: images of shape {tuple(images.shape[1:])}, expected {shape}")
+
+
+MAX_CLASSES = 100_000  # a classifier head wider than this is a mistake (2**64 classes was accepted once)
+
+
+def check_dataset(data: Dataset) -> None:
+    """A `Dataset` as the simulator uses it, whoever built it (`from_arrays`, or by hand): both splits
+    (n, C, H, W) float32 images of one shape with no side of 0, finite, n int64 labels in
+    [0, num_classes), 2 <= num_classes <= MAX_CLASSES."""
+    if not isinstance(data.name, str):
+        raise DataError(f"dataset: its name must be text, got {type(data.name).__name__}")
+    classes = data.num_classes
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= MAX_CLASSES:
+        raise DataError(f"{data.name}: num_classes must be an integer in 2..{MAX_CLASSES}, got {str(classes)[:40]}")
+    for where, x, y in (("training split", data.x_train, data.y_train), ("test split", data.x_test, data.y_test)):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise DataError(f"{data.name} {where}: images and labels must be tensors (use genefl.data.from_arrays)")
+        if x.ndim != 4 or y.ndim != 1:
+            raise DataError(f"{data.name} {where}: images of {x.ndim} dimensions / labels of {y.ndim} "
+                            "(expected images (n, C, H, W) and labels (n,))")
+        if min(x.shape[1:]) < 1:
+            raise DataError(f"{data.name} {where}: images of shape {tuple(x.shape[1:])} hold no pixels")
+        if tuple(x.shape[1:]) != tuple(data.x_train.shape[1:]):
+            raise DataError(f"{data.name} {where}: images of shape {tuple(x.shape[1:])}, but the training images "
+                            f"are {tuple(data.x_train.shape[1:])}")
+        if len(x) != len(y):
+            raise DataError(f"{data.name} {where}: {len(x)} images but {len(y)} labels")
+        if len(y) == 0:
+            raise DataError(f"{data.name} {where}: holds no images")
+        if x.dtype != torch.float32 or y.dtype != torch.int64:
+            raise DataError(f"{data.name} {where}: images must be float32 and labels int64, got {x.dtype} and {y.dtype}")
+        if x.requires_grad:
+            raise DataError(f"{data.name} {where}: the image tensor requires grad (pass a detached tensor)")
+        if not torch.isfinite(x).all():
+            raise DataError(f"{data.name} {where}: images hold NaN or inf")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise DataError(f"{data.name} {where}: a label of {low if low < 0 else high}, expected 0..{classes - 1}")
 
 
 def normalise(images: np.ndarray, name: str) -> torch.Tensor:
@@ -250,14 +290,25 @@ def load_digits_dataset() -> Dataset:
     return Dataset("digits", (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, 10)
 
 
+MAX_CHECKSUM_BYTES = 1 << 20  # a checksum file is a few lines; this refuses /dev/zero and the like
+
+
 def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
     """An md5sum-format file (`<md5>  <path relative to data_dir>` per line) as {path: md5}."""
+    path = checked("checksum_file", path, DataError)
     try:
-        lines = Path(path).expanduser().read_bytes().decode("utf-8").splitlines()
+        if not path.is_file():
+            raise DataError(f"checksum_file {shown(str(path))}: " + ("is not a regular file" if path.exists() else "no such file"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_CHECKSUM_BYTES + 1)
     except OSError as exc:
-        raise DataError(f"checksum_file {path}: cannot read it ({exc.strerror or exc})") from None
+        raise DataError(f"checksum_file {shown(str(path))}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_CHECKSUM_BYTES:
+        raise DataError(f"checksum_file {shown(str(path))}: larger than {MAX_CHECKSUM_BYTES} bytes (not a checksum file)")
+    try:
+        lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
-        raise DataError(f"checksum_file {path}: not UTF-8 text") from None
+        raise DataError(f"checksum_file {shown(str(path))}: not UTF-8 text") from None
     table = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -277,7 +328,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None, download: bool =
         return _cached_digits()
     if not data_dir:
         raise DataError(f"dataset {name!r} needs files: set data_dir (or the GENEFL_DATA environment variable)")
-    root = Path(data_dir).expanduser().resolve()
+    root = checked("data_dir", data_dir, DataError).resolve()
     if not root.is_dir() and not download:
         raise DataError(f"data_dir {root} does not exist (create it, or pass --set download=true)")
     if checksums is not None:  # explicit checksums (tests): no caching

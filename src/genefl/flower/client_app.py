@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from pathlib import Path
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,8 @@ from ..runtime.first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.datasets import SHAPES
 from ..data.scenario import ClientData, client_data, load_for, partition_indices
-from ..errors import DataError, GeneflError
+from ..errors import ConfigError, DataError, GeneflError
+from ..paths import checked, shown
 from ..messages import ClientUpdate
 from ..runtime.assembly import Assembly, assemble
 from .codec import decode_store, encode_store, from_content, reply_content, resumed_from, store_from_state, store_to_state
@@ -43,14 +44,46 @@ from .runconfig import config_from_run_config
 app = ClientApp()
 
 
-def load_own_data(path: str, device: str) -> ClientData:
+def load_own_data(path: str, config: Config) -> ClientData:
+    """A node's own data file, checked as `genefl.data.from_arrays` checks arrays (finite float
+    images, integer labels in range, matching lengths, no empty split), and shaped as the config's
+    dataset, whose model the server builds."""
+    from ..data import from_arrays
+
+    file = checked("data-file", path, DataError)
     try:
-        with np.load(Path(path).expanduser()) as f:
-            arrays = [torch.from_numpy(np.asarray(f[k])) for k in ("x_train", "y_train", "x_test", "y_test")]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"data-file {path}: cannot read x_train, y_train, x_test, y_test ({exc})") from None
-    x_train, y_train, x_test, y_test = arrays
-    return ClientData(x_train.float().to(device), y_train.long().to(device), x_test.float().to(device), y_test.long().to(device))
+        with np.load(file) as f:
+            arrays = [np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test")]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"data-file {shown(path)}: cannot read x_train, y_train, x_test, y_test "
+                        f"({type(exc).__name__}: {shown(str(exc), 100)})") from None
+    shape, classes = SHAPES[config.dataset]
+    data = from_arrays(*arrays, name=f"data-file {shown(path)}", num_classes=classes)
+    if data.input_shape != shape:
+        raise DataError(f"data-file {shown(path)}: images of shape {data.input_shape}, but dataset = "
+                        f"{config.dataset!r} has {shape}")
+    device = config.device
+    return ClientData(data.x_train.to(device), data.y_train.to(device), data.x_test.to(device), data.y_test.to(device))
+
+
+def node_integer(node, key: str, low: int, high: int) -> int:
+    """An integer node-config value in low..high (`--node-config "partition-id=3"`)."""
+    if key not in node:
+        raise ConfigError(f"node config: {key} is missing (flower-supernode --node-config \"{key}=<n> ...\")")
+    value = node[key]
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"node config: {key} must be an integer, got {shown(repr(value))}")
+    if not low <= value <= high:
+        raise ConfigError(f"node config: {key}={value} is outside {low}..{high}")
+    return value
+
+
+def partition_id(node, config: Config) -> int:
+    """The node's client id: 0..num_clients-1 train from round 1, the rest up to num_clients +
+    num_newcomers - 1 are newcomers (-1 would otherwise index the last newcomer's partition)."""
+    return node_integer(node, "partition-id", 0, config.num_clients + config.num_newcomers - 1)
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,12 +106,12 @@ def client_env(context: Context, round: int, message: Message | None = None) -> 
     """The client's environment and half, and its on-disk store when the node has a `state-dir`."""
     config = config_from_run_config(dict(context.run_config))
     node = context.node_config
-    cid = int(node["partition-id"])
+    cid = partition_id(node, config)
     if "data-file" in node:
-        data = load_own_data(str(node["data-file"]), config.device)
+        data = load_own_data(str(node["data-file"]), config)
     else:
         data_dir = str(node.get("data-dir", "")) or config.data_dir or os.environ.get("GENEFL_DATA", "")
-        data = _partition_data(config, cid, int(node["num-partitions"]), data_dir)
+        data = _partition_data(config, cid, node_integer(node, "num-partitions", 1, 1 << 31), data_dir)
     parts = _assembly(config)
     store = store_from_state(context.state)
     folder = str(node.get("state-dir", ""))

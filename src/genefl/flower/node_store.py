@@ -23,11 +23,17 @@ import shutil
 from pathlib import Path
 
 from ..config import Config, run_key
+from ..errors import ConfigError
+from ..paths import checked, file_in_the_way, shown
 
 
 class NodeStore:
     def __init__(self, root: str | os.PathLike, config: Config, cid: int):
-        self.folder = Path(root).expanduser() / f"{run_key(config)}-client{cid}"
+        root = checked("state-dir", root)
+        blocker = file_in_the_way(root)
+        if blocker is not None:
+            raise ConfigError(f"state-dir {shown(str(root))}: {shown(str(blocker))} exists and is not a folder")
+        self.folder = root / f"{run_key(config)}-client{cid}"
         self.keep = max(config.checkpoint_every, 1) + 1  # rounds a resume may have to go back, plus one
 
     def restore(self, run_id: int, round: int, resumed_from: int | None) -> bytes | None:
@@ -36,7 +42,10 @@ class NodeStore:
         same_run = marker.is_file() and marker.read_text().strip() == str(run_id)
         if resumed_from is None and not same_run:
             shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"state-dir: cannot create {shown(str(self.folder))} ({exc.strerror or exc})") from None
         marker.write_text(str(run_id))
         if resumed_from is not None and not same_run:
             for r, path in self._saved():

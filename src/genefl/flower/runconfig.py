@@ -8,10 +8,10 @@ two cannot drift.
 
 from __future__ import annotations
 
-import tomllib
 from typing import Any
 
-from ..config import Config, _build, config_to_dict
+from ..config import Config, _build, config_to_dict, shown, toml_value
+from ..errors import ConfigError
 
 
 def flat_defaults() -> dict[str, bool | int | float | str]:
@@ -32,15 +32,23 @@ def flat_defaults() -> dict[str, bool | int | float | str]:
 
 
 def config_from_run_config(run_config: dict[str, Any]) -> Config:
-    """A validated Config from Flower's flat run config (unknown keys are errors, as in genefl run)."""
+    """A validated Config from Flower's flat run config (unknown keys are errors, as in genefl run;
+    a key given both as a value and as a table, `method` beside `method.x`, is one too)."""
     table: dict[str, Any] = {}
     lists = {k for k, v in config_to_dict(Config()).items() if isinstance(v, (list, tuple))}
     for key, value in run_config.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"run config: a key must be text, got {shown(key)}")
         *parents, leaf = key.split(".")
         node = table
-        for part in parents:
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
-        if key in lists and isinstance(value, str):
-            value = tomllib.loads(f"v = {value or '[]'}")["v"]
+            if not isinstance(node, dict):
+                raise ConfigError(f"run config: {shown(key)} is given, but so is {'.'.join(parents[: i + 1])!r}, which is "
+                                  "then not a table of options")
+        if isinstance(node.get(leaf), dict):
+            raise ConfigError(f"run config: {shown(key)} is given, but so are keys below it ({shown(key)}.*)")
+        if key in lists and isinstance(value, str):  # a TOML list in a string; what is not one is refused as a string
+            value = toml_value(f"run config {shown(key)}", value or "[]")
         node[leaf] = value
     return _build(Config, table, "")

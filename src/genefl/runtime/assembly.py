@@ -18,7 +18,7 @@ from ..algorithms import get as get_method
 from ..algorithms.base import ClientAlgorithm, Strategy
 from ..config import Config
 from ..layers import Layer, model_layers, model_nbytes
-from ..models import ModelSpec, default_model
+from ..models import ModelSpec, check_model, default_model
 
 
 def model_spec(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
@@ -58,4 +58,5 @@ def assemble(config: Config, input_shape: tuple[int, int, int], num_classes: int
         adversary.hook(config.adversary.kind)
     spec = model_spec(config, input_shape, num_classes)
     model = spec.build(config.seed, "global").to(config.device)
+    check_model(model, spec.name, spec.input_shape, num_classes)
     return Assembly(config, spec, model, model_layers(model), strategy_cls, client_cls)

@@ -26,6 +26,7 @@ import torch
 
 from ..config import Config, run_key
 from ..errors import ConfigError, GeneflError
+from ..paths import checked
 
 
 class MemoryStates:
@@ -64,7 +65,7 @@ class DiskStates:
         self._own = root is None or str(root) == ""
         if self._own:
             remove_orphaned_state_folders()
-        root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")) if self._own else Path(root)
+        root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")) if self._own else checked("state_dir", root)
         self.root, self.folder = root, root / run if run else root
         try:
             root.mkdir(parents=True, exist_ok=True)
