@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import math
 import statistics
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ import torch
 
 from . import rng
 from .errors import ConfigError
+from .own_code import import_named
 from .messages import ClientUpdate
 from .training import accuracy
 
@@ -123,11 +123,7 @@ def tamper(update: ClientUpdate, received, env) -> ClientUpdate:
 @functools.lru_cache(maxsize=4)
 def hook(spec: str) -> Callable:
     """Your own attack, named "package.module:function"."""
-    module, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"adversary.kind: cannot import {spec!r} ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+    fn = import_named(spec, "adversary.kind")
     if not callable(fn):
         raise ConfigError(f"adversary.kind: {spec!r} is not a function (update, received, env) -> update")
     return fn

@@ -9,13 +9,13 @@ layers, and a "window" is only meaningful in forward order.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+from .own_code import import_named
 from .rng import seeded_global_rng
 
 MODELS = ("mlp", "cnn", "lenet5", "fedavg_cnn", "resnet8", "resnet18")
@@ -180,11 +180,7 @@ def user_factory(spec: str):
     """`model = "package.module:factory"`: your own model, any callable
     factory(input_shape, num_classes) -> nn.Module whose parameterised modules are registered in
     forward order (the last one being the classifier head)."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"model: cannot import {spec!r} ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+    factory = import_named(spec, "model")
     if not callable(factory):
         raise ConfigError(f"model: {spec!r} is not callable")
     return factory

@@ -7,9 +7,9 @@ also works in worker processes (`--jobs`) and on Flower SuperNodes, which import
 
 from __future__ import annotations
 
-import importlib
 
 from ..errors import ConfigError
+from ..own_code import import_named
 from .base import ClientAlgorithm, Strategy
 from .fedavg import FedAvg, FedAvgClient
 from .fedlp import FedLP, FedLPClient
@@ -49,11 +49,7 @@ def register(name: str, strategy: type[Strategy], client: type[ClientAlgorithm])
 
 def get(method: str) -> tuple[type[Strategy], type[ClientAlgorithm]]:
     if ":" in method:
-        module_name, _, attr = method.partition(":")
-        try:
-            pair = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"method: cannot import {method!r} ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        pair = import_named(method, "method")
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], type) and issubclass(pair[0], Strategy)
                 and isinstance(pair[1], type) and issubclass(pair[1], ClientAlgorithm)):
             raise ConfigError(f"method: {method!r} is not a (Strategy subclass, ClientAlgorithm subclass) pair")
