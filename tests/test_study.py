@@ -27,7 +27,7 @@ def test_newcomer_study_end_to_end(tmp_path):
     doc = json.loads((out / "newcomers" / "study.json").read_text())
     records, rows = doc["records"], {r["start"]: r for r in doc["analysis"]["rows"]}
     assert set(rows) == {"learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl",
-                         "global_int8", "global_int4", "global_int2", "learngene_int8", "learngene_int4"}
+                         "global_int8", "global_int4", "global_int3", "global_int2", "learngene_int8", "learngene_int4"}
     assert (out / "local" / "seed0" / "results.json").exists()  # extra methods run for the table
     by = {(r["seed"], r["newcomer"], r["start"], r["replicate"]): r for r in records}
     for seed in (0, 1):
@@ -41,7 +41,7 @@ def test_newcomer_study_end_to_end(tmp_path):
         starts = {m: torch.load(out / m / f"seed{seed}" / "newcomer_starts.pt") for m in ("fedavg", "genefl")}
         for n in fedavg_run["newcomers"]:  # a quantized start costs exactly its packed message
             recorded = starts["fedavg"][n["id"]]
-            for bits in (8, 4, 2):
+            for bits in (8, 4, 3, 2):
                 packed = compression.encode_message(Broadcast(tensors=recorded["tensors"], meta=recorded["meta"]),
                                                     f"int{bits}", Config().codec, False, lambda s, n: None)
                 assert by[(seed, n["id"], f"global_int{bits}", 0)]["init_bytes"] == nbytes(packed) < n["init_bytes"]

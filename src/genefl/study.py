@@ -11,7 +11,7 @@ other methods asked for, for the method table), records what each newcomer was s
                     (other layers fresh) - separates "which layers" from "what GENE-FL trained into them"
     flearngene      the federated Learngene's gene (the last body layers, other layers fresh)
     pacfl           PACFL's model of the newcomer's cluster
-    global_int8/4/2 FedAvg's global model at arrival through the int8 / int4 / int2 codec (nearest
+    global_int8/4/3/2  FedAvg's global model at arrival through the int8 / int4 / int3 / int2 codec (nearest
                     rounding, the study config's `codec.granularity` and `codec.min_numel`)
     learngene_int8/4  the learnGene likewise (plus its signature upload)
 
@@ -54,7 +54,7 @@ from .runtime.events import Callback
 from .training import load_into
 
 STUDY_METHODS = ("genefl", "fedavg", "flearngene", "pacfl")
-QUANTIZED = {"global": (8, 4, 2), "learngene": (8, 4)}  # starts also tried through an int codec
+QUANTIZED = {"global": (8, 4, 3, 2), "learngene": (8, 4)}  # starts also tried through an int codec
 STARTS = ("learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl",
           *(f"{start}_int{bits}" for start, widths in QUANTIZED.items() for bits in widths))
 REPLICATED = ("learngene", "global", "random")
