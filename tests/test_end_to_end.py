@@ -22,12 +22,15 @@ def test_fedavg_iid_digits_reaches_085():
 
 
 def test_fedavg_counts_one_model_each_way_per_participant():
-    doc = run("method=fedavg", "rounds=2", "num_clients=3", "num_newcomers=0", "participation=1.0")
+    doc = run("method=fedavg", "rounds=2", "num_clients=3", "num_newcomers=0", "participation=1.0", "first_contact=\"tensors\"")
     model = doc["summary"]["model_bytes"]
     for r in doc["rounds"]:
         # each message is the model's tensors plus a small header
         assert 3 * model < r["bytes_down"] < 3 * model * 1.05
         assert 3 * model < r["bytes_up"] < 3 * model * 1.05
+    # by seed (the default), round 1's broadcasts are a flag and a digest, not the initial model
+    seeded = run("method=fedavg", "rounds=2", "num_clients=3", "num_newcomers=0", "participation=1.0")
+    assert seeded["rounds"][0]["bytes_down"] < 1000 and seeded["rounds"][1]["bytes_down"] == doc["rounds"][1]["bytes_down"]
 
 
 def test_dropout_and_participation_sample_fewer_clients():
@@ -37,7 +40,7 @@ def test_dropout_and_participation_sample_fewer_clients():
 
 
 def test_local_sends_each_client_the_initial_model_once():
-    doc = run("method=local", "rounds=3", "num_clients=4", "num_newcomers=1", "newcomer_epochs=1")
+    doc = run("method=local", "rounds=3", "num_clients=4", "num_newcomers=1", "newcomer_epochs=1", "first_contact=\"tensors\"")
     rounds = doc["rounds"]
     assert rounds[0]["bytes_down"] > 4 * doc["summary"]["model_bytes"]
     assert all(r["bytes_down"] < 1000 for r in rounds[1:])  # afterwards only empty messages
