@@ -77,15 +77,15 @@ class RoundLoop:
         self.signature_rows: int | None = None  # the training clients' signature row count
         self.wire = Wire(config, strategy)
 
-    def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> bool:
+    def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> int:
         """A client's first `NEED_INITIAL` reply (its seeded initial model is not the server's):
-        counted, noted, and from now on it is sent tensors. A second one is an ordinary bad reply."""
+        counted, noted, and from now on it is sent tensors; returns its bytes (0: not such a reply).
+        A second one is an ordinary bad reply."""
         if not self.wire.may_ask(cid, reply):
-            return False
-        self.ledger.record(round, cid, "up", kind, reply)
+            return 0
         self.wire.explicit.add(cid)
         self.notes.append(f"round {round}: client {cid}: its seeded initial model differs from the server's; sent it the tensors")
-        return True
+        return self.ledger.record(round, cid, "up", kind, reply)
 
     def _trained(self, round: int, planned: dict[int, Broadcast], sent: dict[int, Broadcast], references: dict) -> Iterator:
         """The transport's training replies; a client that asks for the initial tensors is sent them
@@ -125,7 +125,7 @@ class RoundLoop:
     def _checked(self, round: int, updates: Iterator[tuple[int, ClientUpdate]], rejected: list[int],
                  references: dict[int, tuple[Broadcast, Broadcast]] | None = None):
         """The updates that pass the method's checks, decoded; the others noted and `rejected`.
-        `references`: (received, planned) broadcast per client (see `_decoded_update`)."""
+        `references`: (received, planned) broadcast per client (see `Wire.decoded_update`)."""
         references = references or {}
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
@@ -155,8 +155,9 @@ class RoundLoop:
         broadcast = self.wire.outgoing(planned, round, cid)
         init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
-        if self._asked_for_initial(round, cid, curve, "newcomer_init"):
-            init_bytes += self.ledger.transfers[-1].nbytes
+        asked = self._asked_for_initial(round, cid, curve, "newcomer_init")
+        if asked:
+            init_bytes += asked
             broadcast = self.wire.outgoing(planned, round, cid)
             init_bytes += self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
             curve = self.transport.welcome(round, cid, broadcast)
