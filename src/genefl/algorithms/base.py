@@ -11,6 +11,7 @@ control variates) lives in `ClientEnv.store`, a dict the runtime owns and keeps 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,12 @@ class Strategy(abc.ABC):
     def weights(self, state: Any) -> dict[str, torch.Tensor]:
         """The server's model tensors, saved as weights.pt: the global model, or every cluster's
         model / learnGene under `cluster<k>/` names, or {} for a method whose server holds none."""
+
+    def state_tensors(self, state: Any) -> dict[str, torch.Tensor]:
+        """Every tensor the server state holds (model, control variates, optimizer moments, ...),
+        by path: what a round must leave untouched when every reply was refused. The default walks
+        dataclass fields, dicts, lists and tuples; a method keeping tensors elsewhere overrides it."""
+        return tensors_in(state)
 
     def configure_evaluate(self, state: Any, cid: int) -> Broadcast:
         return self.configure_train(state, 0, cid)
@@ -237,3 +244,21 @@ def full_model_update(env: ClientEnv, extra_meta: dict[str, Any] | None = None) 
     meta = {"num_samples": env.data.num_train}
     meta.update(extra_meta or {})
     return ClientUpdate(tensors=snapshot(env.model), meta=meta)
+
+
+def tensors_in(value: Any, path: str = "") -> dict[str, torch.Tensor]:
+    """The tensors inside `value` (nested dataclasses, dicts, lists, tuples) by slash-joined path."""
+    if isinstance(value, torch.Tensor):
+        return {path: value}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return {}
+    found: dict[str, torch.Tensor] = {}
+    for key, item in items:
+        found.update(tensors_in(item, f"{path}/{key}" if path else str(key)))
+    return found
