@@ -48,6 +48,9 @@ def test_your_own_model_factory(tmp_path, monkeypatch):
         "    c, h, w = input_shape\n"
         "    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),\n"
         "                         nn.Linear(16, num_classes))\n"
+        "def wide(input_shape, num_classes):\n"
+        "    c, h, w = input_shape\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 16), nn.ReLU(), nn.Linear(16, num_classes))\n"
         "def nothing(input_shape, num_classes):\n"
         "    return nn.ReLU()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -62,6 +65,13 @@ def test_your_own_model_factory(tmp_path, monkeypatch):
         with pytest.raises(genefl.ConfigError) as err:
             genefl.run(genefl.Config(method="fedavg", model=spec, **TINY))
         assert fragment in str(err.value)
+    # every body layer over GENE-FL's budget: refused before anything is written, naming the
+    # smallest layer and the budget that would hold it (4160 of 4840 bytes: 0.86)
+    with pytest.raises(genefl.ConfigError) as err:
+        genefl.run(genefl.Config(method="genefl", model="my_models:wide", **TINY), out=tmp_path / "w")
+    assert "smallest: '1', 4160 bytes" in str(err.value) and "genefl.gene_budget >= 0.86" in str(err.value)
+    assert not (tmp_path / "w").exists()
+    assert genefl.run(genefl.Config(method="genefl", model="my_models:wide", genefl={"gene_budget": 0.86}, **TINY))
     sys.modules.pop("my_models", None)
 
 

@@ -63,7 +63,7 @@ def test_config_file_and_overrides(tmp_path):
         (["--set", "genefl.fisher_top=0"], "genefl.fisher_top: must be in (0, 1]"),
         (["--set", "genefl.fisher_top=2"], "genefl.fisher_top: must be in (0, 1]"),
         (["--set", "clustering.p=0"], "clustering.p: must be >= 1"),
-        (["--set", "method=genefl", "--set", "genefl.gene_budget=0.001"], "cannot hold any layer"),
+        (["--set", "method=genefl", "--set", "genefl.gene_budget=0.001"], "cannot hold any of its body layers"),
         (["--set", "method=flearngene", "--set", "flearngene.gene_budget=0.001"], "cannot hold any body layer"),
     ],
 )

@@ -23,12 +23,14 @@ Choices the paper leaves open (all options in `[genefl]` / `[clustering]`, see c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
 
 from .. import fisher, sensitivity
 from ..constraints import coefficients
+from ..errors import ConfigError
 from ..layers import layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate, finite_numbers
 from ..rng import generator
@@ -58,13 +60,30 @@ def choose_gene_layers(config, layers, scores: list[float], gen: torch.Generator
                                           generator=gen)
 
 
+def check_budget(config, layers) -> None:
+    """A model none of whose eligible layers fits `gene_budget` (a user's own small model, say) is
+    refused when the run is assembled, with the smallest budget that would hold its smallest layer.
+    Not silently given a larger learnGene: the budget is the method's promise about bytes."""
+    opts, total = config.genefl, model_nbytes(layers)
+    eligible = layers if opts.gene_include_head else layers[:-1]
+    if not eligible:
+        raise ConfigError("model: a one-layer model has no body layer to be a learnGene; set "
+                          "genefl.gene_include_head = true or use a deeper model")
+    smallest = min(eligible, key=lambda layer: layer.nbytes)
+    if smallest.nbytes > int(opts.gene_budget * total):
+        need = math.ceil(100 * smallest.nbytes / total) / 100
+        raise ConfigError(f"genefl.gene_budget: {opts.gene_budget} of this model's {total} bytes cannot hold any of its "
+                          f"{'layers' if opts.gene_include_head else 'body layers'} (smallest: {smallest.name!r}, "
+                          f"{smallest.nbytes} bytes); use genefl.gene_budget >= {need}")
+
+
 class Genefl(Strategy):
     takes_server_opt = True
     takes_defence = True
 
     def __init__(self, config, layers, initial):
         super().__init__(config, layers, initial)
-        # fail before any training if the budget cannot hold a layer of this model
+        check_budget(config, layers)  # fail before any training, naming the smallest layer
         self.select([0.0] * len(layers), generator(config.seed, "budget-check"))
 
     @property
