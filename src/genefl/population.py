@@ -167,6 +167,8 @@ class Availability:
 
 @dataclass(frozen=True)
 class Plan:
+    """The run's population process, drawn before round 1 from the config and arrival rounds alone."""
+
     arrivals: dict[int, int]  # newcomer -> the round from which it arrives (when online)
     departures: dict[int, int]  # client -> the round from which it is gone for good
     returns: dict[int, tuple[int, int]]  # training client -> (first round away, round from which it may be back)
