@@ -54,6 +54,10 @@ def prepare(tmp_path):
     (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header))
     digest = hashlib.md5((raw / "train-images-idx3-ubyte.gz").read_bytes()).hexdigest()
     (tmp_path / "idx" / "sums.md5").write_text(f"{digest}  MNIST/raw/train-images-idx3-ubyte.gz\n")
+    header = "client,online_from,online_until\n"
+    for name, text in {"no_header": "0,1,2\n", "short_row": header + "0,1,2\n1,2\n", "late_first": header + "0,5,2\n",
+                       "stranger": header + "99,1,2\n", "words": header + "zero,1,2\n"}.items():
+        (tmp_path / f"{name}.csv").write_text(text)
 
 
 def filled(args, tmp_path):
@@ -108,6 +112,54 @@ CONFIG_CASES = [
      "expected 18446744073709551616"),  # the header's size wrapped to 0 in int64
     (["--set", "dataset=mnist", "--set", "data_dir={tmp}/none"], "does not exist"),
     (["--set", "dataset=mnist", "--set", "data_dir={tmp}"], "missing data file"),
+    # [population]: TINY is 1 round, 3 training clients and 4 newcomers
+    (["--set", "population.arrivals=sometimes"], "population.arrivals: must be one of schedule, poisson, trace"),
+    (["--set", "population.arrivals=poisson", "--set", "population.arrival_rate=0"], "population.arrival_rate: must be in (0, 1e6]"),
+    (["--set", "population.arrivals=poisson", "--set", "population.arrival_rate=inf"], "population.arrival_rate: must be a finite"),
+    (["--set", "population.arrival_rate=2"], "population.arrival_rate: not used unless population.arrivals = 'poisson'"),
+    (["--set", "population.arrivals=poisson", "--set", "newcomer_rounds=[1]", "--set", "num_newcomers=1"],
+     "newcomer_rounds: not used with population.arrivals = 'poisson'"),
+    (["--set", "population.departures=1"], "population.departures: must be in [0, 1)"),
+    (["--set", "population.departures=-0.1"], "population.departures: must be in [0, 1)"),
+    (["--set", "population.availability=weekdays"], "population.availability: must be one of always, diurnal, trace"),
+    (["--set", "population.availability=diurnal", "--set", "population.day_rounds=0"], "population.day_rounds: must be in 1.."),
+    (["--set", "population.availability=diurnal", "--set", "population.online_fraction=0"],
+     "population.online_fraction: must be in (0, 1]"),
+    (["--set", "population.day_rounds=12"], "population.day_rounds: not used unless population.availability = 'diurnal'"),
+    (["--set", "population.availability=trace"], "population.trace_file: needed when population.arrivals or"),
+    (["--set", "population.trace_file={tmp}/x.csv"], "population.trace_file: not used unless"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file=a\x00b"],
+     "population.trace_file: holds a control character"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file={tmp}/none.csv"], "none.csv: no such file"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file={tmp}"], ": is not a regular file"),
+    (["--set", "population.arrivals=trace", "--set", "population.trace_file=/dev/zero"], "/dev/zero: is not a regular file"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file={tmp}/no_header.csv"],
+     "no_header.csv, line 1: expected the header 'client,online_from,online_until'"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file={tmp}/short_row.csv"],
+     "short_row.csv, line 3: expected three whole numbers"),
+    (["--set", "population.arrivals=trace", "--set", "population.trace_file={tmp}/late_first.csv"],
+     "late_first.csv, line 2: expected 1 <= online_from <= online_until, got 5, 2"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file={tmp}/stranger.csv"],
+     "stranger.csv, line 2: client 99 is not one of 0..6"),
+    (["--set", "population.availability=trace", "--set", "population.trace_file={tmp}/words.csv"],
+     "words.csv, line 2: expected three whole numbers"),
+    (["--set", "population.returns=1.5"], "population.returns: must be in [0, 1]"),
+    (["--set", "population.returns=0.5"], "population.absence: a client away 3 rounds from round 2 on is not back by the last"),
+    (["--set", "rounds=5", "--set", "population.returns=0.5", "--set", "population.absence=0"], "population.absence: must be > 0"),
+    (["--set", "population.absence=2"], "population.absence: not used unless population.returns > 0"),
+    (["--set", "rounds=5", "--set", "population.returns=0.5", "--set", "population.drift=shift"],
+     "population.drift: must be one of dirichlet, swap, none"),
+    (["--set", "rounds=5", "--set", "population.returns=0.5", "--set", "population.recluster=yes"],
+     "population.recluster: expected bool"),
+    (["--set", "rounds=5", "--set", "population.returns=0.5", "--set", "population.drift=none", "--set",
+      "population.recluster=true"], "population.recluster: with population.drift = 'none'"),
+    (["--set", "rounds=5", "--set", "num_clients=1", "--set", "population.returns=0.5", "--set", "population.drift=swap"],
+     "population.drift: 'swap' takes another training client's class mix"),
+    (["--set", "population.recluster=true"], "population.recluster: not used unless population.returns > 0"),
+    (["--set", "population.eval_sample=-1"], "population.eval_sample: must be >= 0"),
+    (["--set", "population.eval_sample=2.5"], "population.eval_sample: expected int"),
+    (["--set", "population.colour=red"], "unknown config key 'population.colour'"),
+    (["--set", "population=1"], "population: expected a table of options"),
 ]
 
 
@@ -655,6 +707,10 @@ def _property_test(max_examples: int = 80, derandomize: bool = True):
         "server_opt.name": st.sampled_from(["none", "avgm", "adam", "yogi", "adagrad"]), "server_opt.lr": numbers,
         "codec.up": st.sampled_from(CODECS), "codec.down": st.sampled_from(CODECS), "codec.topk": numbers,
         "codec.error_feedback": st.booleans(), "codec.min_numel": st.integers(0, 300),
+        "population.arrivals": st.sampled_from(["schedule", "poisson", "trace"]), "population.arrival_rate": numbers,
+        "population.departures": numbers, "population.availability": st.sampled_from(["always", "diurnal"]),
+        "population.day_rounds": st.integers(0, 3), "population.online_fraction": numbers, "population.returns": numbers,
+        "population.eval_sample": st.integers(-1, 3),
     }
     entry = st.sampled_from(sorted(keys)).flatmap(lambda k: st.tuples(st.just(k), mostly(keys[k], garbage, 20)))
     base = ["rounds=1", "num_clients=3", "num_newcomers=1", "newcomer_epochs=1", "train_subset=200",

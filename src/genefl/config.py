@@ -26,7 +26,7 @@ from .data.datasets import DATASETS
 from .compression import CODECS, QUANTIZERS
 from .sensitivity import SELECTIONS
 from .server_opt import NAMES as SERVER_OPTS
-from . import adversary, robust
+from . import adversary, population, robust
 from .robust import AGGREGATORS
 from .adversary import KINDS as ATTACKS
 from .errors import ConfigError
@@ -210,6 +210,27 @@ class DefenceOptions(_Validated):
 
 
 @dataclass(frozen=True)
+class PopulationOptions(_Validated):
+    """Who is in the federation, round by round (`genefl.population`): arrivals, departures,
+    availability, returns with drifted data; all seeded. The defaults are a static population."""
+
+    _prefix = "population."
+
+    arrivals: str = "schedule"  # newcomers: "schedule" (newcomer_rounds, or spread evenly) | "poisson" | "trace" (first row in trace_file)
+    arrival_rate: float = 0.5  # poisson: expected newcomer arrivals per round (those drawn after the last round never arrive)
+    departures: float = 0.0  # share of all clients (training clients and arriving newcomers) that leave for good, at seeded rounds
+    availability: str = "always"  # when a client can be reached: "always" | "diurnal" | "trace" (windows in trace_file)
+    day_rounds: int = 24  # diurnal: rounds per day
+    online_fraction: float = 0.5  # diurnal: share of its local day a client is online (the window from its local midnight)
+    trace_file: str = ""  # trace: CSV `client,online_from,online_until` (rounds, inclusive; a client without rows is never online)
+    returns: float = 0.0  # share of the training clients that go away for `absence` rounds (from a seeded round) and come back
+    absence: int = 3  # returns: rounds a returning client is away
+    drift: str = "dirichlet"  # returns: its data when back: "dirichlet" (a new Dir(alpha) class mix) | "swap" (another client's mix) | "none"
+    recluster: bool = False  # returns: a client back with drifted data sends a new signature and joins its nearest cluster again
+    eval_sample: int = 0  # evaluate a seeded sample of this many present clients (everyone after the last round); 0 = everyone
+
+
+@dataclass(frozen=True)
 class FlowerOptions(_Validated):
     """Only used by the Flower runtime (`flwr run`)."""
 
@@ -272,6 +293,7 @@ class Config(_Validated):
     codec: CodecOptions = field(default_factory=CodecOptions)
     adversary: AdversaryOptions = field(default_factory=AdversaryOptions)
     defence: DefenceOptions = field(default_factory=DefenceOptions)
+    population: PopulationOptions = field(default_factory=PopulationOptions)
     flower: FlowerOptions = field(default_factory=FlowerOptions)
 
     def __post_init__(self) -> None:
@@ -355,6 +377,12 @@ RULES: dict[str, tuple] = {
     "adversary.boost": (lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]"),
     "defence.aggregator": _choices(AGGREGATORS), "defence.trim": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
     "defence.byzantine": _NONNEG, "defence.multikrum_m": _NONNEG, "defence.norm_bound": _WEIGHT,
+    "population.arrivals": _choices(("schedule", "poisson", "trace")),
+    "population.arrival_rate": (lambda v: 0 < v <= 1e6, "must be in (0, 1e6]"), "population.departures": _PROB,
+    "population.availability": _choices(("always", "diurnal", "trace")),
+    "population.day_rounds": (lambda v: 1 <= v <= 1 << 20, "must be in 1..1048576"), "population.online_fraction": _FRACTION,
+    "population.returns": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "population.absence": _POSITIVE,
+    "population.drift": _choices(("dirichlet", "swap", "none")), "population.eval_sample": _NONNEG,
     "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
 }
 
@@ -488,7 +516,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: values nested too deeply") from None
 
 
-PATH_KEYS = ("data_dir", "checksum_file", "state_dir", "flower.out")  # paths: "" = the default
+PATH_KEYS = ("data_dir", "checksum_file", "state_dir", "population.trace_file", "flower.out")  # paths: "" = the default
 
 
 def cross_check(config: Config) -> None:
@@ -512,6 +540,7 @@ def cross_check(config: Config) -> None:
         robust.check_method(strategy, config)
     robust.check(config)
     adversary.check(config)
+    population.check(config)
     check_device(config.device)
 
 

@@ -4,9 +4,11 @@ interrupted run keeps what it finished) and `results.json` (schema below, writte
 results.json: {method, dataset, seed, summary{acc_clients, acc_newcomers_first_epoch,
 acc_newcomers_last_epoch, bytes_up, bytes_down, bytes_total, bytes_eval, bytes_newcomer_init_mean,
 model_bytes, wall_s, ...}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
-newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, ...}], method_info{...}}.
-Accuracies are fractions in [0, 1]; `acc_clients` is the mean over training clients of the last
-evaluated round; newcomer accuracies are means over newcomers.
+newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, ...}], method_info{...},
+population{arrivals, not_arrived, departures, returns}}. Accuracies are fractions in [0, 1];
+`acc_clients` is the mean over the training clients evaluated in the last evaluated round (those
+present: `genefl.population`); newcomer accuracies are means over newcomers. Each round also counts
+the clients `online`, `present` and `departed` by then.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .errors import ConfigError
 from .paths import shown
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
-ROUND_FIELDS = ["round", "acc_clients", "acc_all", "bytes_up", "bytes_down", "participants", "dropped", "wall_s"]
+ROUND_FIELDS = ["round", "acc_clients", "acc_all", "bytes_up", "bytes_down", "participants", "dropped", "online", "present",
+                "departed", "wall_s"]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -38,7 +41,8 @@ def round_row(r: RoundReport, attackers: frozenset[int] = frozenset()) -> dict[s
     backdoor = {"backdoor_success": r.mean_backdoor(attackers)} if r.backdoor_by_client else {}
     return {"round": r.round, "acc_clients": r.mean_acc(), "acc_all": r.mean_acc(training_only=False),
             "bytes_up": r.bytes_up, "bytes_down": r.bytes_down, "participants": len(r.participants),
-            "dropped": len(r.dropped), "wall_s": round(r.wall_s, 4), **backdoor, **({"notes": r.notes} if r.notes else {})}
+            "dropped": len(r.dropped), "online": r.online, "present": r.present, "departed": r.departed,
+            "wall_s": round(r.wall_s, 4), **backdoor, **({"notes": r.notes} if r.notes else {})}
 
 
 def newcomer_row(n: NewcomerReport) -> dict[str, Any]:
@@ -86,6 +90,7 @@ def build_results(result) -> dict[str, Any]:
         "rounds": [round_row(r, attackers) for r in result.rounds],
         "newcomers": [newcomer_row(n) for n in news],
         "method_info": info,
+        "population": result.population,
     }
 
 

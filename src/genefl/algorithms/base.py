@@ -141,6 +141,17 @@ class Strategy(abc.ABC):
     def welcome(self, state: Any, round: int, cid: int, hello: ClientUpdate | None) -> tuple[Any, Broadcast]:
         """A newcomer arrives; return the new state and what it is sent to start from."""
 
+    def depart(self, state: Any, round: int, cid: int) -> Any:
+        """Client `cid` left the federation for good (`population.departures`): it is never sent
+        anything again and its personal state is gone. A method that keeps something per client (a
+        cluster membership, a head count) forgets it here; by default nothing changes."""
+        return state
+
+    def rejoin(self, state: Any, round: int, cid: int, hello: ClientUpdate) -> Any:
+        """A training client came back with changed data and sent a new signature (`population.recluster`,
+        methods with `needs_signatures`): place it again. By default nothing changes."""
+        return state
+
     def check_hello(self, update: ClientUpdate, rows: int | None) -> None:
         """Reject a malformed signature reply (Stage 0): exactly one extra, `signature`, a finite
         float matrix of `rows` rows (the training clients' common count; None = any) and at most

@@ -1,5 +1,10 @@
 """Stage 0 on the server, shared by GENE-FL and PACFL: cluster the training clients by their
-signatures, and place a newcomer in the cluster whose members are on average nearest."""
+signatures, and place a newcomer in the cluster whose members are on average nearest.
+
+Membership changes (`genefl.population`): a client that leaves for good is forgotten, so a cluster
+may shrink or empty; an empty cluster keeps its model but is never chosen again, since a newcomer is
+compared with the members there are (cluster 0 when there are none). A client back with changed
+data joins its nearest cluster again, compared with the others only."""
 
 from __future__ import annotations
 
@@ -39,6 +44,22 @@ def join_cluster(cluster_of: dict[int, int], signatures: dict[int, torch.Tensor]
     if hello is not None:
         signatures = {**signatures, cid: hello.extras["signature"].float()}
     return k, {**cluster_of, cid: k}, signatures
+
+
+def leave_cluster(cluster_of: dict[int, int], signatures: dict[int, torch.Tensor],
+                  cid: int) -> tuple[dict[int, int], dict[int, torch.Tensor]]:
+    """The cluster map and signatures without `cid`."""
+    return ({c: k for c, k in cluster_of.items() if c != cid}, {c: s for c, s in signatures.items() if c != cid})
+
+
+def rejoin_cluster(cluster_of: dict[int, int], signatures: dict[int, torch.Tensor], cid: int,
+                   hello: ClientUpdate) -> tuple[int, dict[int, int], dict[int, torch.Tensor]]:
+    """A client back with changed data joins its nearest cluster again (its old signature left out);
+    with nobody else to compare with it stays where it was."""
+    others_of, others = leave_cluster(cluster_of, signatures, cid)
+    if not others:
+        return cluster_of.get(cid, 0), cluster_of, {**signatures, cid: hello.extras["signature"].float()}
+    return join_cluster(others_of, others, cid, hello)
 
 
 def cluster_report(cluster_of: dict[int, int], num_clusters: int) -> dict:

@@ -37,7 +37,7 @@ from ..rng import generator
 from ..server_opt import Moments
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates
-from .clustered import cluster_clients, cluster_report, join_cluster, signature_update
+from .clustered import cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,15 @@ class Genefl(Strategy):
         if self.config.newcomer_init == "random" or state.gene_layers[k] is None:
             return state, Broadcast(meta={"init": "random", "cluster": k})
         return state, Broadcast(tensors=self.gene_of(state, k), meta={"init": "learngene", "cluster": k})
+
+    def depart(self, state: GeneflState, round: int, cid: int) -> GeneflState:
+        cluster_of, signatures = leave_cluster(state.cluster_of, state.signatures, cid)
+        return replace(state, cluster_of=cluster_of, signatures=signatures, contacted=state.contacted - {cid})
+
+    def rejoin(self, state: GeneflState, round: int, cid: int, hello: ClientUpdate) -> GeneflState:
+        # its personal model stays; from now on it is sent (and uploads) its new cluster's learnGene
+        _, cluster_of, signatures = rejoin_cluster(state.cluster_of, state.signatures, cid, hello)
+        return replace(state, cluster_of=cluster_of, signatures=signatures)
 
     def summary(self, state: GeneflState) -> dict:
         names = [[self.layers[i].name for i in chosen] if chosen is not None else None for chosen in state.gene_layers]

@@ -11,7 +11,7 @@ import torch
 
 from ..messages import Broadcast, ClientUpdate
 from .base import ClientEnv, Strategy, Updates
-from .clustered import cluster_clients, cluster_report, join_cluster, signature_update
+from .clustered import cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 from .fedavg import FedAvgClient
 
 
@@ -51,6 +51,14 @@ class PACFL(Strategy):
         if self.config.newcomer_init == "random":
             return state, Broadcast(meta={"init": "random", "cluster": k})
         return state, Broadcast(tensors=state.models[k], meta={"init": "cluster", "cluster": k})
+
+    def depart(self, state: ClusterModels, round: int, cid: int) -> ClusterModels:
+        cluster_of, signatures = leave_cluster(state.cluster_of, state.signatures, cid)
+        return replace(state, cluster_of=cluster_of, signatures=signatures)
+
+    def rejoin(self, state: ClusterModels, round: int, cid: int, hello: ClientUpdate) -> ClusterModels:
+        _, cluster_of, signatures = rejoin_cluster(state.cluster_of, state.signatures, cid, hello)
+        return replace(state, cluster_of=cluster_of, signatures=signatures)
 
     def summary(self, state: ClusterModels) -> dict:
         return {"summary": {"num_clusters": len(state.models)}, **cluster_report(state.cluster_of, len(state.models))}

@@ -4,8 +4,9 @@ Local steps use the corrected gradient g + c − c_i, obtained by adding ⟨c �
 (here: the offset of the training loop's gradient correction). After K steps of size η a client
 updates c_i⁺ = c_i − c + (x − y)/(K η) and uploads its model y and Δc = c_i⁺ − c_i; the server moves
 x ← x + η_g (ȳ − x) and c ← c + (|S|/N) mean(Δc), N the number of clients in the federation: the
-training clients plus every newcomer welcomed so far (a newcomer joins with c_i = 0; counting only
-the training clients let |S|/N exceed 1 once newcomers took part, and c overshot). Both control variates travel with the model, so a
+training clients plus every newcomer welcomed so far, less those that left for good (a newcomer joins
+with c_i = 0; counting only the training clients let |S|/N exceed 1 once newcomers took part, and c
+overshot). Both control variates travel with the model, so a
 round costs twice FedAvg's bytes; the ledger counts them. Choices: ȳ is sample-weighted like
 FedAvg's mean (the paper uses a plain mean); buffers (BatchNorm statistics) are averaged without
 control variates; a newcomer starts from x with c_i = 0. The server step x + η_g (ȳ − x) is the
@@ -34,7 +35,7 @@ PREFIX = "c/"  # extras key prefix: "c/<param>" server variate, "delta_c/<param>
 class ScaffoldState:
     weights: dict[str, torch.Tensor]
     control: dict[str, torch.Tensor]  # c, per trainable parameter
-    population: int  # N: training clients plus the newcomers welcomed so far
+    population: int  # N: training clients plus the newcomers welcomed so far, less those that left
     moments: Moments  # the server optimizer's state
 
 
@@ -80,6 +81,11 @@ class Scaffold(FedAvg):
 
     def welcome(self, state: ScaffoldState, round: int, cid: int, hello):
         return super().welcome(replace(state, population=state.population + 1), round, cid, hello)
+
+    def depart(self, state: ScaffoldState, round: int, cid: int) -> ScaffoldState:
+        # N counts the members, so |S|/N stays the share of them that took part; c keeps what the
+        # departed client added to it (the server never knew its c_i, so cannot take it out)
+        return replace(state, population=max(1, state.population - 1))
 
     def expected_extras(self) -> dict[str, torch.Tensor]:
         return {"delta_" + PREFIX + k: self.initial[k] for k in self.param_names()}

@@ -4,18 +4,25 @@ Partition ids 0..num_clients-1 are the training clients; num_clients..num_client
 are the newcomers. All of them are cut from one partition of the training set, so a newcomer's data
 is disjoint from every training client's. Each client's data is whole tensors, loaded once and
 already on the configured device; training batches are index slices of them.
+
+Training clients that go away and come back (`population.returns`, `genefl.population`) come back
+with changed data (`population.drift`), built here with the rest, so that every run of the scenario
+sees the same: a new class mix (a fresh Dirichlet(alpha) draw, or another seeded training client's
+mix), and training and test sets of the old sizes redrawn to it from the whole training pool and
+test set. (The pool is already dealt out to the clients, so a drifted set may repeat samples that
+other clients hold.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .. import rng
-from ..config import Config
+from .. import population, rng
+from ..config import Config, PopulationOptions
 from ..errors import ConfigError
 from . import partition
 from .datasets import MD5, Dataset, load_dataset, read_checksum_file
@@ -41,6 +48,14 @@ class Scenario:
     num_clients: int  # ids below this train from round 1
     arrivals: dict[int, int]  # newcomer id -> arrival round
     dataset: str = ""  # the dataset's name (a user's own dataset has its own)
+    returns: dict[int, tuple[int, int]] = field(default_factory=dict)  # returning client -> (first round away, round back)
+    drifted: dict[int, ClientData] = field(default_factory=dict)  # returning client -> its data from its round back on
+
+    def data(self, cid: int, round: int) -> ClientData:
+        """Client `cid`'s data in `round`: a returning client's changed ones from its planned return on."""
+        if cid in self.drifted and round >= self.returns[cid][1]:
+            return self.drifted[cid]
+        return self.clients[cid]
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class ScenarioSpec:
     min_samples: int
     train_subset: int
     device: str
+    population: PopulationOptions  # arrivals, returns and drift shape the scenario (the other keys are kept for simplicity)
 
     @classmethod
     def of(cls, config: Config | ScenarioSpec) -> ScenarioSpec:
@@ -77,9 +93,11 @@ class ScenarioSpec:
 
 def arrival_rounds(config: Config | ScenarioSpec) -> dict[int, int]:
     """Newcomer id -> round. Default: spread evenly over rounds 2..rounds (after round 1, when the
-    first learnGenes exist)."""
+    first learnGenes exist); `population.arrivals` "poisson" or "trace": `population.newcomer_arrivals`."""
     config = ScenarioSpec.of(config)
     ids = range(config.num_clients, config.num_clients + config.num_newcomers)
+    if config.population.arrivals != "schedule":
+        return population.newcomer_arrivals(config, list(ids))
     if config.newcomer_rounds:
         if len(config.newcomer_rounds) != config.num_newcomers:
             raise ConfigError(
@@ -98,14 +116,9 @@ def partition_indices(config: Config | ScenarioSpec, dataset: Dataset) -> tuple[
     config = ScenarioSpec.of(config)
     y_train = dataset.y_train.numpy()
     y_test = dataset.y_test.numpy()
-    pool = np.arange(len(y_train))
+    pool = training_pool(config, y_train)
     total = config.num_clients + config.num_newcomers
     needed = total * config.min_samples
-    if config.train_subset:
-        if config.train_subset < needed:
-            raise ConfigError(f"train_subset: {config.train_subset} samples cannot give {total} clients (num_clients + "
-                              f"num_newcomers) min_samples = {config.min_samples} each; use >= {needed}")
-        pool = partition.stratified_subset(y_train, config.train_subset, rng.numpy_rng(config.seed, "subset"))
     if len(pool) < needed:
         raise ConfigError(f"num_clients: {total} clients (num_clients + num_newcomers) x min_samples = {config.min_samples} "
                           f"exceed the {len(pool)} training samples of {config.dataset}")
@@ -120,6 +133,52 @@ def partition_indices(config: Config | ScenarioSpec, dataset: Dataset) -> tuple[
     train_parts = [pool[p] for p in parts]
     test_parts = partition.matching_test_splits(y_train, train_parts, y_test, rng.numpy_rng(config.seed, "test-split"))
     return train_parts, test_parts
+
+
+def training_pool(config: ScenarioSpec, y_train: np.ndarray) -> np.ndarray:
+    """The training samples in use: all, or the seeded stratified `train_subset`."""
+    if not config.train_subset:
+        return np.arange(len(y_train))
+    total = config.num_clients + config.num_newcomers
+    needed = total * config.min_samples
+    if config.train_subset < needed:
+        raise ConfigError(f"train_subset: {config.train_subset} samples cannot give {total} clients (num_clients + "
+                          f"num_newcomers) min_samples = {config.min_samples} each; use >= {needed}")
+    return partition.stratified_subset(y_train, config.train_subset, rng.numpy_rng(config.seed, "subset"))
+
+
+def drifted_indices(config: ScenarioSpec, dataset: Dataset, train_parts: list[np.ndarray],
+                    test_parts: list[np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Returning client -> (train indices, test indices) of its changed data (see the module doc)."""
+    if config.population.drift == "none":
+        return {}
+    y_train, y_test = dataset.y_train.numpy(), dataset.y_test.numpy()
+    pool = training_pool(config, y_train)
+    classes = np.unique(y_train[pool])
+    drifted = {}
+    for cid in population.return_windows(config):
+        gen = rng.numpy_rng(config.seed, "drift", cid)
+        if config.population.drift == "dirichlet":
+            mix = gen.dirichlet(np.full(len(classes), config.alpha))
+        else:  # "swap": the class mix of another training client
+            other = int(gen.choice([c for c in range(config.num_clients) if c != cid]))
+            mix = np.array([(y_train[train_parts[other]] == k).sum() for k in classes], dtype=float)
+        mix = mix / mix.sum() if np.isfinite(mix).all() and mix.sum() > 0 else np.full(len(classes), 1 / len(classes))
+        drifted[cid] = (redraw(y_train, pool, classes, mix, len(train_parts[cid]), gen),
+                        redraw(y_test, np.arange(len(y_test)), classes, mix, len(test_parts[cid]), gen))
+    return drifted
+
+
+def redraw(labels: np.ndarray, pool: np.ndarray, classes: np.ndarray, mix: np.ndarray, size: int,
+           gen: np.random.Generator) -> np.ndarray:
+    """`size` indices of `pool` with class shares drawn from `mix` (without repeats while a class has enough)."""
+    counts = gen.multinomial(size, mix)
+    picked = []
+    for k, n in zip(classes, counts):
+        held = pool[labels[pool] == k]
+        if n and len(held):
+            picked.append(gen.choice(held, size=int(n), replace=int(n) > len(held)))
+    return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=np.int64)
 
 
 def load_for(config: Config | ScenarioSpec) -> Dataset:
@@ -145,5 +204,7 @@ def build_scenario(config: Config | ScenarioSpec, dataset: Dataset | None = None
     dataset = dataset if dataset is not None else load_for(config)
     train_parts, test_parts = partition_indices(config, dataset)
     clients = [client_data(dataset, tr, te, config.device) for tr, te in zip(train_parts, test_parts)]
+    drifted = {cid: client_data(dataset, tr, te, config.device)
+               for cid, (tr, te) in drifted_indices(config, dataset, train_parts, test_parts).items()}
     return Scenario(dataset.input_shape, dataset.num_classes, clients, config.num_clients, arrival_rounds(config),
-                    dataset.name)
+                    dataset.name, population.return_windows(config), drifted)

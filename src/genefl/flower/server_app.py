@@ -31,6 +31,7 @@ from ..runtime import checkpoint
 from ..runtime.loop import RoundLoop
 from ..runtime.assembly import assemble
 from ..data.scenario import arrival_rounds
+from ..population import refuse_in_flower
 from .codec import from_content, to_content
 from .runconfig import config_from_run_config
 
@@ -127,6 +128,9 @@ class FlowerClients:
         return NewcomerCurve([float(a) for a in reply.meta["accs"]], [float(a) for a in reply.meta["val_accs"]],
                              float(backdoor) if backdoor is not None else None)
 
+    def depart(self, round: int, cid: int) -> None:
+        raise GeneflError("population.departures: not supported by the Flower runtime yet")  # refused at start
+
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         replies = self._exchange("evaluate", round, broadcasts).items()
         return {cid: {k: float(v) for k, v in u.meta.items()} for cid, u in replies
@@ -151,6 +155,7 @@ BACKDOOR_FIELD = {"backdoor": (accuracy_value, "a share in [0, 1]")}
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(dict(context.run_config))
+    refuse_in_flower(config)  # departures and returns need the nodes' side, a later task
     shape, classes = SHAPES[config.dataset]
     parts = assemble(config, shape, classes)
     strategy = parts.strategy()

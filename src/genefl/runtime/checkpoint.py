@@ -3,7 +3,7 @@
 Every random choice in genefl comes from a generator derived from the run's seed and a few tags
 (`genefl.rng`), never from a stream consumed in call order, so there is no generator position to
 save: the loop's state after round t (server state, which clients are active or still to arrive,
-reports, ledger, notes) plus every client's persistent state (personal models, control variates,
+the population's events, reports, ledger, notes) plus every client's persistent state (personal models, control variates,
 ξ) determine the rest of the run. A resumed run therefore ends with the results of an uninterrupted
 one, all but wall times. The file is written to a temporary name, fsynced and renamed, so a kill at
 any moment leaves the previous checkpoint intact.
@@ -27,6 +27,7 @@ import torch
 from ..config import Config, run_table, table_differences
 from ..errors import GeneflError
 from ..ledger import Ledger
+from ..population import EVENTS
 from .events import NewcomerReport, RoundReport
 
 FILE = "checkpoint.pt"
@@ -105,6 +106,9 @@ SNAPSHOT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {  # what `snaps
     "signature_rows": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a row count or None"),
     "elapsed": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"), "seconds"),
     "explicit": (_ints, "a list of client ids"),
+    "population": (lambda v: isinstance(v, list) and all(
+        isinstance(e, dict) and set(e) == {"round", "client", "event"} and _ints([e["round"], e["client"]])
+        and e["event"] in EVENTS for e in v), "a list of population events"),
 }
 
 

@@ -21,6 +21,9 @@ class RoundReport:
     notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
     rejected: list[int] = field(default_factory=list)  # clients whose reply failed the checks (also in dropped)
     backdoor_by_client: dict[int, float] = field(default_factory=dict)  # a backdoor's success per client (backdoor runs)
+    online: int = 0  # clients present that could be reached this round (`genefl.population`)
+    present: int = 0  # clients in the federation this round: arrived, not departed, not away
+    departed: int = 0  # clients gone for good by this round
 
     def mean_acc(self, training_only: bool = True) -> float | None:
         accs = [a for c, a in self.acc_by_client.items()  # NaN: an empty test split, left out

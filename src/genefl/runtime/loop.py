@@ -2,8 +2,9 @@
 
 It drives a method's server half (`Strategy`) and reaches clients only through a `Transport`: the
 simulator's transport calls client halves in this process, the Flower transport sends messages to
-SuperNodes. Everything that decides what happens (sampling, dropout, newcomer schedule, byte
-accounting, rejecting malformed replies, evaluation) lives here, once.
+SuperNodes. Everything that decides what happens (sampling, dropout, newcomer schedule, the
+population's arrivals, departures, availability and returns, byte accounting, rejecting malformed
+replies, evaluation) lives here, once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..errors import GeneflError
 from ..ledger import Ledger
 from ..messages import Broadcast, ClientUpdate
 from ..newcomer import NewcomerCurve
+from ..population import Population
 from .events import Callback, NewcomerReport, RoundReport
 from .checkpoint import check_snapshot
 from .wire import Wire
@@ -38,6 +40,7 @@ class Transport(Protocol):
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | ClientUpdate | None: ...
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]: ...  # "acc", ...
+    def depart(self, round: int, cid: int) -> None: ...  # a client left for good: drop its state
 
 
 @dataclass
@@ -51,13 +54,18 @@ class RunResult:
     method_info: dict[str, Any] = field(default_factory=dict)
     final_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     dataset: str = ""  # the data's name when it is not `config.dataset` (a user's own dataset)
+    population: dict[str, Any] = field(default_factory=dict)  # arrivals, departures, returns (`Population.record`)
 
 
-def sample_clients(config: Config, round: int, active: list[int]) -> tuple[list[int], list[int]]:
-    """(clients that take part and report, clients that were sampled but drop out), both sorted."""
-    k = max(1, int(config.participation * len(active) + 0.5))
-    order = torch.randperm(len(active), generator=rng.generator(config.seed, "sample", round))
-    chosen = sorted(active[i] for i in order[:k].tolist())
+def sample_clients(config: Config, round: int, present: list[int],
+                   online: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """(clients that take part and report, clients that were sampled but drop out), both sorted. The
+    cohort is `participation` of the clients present, drawn among those `online` (default: all of
+    them), and no larger than their number."""
+    k = max(1, int(config.participation * len(present) + 0.5))
+    pool = present if online is None else online
+    order = torch.randperm(len(pool), generator=rng.generator(config.seed, "sample", round))
+    chosen = sorted(pool[i] for i in order[:k].tolist())
     drop = torch.rand(len(chosen), generator=rng.generator(config.seed, "dropout", round)) < config.dropout
     return [c for c, d in zip(chosen, drop) if not d], [c for c, d in zip(chosen, drop) if d]
 
@@ -76,6 +84,7 @@ class RoundLoop:
         self.notes: list[str] = []
         self.signature_rows: int | None = None  # the training clients' signature row count
         self.wire = Wire(config, strategy)
+        self.population = Population(config, arrivals)
 
     def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> int:
         """A client's first `NEED_INITIAL` reply (its seeded initial model is not the server's):
@@ -138,18 +147,26 @@ class RoundLoop:
                 continue
             yield cid, update
 
+    def _hello(self, round: int, cid: int) -> tuple[ClientUpdate | None, int]:
+        """A client's signature after Stage 0, counted and checked: (it, its bytes); None when none
+        came or it was rejected (the reason in `transport.failures`)."""
+        hello = self.transport.signatures(round, [cid]).get(cid)
+        if hello is None:
+            return None, 0
+        nbytes = self.ledger.record(round, cid, "up", "signature", hello)
+        try:
+            hello = self.wire.decoded_signature(hello)
+            self.strategy.check_hello(hello, self.signature_rows)
+        except GeneflError as exc:
+            self.transport.failures[cid] = str(exc)
+            return None, nbytes
+        return hello, nbytes
+
     def _welcome(self, state: Any, round: int, cid: int) -> tuple[Any, NewcomerReport | None]:
         hello, hello_bytes = None, 0
         if self.strategy.needs_signatures:
-            hello = self.transport.signatures(round, [cid]).get(cid)
+            hello, hello_bytes = self._hello(round, cid)
             if hello is None:
-                return state, None
-            hello_bytes = self.ledger.record(round, cid, "up", "signature", hello)
-            try:
-                hello = self.wire.decoded_signature(hello)
-                self.strategy.check_hello(hello, self.signature_rows)
-            except GeneflError as exc:
-                self.transport.failures[cid] = str(exc)
                 return state, None
         state, planned = self.strategy.welcome(state, round, cid, hello)
         broadcast = self.wire.outgoing(planned, round, cid)
@@ -170,19 +187,61 @@ class RoundLoop:
         return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, curve.test[0],
                                      curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes, curve.backdoor)
 
-    def _round(self, state: Any, t: int, active: list[int], waiting: list[int]) -> tuple[Any, RoundReport]:
-        t0, mark, notes_mark = time.perf_counter(), len(self.ledger.transfers), len(self.notes)
-        for cid in [c for c in waiting if self.arrivals[c] <= t and c in self.transport.available([c])]:
+    def _membership(self, state: Any, t: int, active: list[int], waiting: list[int]) -> Any:
+        """This round's departures and returns (`genefl.population`), before anyone arrives or is sampled."""
+        population = self.population
+        for cid in population.departing(t):
+            if cid in waiting:  # kept offline past its departure round: it never arrives
+                waiting.remove(cid)
+            elif cid in active:
+                active.remove(cid)
+                self.transport.depart(t, cid)
+                state = self.strategy.depart(state, t, cid)
+            else:  # a newcomer whose welcome failed, a client refused at Stage 0
+                continue
+            population.note(t, cid, "departed")
+        for cid in population.leaving(t):
+            if cid in active:
+                population.note(t, cid, "away")
+        for cid in population.coming_back(t):
+            population.note(t, cid, "back")
+            if self.config.population.recluster and cid in population.plan.drifted and self.strategy.needs_signatures:
+                state = self._rejoin(state, t, cid)
+        return state
+
+    def _rejoin(self, state: Any, t: int, cid: int) -> Any:
+        """A client back with changed data sends a new signature, and the method places it again."""
+        hello, _ = self._hello(t, cid)
+        if hello is None:
+            self.notes.append(f"round {t}: client {cid} is back, but sent no usable signature: "
+                              f"{self.transport.failures.get(cid, 'no reply')}")
+            return state
+        self.population.note(t, cid, "signature")
+        return self.strategy.rejoin(state, t, cid, hello)
+
+    def _arrivals(self, state: Any, t: int, active: list[int], waiting: list[int]) -> Any:
+        """Newcomers due by this round that are online (and reachable) arrive and are welcomed."""
+        due = [c for c in waiting if self.arrivals[c] <= t and self.population.online(c, t)]
+        for cid in [c for c in due if c in self.transport.available([c])]:
             waiting.remove(cid)
             state, report = self._welcome(state, t, cid)
             if report is None:
                 self.notes.append(f"round {t}: newcomer {cid} failed: {self.transport.failures.get(cid, 'no reply')}")
                 continue
             active.append(cid)
+            self.population.note(t, cid, "arrived")
             self.newcomers.append(report)
             for cb in self.callbacks:
                 cb.after_newcomer(report)
-        participants, dropped = sample_clients(self.config, t, active)
+        return state
+
+    def _round(self, state: Any, t: int, active: list[int], waiting: list[int]) -> tuple[Any, RoundReport]:
+        t0, mark, notes_mark = time.perf_counter(), len(self.ledger.transfers), len(self.notes)
+        state = self._membership(state, t, active, waiting)
+        state = self._arrivals(state, t, active, waiting)
+        present = self.population.present(active)
+        online = self.population.reachable(t, present)
+        participants, dropped = sample_clients(self.config, t, present, online)
         for cid in dropped:  # sampled, downloaded, never reported back
             self.ledger.record(t, cid, "down", "train", self.wire.outgoing(self.strategy.configure_train(state, t, cid), t, cid))
         planned = {cid: self.strategy.configure_train(state, t, cid) for cid in participants}
@@ -204,7 +263,7 @@ class RoundLoop:
         failed = sorted(set(participants) - set(reported) - set(rejected))
         for cid in failed:
             self.notes.append(f"round {t}: client {cid} dropped: {self.transport.failures.get(cid, 'no reply')}")
-        metrics = self._evaluate(state, t, active) if is_eval_round(self.config, t) else {}
+        metrics = self._evaluate(state, t, self.population.evaluated(t, present)) if is_eval_round(self.config, t) else {}
         accs = {cid: m["acc"] for cid, m in metrics.items()}
         new = self.ledger.transfers[mark:]
         report = RoundReport(
@@ -213,11 +272,12 @@ class RoundLoop:
             sum(x.nbytes for x in new if x.direction == "down" and x.kind != "eval"),
             time.perf_counter() - t0, self.notes[notes_mark:], sorted(rejected),
             {cid: m["backdoor"] for cid, m in metrics.items() if "backdoor" in m},
+            len(online), len(present), len(self.population.departed),
         )
         return state, report
 
-    def _evaluate(self, state: Any, t: int, active: list[int]) -> dict[int, dict[str, float]]:
-        broadcasts = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in active}  # never by seed
+    def _evaluate(self, state: Any, t: int, clients: list[int]) -> dict[int, dict[str, float]]:
+        broadcasts = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in clients}  # never by seed
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)
@@ -243,7 +303,7 @@ class RoundLoop:
                 checkpoint(self.snapshot(state, t, active, waiting, time.perf_counter() - start))
         result = RunResult(config, self.rounds, self.newcomers, self.ledger, self.model_bytes,
                            time.perf_counter() - start, self.strategy.summary(state), self.strategy.weights(state),
-                           dataset=self.dataset)
+                           dataset=self.dataset, population=self.population.record())
         if self.notes:
             result.method_info["notes"] = list(self.notes)
         for cb in self.callbacks:
@@ -269,7 +329,7 @@ class RoundLoop:
         return {"round": round, "server": state, "active": list(active), "waiting": list(waiting),
                 "rounds": list(self.rounds), "newcomers": list(self.newcomers), "ledger": self.ledger,
                 "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed,
-                "explicit": sorted(self.wire.explicit)}
+                "explicit": sorted(self.wire.explicit), "population": self.population.snapshot()}
 
     def check_resume(self, snap: Any) -> None:
         """Refuse, in one line, a snapshot this loop cannot go on from (a damaged checkpoint, or one
@@ -286,4 +346,5 @@ class RoundLoop:
         self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
         self.wire.explicit = set(snap["explicit"])
+        self.population.restore(snap["population"])
         return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]

@@ -1,9 +1,10 @@
 """The in-process simulator: the round loop with clients in this process.
 
 Clients run one after another, all sharing one model object: load the broadcast, train, read the
-update, move on. Client data are tensors already on the device; per-client state lives in
-`self.states` (in memory, or one file per client with `state_store = "disk"`), keyed by partition
-id. Updates are produced lazily and folded into the strategy's streaming aggregate one at a time,
+update, move on. Client data are tensors already on the device (a returning client's changed data
+too, from its return on: `Scenario.data`); per-client state lives in `self.states` (in memory, or
+one file per client with `state_store = "disk"`), keyed by partition id, and is dropped when a
+client leaves for good. Updates are produced lazily and folded into the strategy's streaming aggregate one at a time,
 so no list of client models is ever held.
 """
 
@@ -45,7 +46,7 @@ class InProcessClients:
         """Run one client-half handler for `cid` with its state opened, and store the state after."""
         state = self.states.open(cid)
         try:
-            env = ClientEnv(cid, round, self.model, self.scenario.clients[cid], state, self.config, self.spec, self.layers)
+            env = ClientEnv(cid, round, self.model, self.scenario.data(cid, round), state, self.config, self.spec, self.layers)
             try:
                 inputs = [received(env, a, self.decoded) if isinstance(a, Broadcast) else a for a in args]
             except InitialMismatch:  # the client asks for the tensors instead (the loop resends them)
@@ -56,6 +57,9 @@ class InProcessClients:
 
     def available(self, ids: list[int]) -> list[int]:
         return list(ids)
+
+    def depart(self, round: int, cid: int) -> None:
+        self.states.drop(cid)
 
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]:
         return {cid: self.call(functools.partial(send_signature, self.client), cid, round) for cid in ids}

@@ -3,7 +3,8 @@
 `MemoryStates` is a dict of dicts: fastest, and right for most runs. `DiskStates` keeps one file per
 client and holds in memory only the state of the client being served, so thousands of clients with
 personal models (GENE-FL's private layers) fit in bounded memory. Both are opened and closed around
-every client call, so client halves see a plain dict either way.
+every client call, so client halves see a plain dict either way, and both `drop` the state of a
+client that left the federation for good.
 
 A run starts from its own state only: the simulator `restore`s the store at the start of every run,
 to nothing for a fresh run and to its checkpoint's client states for a resumed one. A given
@@ -41,6 +42,10 @@ class MemoryStates:
 
     def items(self) -> Iterator[tuple[int, dict[str, Any]]]:
         return iter(list(self._states.items()))
+
+    def drop(self, cid: int) -> None:
+        """Forget a client that left for good (`population.departures`)."""
+        self._states.pop(cid, None)
 
     def restore(self, states: dict[int, dict[str, Any]]) -> None:
         check_restored(states)
@@ -89,6 +94,10 @@ class DiskStates:
         tmp = self._path(cid).with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self._path(cid))  # never a half-written state file
+
+    def drop(self, cid: int) -> None:
+        """Delete the file of a client that left for good (`population.departures`)."""
+        self._path(cid).unlink(missing_ok=True)
 
     def items(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for path in sorted(self.folder.glob("client*.pt")):

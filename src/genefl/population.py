@@ -1,0 +1,298 @@
+"""The population process (`[population]`): who belongs to the federation, and who can be reached,
+round by round.
+
+A cross-device federation is no fixed set of clients: devices join late, leave for good, can be
+reached only part of the day, and come back after a while with data that changed. Each of these is
+drawn here from the run's seed alone (`genefl.rng`) before round 1, as a `Plan`: a pure function of
+the config and the newcomers' arrival rounds, so a resumed run, or the other runtime, draws the same
+one. The round loop applies it through `Population`, which also keeps what happened (its events go
+into checkpoints and results.json). The defaults are a static population, exactly as before
+`[population]` existed: the training clients throughout, newcomers at their scheduled rounds,
+everyone always reachable and evaluated.
+
+The choices, each kept simple:
+- arrivals: "schedule" is `newcomer_rounds` (or spread evenly); "poisson" draws the newcomers'
+  arrival times as a Poisson process of `arrival_rate` per round from the end of round 1 (round
+  1 + ⌈time⌉), and those drawn after the last round never arrive; "trace" is a newcomer's first
+  `online_from` in `trace_file`. A newcomer arrives at the first round from then on when it is online.
+- departures: round(`departures` · (training clients + arriving newcomers)) of them, a seeded choice
+  among those that do not return, leave for good at a round drawn uniformly after their first (a
+  newcomer's planned arrival; one arriving in the last round cannot leave). The loop drops the
+  client's personal state, never contacts it again and tells the method (`Strategy.depart`). A
+  newcomer kept offline past its departure round never arrives.
+- availability: "always"; "diurnal": a day is `day_rounds` rounds, each client has a seeded time zone
+  (an offset in rounds) and is online for the first round(`online_fraction` · `day_rounds`) rounds
+  of its local day (the night, when a phone charges on Wi-Fi); "trace": online exactly in its rows'
+  windows in `trace_file` (rounds, inclusive), never when it has no row. This models the devices,
+  the same in both runtimes; the transport's own `available()` (a Flower node that is up) still
+  applies on top.
+- sampling: `participation` is a share of the clients present (the cross-device convention: the
+  server sets its cohort size from its population), drawn among those online, capped by how many are.
+- returns: round(`returns` · num_clients) training clients, a seeded choice, go away for `absence`
+  rounds from a seeded round in 2..rounds − absence, and are back at the first round after that when
+  they are online. Their data changed meanwhile (`drift`; built with the scenario, `data/scenario.py`,
+  from the planned return round on); with `recluster`, a client back with changed data sends a new
+  signature (counted as a newcomer's is) and the method places it again (`Strategy.rejoin`).
+- evaluation: the clients present (arrived, not departed, not away), or a seeded sample of
+  `eval_sample` of them; all of them after the last round. Offline clients are evaluated too:
+  evaluation is measurement, not protocol.
+- Stage 0 (signatures before round 1) is enrolment: every training client takes part in it, online
+  or not.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import rng
+from .errors import ConfigError, DataError
+from .paths import checked, shown
+
+EVENTS = ("arrived", "departed", "away", "back", "signature")  # what `Population.events` records
+TRACE_HEADER = ["client", "online_from", "online_until"]
+MAX_TRACE_BYTES = 64 << 20  # a million clients' windows fit; /dev/zero does not
+
+
+def share(fraction: float, n: int) -> int:
+    """round(fraction · n), halves up, as `participation` counts."""
+    return int(math.floor(fraction * n + 0.5))
+
+
+def read_trace(path: str, num_ids: int) -> dict[int, list[tuple[int, int]]]:
+    """`trace_file` as client id -> its online windows (first round, last round); a bad file is one
+    DataError naming its line."""
+    where = f"population.trace_file {shown(str(path))}"
+    file = checked("population.trace_file", path, DataError)
+    try:
+        if not file.is_file():
+            raise DataError(f"{where}: " + ("is not a regular file" if file.exists() else "no such file"))
+        with open(file, "rb") as f:
+            data = f.read(MAX_TRACE_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_TRACE_BYTES:
+        raise DataError(f"{where}: larger than {MAX_TRACE_BYTES} bytes")
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: not UTF-8 text") from None
+    if not lines or [cell.strip() for cell in lines[0].split(",")] != TRACE_HEADER:
+        raise DataError(f"{where}, line 1: expected the header '{','.join(TRACE_HEADER)}'")
+    windows: dict[int, list[tuple[int, int]]] = {}
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) != 3 or not all(re.fullmatch(r"[0-9]{1,9}", cell) for cell in cells):
+            raise DataError(f"{where}, line {number}: expected three whole numbers 'client,online_from,online_until', "
+                            f"got {shown(line, 60)!r}")
+        cid, first, last = (int(cell) for cell in cells)
+        if cid >= num_ids:
+            raise DataError(f"{where}, line {number}: client {cid} is not one of 0..{num_ids - 1} (num_clients + num_newcomers)")
+        if not 1 <= first <= last:
+            raise DataError(f"{where}, line {number}: expected 1 <= online_from <= online_until, got {first}, {last}")
+        windows.setdefault(cid, []).append((first, last))
+    return windows
+
+
+def newcomer_arrivals(config, ids: list[int]) -> dict[int, int]:
+    """Newcomer id -> arrival round for `arrivals = "poisson"` or `"trace"` (`config`: a Config or a
+    ScenarioSpec); newcomers that never arrive are left out."""
+    opts = config.population
+    if opts.arrivals == "trace":
+        windows = read_trace(opts.trace_file, config.num_clients + config.num_newcomers)
+        first = {cid: min(f for f, _ in rows) for cid, rows in windows.items()}
+        return {cid: first[cid] for cid in ids if first.get(cid, config.rounds + 1) <= config.rounds}
+    gaps = rng.numpy_rng(config.seed, "population", "arrivals").exponential(1.0 / opts.arrival_rate, len(ids))
+    rounds = 1 + np.ceil(np.cumsum(gaps))  # time 0 is the end of round 1
+    return {cid: int(r) for cid, r in zip(ids, rounds) if r <= config.rounds}
+
+
+def return_windows(config) -> dict[int, tuple[int, int]]:
+    """Returning training client -> (first round away, planned round back); `config`: a Config or a
+    ScenarioSpec (the scenario builds their changed data for exactly these)."""
+    opts = config.population
+    count = min(share(opts.returns, config.num_clients), config.num_clients)
+    if not count:
+        return {}
+    gen = rng.numpy_rng(config.seed, "population", "returns")
+    who = sorted(int(c) for c in gen.permutation(config.num_clients)[:count])
+    leaves = gen.integers(2, config.rounds - opts.absence + 1, size=count)  # back by the last round
+    return {cid: (int(leave), int(leave) + opts.absence) for cid, leave in zip(who, leaves)}
+
+
+def departure_rounds(config, arrivals: dict[int, int], returning: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Departing client -> the round from which it is gone (see the module doc)."""
+    opts = config.population
+    candidates = [c for c in range(config.num_clients) if c not in returning] + sorted(arrivals)
+    count = min(share(opts.departures, config.num_clients + len(arrivals)), len(candidates))
+    if not count:
+        return {}
+    gen = rng.numpy_rng(config.seed, "population", "departures")
+    chosen = sorted(candidates[i] for i in gen.permutation(len(candidates))[:count])
+    rounds = {}
+    for cid in chosen:
+        start = arrivals.get(cid, 1)
+        if start < config.rounds:
+            rounds[cid] = int(gen.integers(start + 1, config.rounds + 1))
+    return rounds
+
+
+class Availability:
+    """When each client can be reached (`population.availability`, see the module doc)."""
+
+    def __init__(self, config, num_ids: int):
+        opts = config.population
+        self.kind = opts.availability
+        if self.kind == "diurnal":
+            self.day, self.window = opts.day_rounds, max(1, share(opts.online_fraction, opts.day_rounds))
+            self.offset = rng.numpy_rng(config.seed, "population", "timezone").integers(0, self.day, size=num_ids)
+        elif self.kind == "trace":
+            self.windows = read_trace(opts.trace_file, num_ids)
+
+    def online(self, cid: int, round: int) -> bool:
+        if self.kind == "diurnal":
+            return (round + int(self.offset[cid])) % self.day < self.window
+        if self.kind == "trace":
+            return any(first <= round <= last for first, last in self.windows.get(cid, ()))
+        return True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's population process, drawn before round 1 from the config and arrival rounds alone."""
+
+    arrivals: dict[int, int]  # newcomer -> the round from which it arrives (when online)
+    departures: dict[int, int]  # client -> the round from which it is gone for good
+    returns: dict[int, tuple[int, int]]  # training client -> (first round away, round from which it may be back)
+    drifted: frozenset[int]  # returning clients whose data changed
+    availability: Availability
+
+
+def make_plan(config, arrivals: dict[int, int]) -> Plan:
+    returns = return_windows(config)
+    drifted = frozenset(returns) if config.population.drift != "none" else frozenset()
+    return Plan(dict(arrivals), departure_rounds(config, arrivals, returns), returns, drifted,
+                Availability(config, config.num_clients + config.num_newcomers))
+
+
+class Population:
+    """The plan as the round loop applies it, and what happened: events {"round", "client", "event"}
+    (one of EVENTS; "signature": a new one sent when back), the only state a checkpoint must keep."""
+
+    def __init__(self, config, arrivals: dict[int, int]):
+        self.config = config
+        self.plan = make_plan(config, arrivals)
+        self.events: list[dict[str, Any]] = []
+        self.away: set[int] = set()
+        self.departed: set[int] = set()
+        self._departing, self._leaving = defaultdict(list), defaultdict(list)
+        for cid, r in sorted(self.plan.departures.items()):
+            self._departing[r].append(cid)
+        for cid, (leave, _) in sorted(self.plan.returns.items()):
+            self._leaving[leave].append(cid)
+
+    def note(self, round: int, cid: int, event: str) -> None:
+        self.events.append({"round": round, "client": cid, "event": event})
+        if event == "departed":
+            self.departed.add(cid)
+        elif event == "away":
+            self.away.add(cid)
+        elif event == "back":
+            self.away.discard(cid)
+
+    def departing(self, round: int) -> list[int]:
+        return list(self._departing.get(round, ()))
+
+    def leaving(self, round: int) -> list[int]:
+        return list(self._leaving.get(round, ()))
+
+    def coming_back(self, round: int) -> list[int]:
+        return sorted(c for c in self.away if self.plan.returns[c][1] <= round and self.online(c, round))
+
+    def online(self, cid: int, round: int) -> bool:
+        return self.plan.availability.online(cid, round)
+
+    def present(self, active: list[int]) -> list[int]:
+        return [c for c in active if c not in self.away]
+
+    def reachable(self, round: int, present: list[int]) -> list[int]:
+        return [c for c in present if self.online(c, round)]
+
+    def evaluated(self, round: int, present: list[int]) -> list[int]:
+        """Who is evaluated: everyone present, or a seeded sample of `eval_sample` (not after the last round)."""
+        n = self.config.population.eval_sample
+        if not n or n >= len(present) or round == self.config.rounds:
+            return present
+        order = torch.randperm(len(present), generator=rng.generator(self.config.seed, "eval-sample", round))
+        return sorted(present[i] for i in order[:n].tolist())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in self.events]
+
+    def restore(self, events: list[dict[str, Any]]) -> None:
+        self.events, self.away, self.departed = [], set(), set()
+        for e in events:
+            self.note(e["round"], e["client"], e["event"])
+
+    def record(self) -> dict[str, Any]:
+        """results.json's `population` section: what happened, with rounds."""
+        def rounds_of(event: str) -> dict[int, int]:
+            return {e["client"]: e["round"] for e in self.events if e["event"] == event}
+
+        arrived, away, back, signed = rounds_of("arrived"), rounds_of("away"), rounds_of("back"), rounds_of("signature")
+        c = self.config
+        drift = {cid: c.population.drift if cid in self.plan.drifted else "none" for cid in away}
+        return {
+            "arrivals": [{"client": cid, "round": r} for cid, r in sorted(arrived.items())],
+            "not_arrived": sorted(set(range(c.num_clients, c.num_clients + c.num_newcomers)) - set(arrived)),
+            "departures": [{"client": cid, "round": r, "arrived": cid < c.num_clients or cid in arrived}
+                           for cid, r in rounds_of("departed").items()],
+            "returns": [{"client": cid, "left": r, "back": back.get(cid), "drift": drift[cid], "signature_round": signed.get(cid)}
+                        for cid, r in sorted(away.items())],
+        }
+
+
+def check(config) -> None:
+    """One-line errors for `[population]` settings that cannot work or would be ignored."""
+    opts, defaults = config.population, type(config.population)()
+    traced = "trace" in (opts.arrivals, opts.availability)
+    if traced and not opts.trace_file:
+        raise ConfigError("population.trace_file: needed when population.arrivals or population.availability is 'trace'")
+    if opts.trace_file and not traced:
+        raise ConfigError("population.trace_file: not used unless population.arrivals or population.availability is 'trace'")
+    if opts.arrivals != "schedule" and config.newcomer_rounds:
+        raise ConfigError(f"newcomer_rounds: not used with population.arrivals = {opts.arrivals!r}")
+    for key, (switch, value) in {"arrival_rate": ("arrivals", "poisson"), "day_rounds": ("availability", "diurnal"),
+                                 "online_fraction": ("availability", "diurnal")}.items():
+        if getattr(opts, key) != getattr(defaults, key) and getattr(opts, switch) != value:
+            raise ConfigError(f"population.{key}: not used unless population.{switch} = {value!r}")
+    if opts.returns == 0:
+        for key in ("absence", "drift", "recluster"):
+            if getattr(opts, key) != getattr(defaults, key):
+                raise ConfigError(f"population.{key}: not used unless population.returns > 0")
+        return
+    if config.rounds < opts.absence + 2:
+        raise ConfigError(f"population.absence: a client away {opts.absence} rounds from round 2 on is not back by the "
+                          f"last round; needs rounds >= absence + 2, got rounds = {config.rounds}")
+    if opts.drift == "swap" and config.num_clients < 2:
+        raise ConfigError("population.drift: 'swap' takes another training client's class mix; needs num_clients >= 2")
+    if opts.recluster and opts.drift == "none":
+        raise ConfigError("population.recluster: with population.drift = 'none' a returning client's data do not change")
+
+
+def refuse_in_flower(config) -> None:
+    """The Flower runtime cannot yet tell a SuperNode to drop a departed client's state, nor give a
+    returning client its changed data (the nodes' side of join and leave is a later task): refuse
+    those settings in one line rather than ignore them. Arrivals, availability and `eval_sample` are
+    the round loop's alone and apply in Flower as in the simulator."""
+    for key in ("departures", "returns"):
+        if getattr(config.population, key) > 0:
+            raise ConfigError(f"population.{key}: not supported by the Flower runtime yet; run it with genefl run")
