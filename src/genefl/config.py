@@ -99,6 +99,8 @@ class ClusteringOptions(_Validated):
     p: int = 5  # rank of each client's signature (top-p left singular vectors)
     num_clusters: int = 0  # K; 0 = cut the dendrogram at distance `beta` instead
     beta: float = 35.0  # distance threshold in degrees (mean principal angle), used when K = 0
+    method: str = "sampled"  # "exact": all pairwise angles | "sampled": exact up to `sample` clients; above, a seeded sample of them, the rest assigned (clustering.py)
+    sample: int = 1000  # "sampled": clients clustered exactly; every other one joins its nearest cluster
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,8 @@ RULES: dict[str, tuple] = {
     "dp_clip": _WEIGHT, "dp_noise": _WEIGHT,
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
     "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
-    "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
+    "clustering.beta": _POSITIVE, "clustering.method": _choices(("exact", "sampled")),
+    "clustering.sample": (lambda v: 2 <= v <= 1_000_000, "must be in 2..1000000"), "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
     "genefl.fisher_estimator": _choices(("per_sample", "batch")),
     "genefl.lambda_s": _WEIGHT, "genefl.lambda_e": _WEIGHT, "genefl.gene_budget": _FRACTION,
     "genefl.gene_selection": _choices(SELECTIONS),
@@ -506,6 +509,10 @@ def cross_check(config: Config) -> None:
     if config.dp_noise > 0 and config.dp_clip <= 0:
         raise ConfigError("dp_noise: needs dp_clip > 0 (the noise is a multiple of the clipping norm)")
     check_synthetic(config)
+    opts = config.clustering
+    if opts.method == "sampled" and opts.num_clusters > opts.sample:
+        raise ConfigError(f"clustering.sample: {opts.sample} sampled clients cannot form clustering.num_clusters = "
+                          f"{opts.num_clusters} clusters; sample at least that many (or clustering.method = exact)")
     if config.model == "logreg" and config.method in ONE_LAYER_REFUSED:
         raise ConfigError(f"model: 'logreg' is a single layer (the head), and {config.method} shares body layers only; "
                           "use model = mlp")

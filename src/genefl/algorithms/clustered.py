@@ -1,11 +1,13 @@
 """Stage 0 on the server, shared by GENE-FL and PACFL: cluster the training clients by their
-signatures, and place a newcomer in the cluster whose members are on average nearest."""
+signatures (`clustering.method`: every pairwise angle, or above `clustering.sample` clients a seeded
+sample of them with the rest assigned), and place a newcomer in the cluster whose members are on
+average nearest."""
 
 from __future__ import annotations
 
 import torch
 
-from .. import clustering
+from .. import clustering, rng
 from ..config import Config
 from ..messages import ClientUpdate
 
@@ -15,8 +17,10 @@ def cluster_clients(config: Config, signatures: dict[int, ClientUpdate]) -> tupl
     ids = sorted(signatures)
     sigs = [signatures[c].extras["signature"].float() for c in ids]
     opts = config.clustering
-    if len(ids) > 1:
-        labels = clustering.cluster(clustering.proximity_matrix(sigs), opts.num_clusters, opts.beta)
+    if len(ids) > 1:  # "exact", or "sampled" with at most `sample` clients: every pairwise angle
+        sample = len(ids) if opts.method == "exact" else opts.sample
+        labels = clustering.cluster_sampled(sigs, sample, opts.num_clusters, opts.beta,
+                                            rng.numpy_rng(config.seed, "clustering-sample"))
     else:
         labels = [0] * len(ids)
     return dict(zip(ids, labels)), dict(zip(ids, sigs))
