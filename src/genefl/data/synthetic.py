@@ -24,7 +24,9 @@ Scale: nothing is generated until a client is asked for (`SyntheticClients`), ea
 own seed, so building a scenario of any size is O(1), a newcomer is simply client k >= num_clients,
 and a Flower SuperNode generates its own client only. The most recently used `CACHE_CLIENTS` clients
 are kept (about 60 MB at the mean size); beyond that a client is generated again when next asked for
-(about 0.5 ms on one core, far below the cost of training it).
+(0.6-1 ms of one core, far below the cost of training it). Measured at OMP_NUM_THREADS=1: a
+10,000-client scenario builds in 0.06 s of CPU; one pass generating all its clients takes 10 s of CPU
+and peaks at 298 MB RSS (221 MB of it the imports), where holding them all would take 595 MB.
 
 Options that shape the benchmark datasets' partitions (`partition`, `alpha`, `classes_per_client`)
 do not apply and are ignored; `train_subset` must stay 0 (config.py refuses it).
