@@ -53,15 +53,13 @@ def test_same_seed_same_data_in_any_order_other_seed_other_data():
     assert torch.equal(more[10].x_train, a[10].x_train) and torch.equal(more[3].y_train, a[3].y_train)
 
 
-def test_the_cache_keeps_the_most_recent_clients_only(monkeypatch):
+def test_the_cache_keeps_the_first_clients_asked_for_only(monkeypatch):
     monkeypatch.setattr(synthetic, "CACHE_CLIENTS", 3)
     clients = build_scenario(config()).clients
-    first = clients[0]
-    assert clients[0] is first  # cached
-    for k in (1, 2, 3):
-        clients[k]
-    again = clients[0]
-    assert again is not first and torch.equal(again.x_train, first.x_train)  # evicted, regenerated identically
+    first = [clients[k] for k in (5, 0, 1, 2)]
+    assert clients[5] is first[0] and clients[1] is first[2]  # kept
+    again = clients[2]
+    assert again is not first[3] and torch.equal(again.x_train, first[3].x_train)  # not kept: generated again, identically
     assert len(clients[-2:]) == 2 and torch.equal(clients[-1].x_train, clients[11].x_train)
     with pytest.raises(IndexError):
         clients[12]
