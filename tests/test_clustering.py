@@ -150,3 +150,16 @@ def test_genefl_and_pacfl_sample_only_above_clustering_sample():
     updates = {c: ClientUpdate(extras={"signature": s}) for c, s in enumerate(planted_sigs)}
     assert cluster_clients(load_config(None, ["clustering.sample=30"]), updates)[0] == \
         cluster_clients(load_config(None, ["clustering.method=exact"]), updates)[0]
+
+
+def test_a_newcomer_among_more_members_than_the_sample_joins_as_the_sample_left_out_ones_do():
+    from genefl.algorithms.clustered import join_cluster
+    from genefl.config import load_config
+    from genefl.messages import ClientUpdate
+
+    sigs, truth = planted(61, 4)
+    members, newcomer = dict(enumerate(sigs[:60])), ClientUpdate(extras={"signature": sigs[60]})
+    cluster_of = dict(enumerate(truth[:60]))
+    for overrides in (["clustering.sample=20"], ["clustering.method=exact"], []):  # assign, then every member twice
+        k, joined, known = join_cluster(load_config(None, overrides), cluster_of, members, 60, newcomer)
+        assert k == truth[60] and joined[60] == k and 60 in known
