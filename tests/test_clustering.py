@@ -58,3 +58,108 @@ def test_three_disjoint_label_groups_are_recovered(num_clusters):
     newcomer = clustering.signature(clients[-1][-10:].repeat(1, 1), 5)
     assert clustering.nearest_cluster(newcomer, sigs[:-1], labels[:-1]) == 2
 
+
+
+# ---- at scale: a seeded sample clustered exactly, the rest assigned (clustering.method = "sampled") ----
+def planted(n: int, groups: int, noise: float = 0.02, d: int = 60, p: int = 5, seed: int = 0):
+    """Signatures near `groups` random p-dimensional subspaces of R^d (about 10 degrees from their
+    group's, 60-80 from the others'), and each one's group."""
+    gen = torch.Generator().manual_seed(seed)
+    bases = [torch.linalg.qr(torch.randn(d, p, generator=gen, dtype=torch.float64))[0] for _ in range(groups)]
+    truth = torch.randint(0, groups, (n,), generator=gen).tolist()
+    sigs = [torch.linalg.qr(bases[t] + noise * torch.randn(d, p, generator=gen, dtype=torch.float64))[0].float() for t in truth]
+    return sigs, truth
+
+
+def random_subspaces(n: int, d: int = 12, p: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.linalg.qr(torch.randn(d, p, generator=gen))[0] for _ in range(n)]
+
+
+@pytest.mark.parametrize("num_clusters, beta", [(0, 35.0), (0, 60.0), (4, 35.0)])
+def test_a_sample_as_large_as_the_population_is_the_exact_clustering(num_clusters, beta):
+    sigs = random_subspaces(60)
+    exact = clustering.cluster(clustering.proximity_matrix(sigs), num_clusters, beta)
+    for sample in (60, 61, 1000):
+        assert clustering.cluster_sampled(sigs, sample, num_clusters, beta, np.random.default_rng(3)) == exact
+
+
+@pytest.mark.parametrize("num_clusters", [0, 6])
+def test_a_small_sample_recovers_planted_groups(num_clusters):
+    from sklearn.metrics import adjusted_rand_score
+
+    sigs, truth = planted(240, 6)
+    exact = clustering.cluster(clustering.proximity_matrix(sigs), num_clusters, 35.0)
+    assert adjusted_rand_score(truth, exact) == 1.0
+    for seed in range(3):
+        labels = clustering.cluster_sampled(sigs, 30, num_clusters, 35.0, np.random.default_rng(seed))
+        assert adjusted_rand_score(exact, labels) == 1.0 and labels[0] == 0
+
+
+def test_sampled_clustering_is_seeded():
+    sigs = random_subspaces(150)
+    a, b, c = (clustering.cluster_sampled(sigs, 30, 0, 60.0, np.random.default_rng(s)) for s in (1, 1, 2))
+    assert a == b and a != c
+
+
+def test_assignment_compares_the_nearest_clusters_by_mean_angle():
+    """Hand-made: members along e1 (cluster 0) and e2 (cluster 1) of R^3 with p = 1; a client at 30
+    degrees from e1 (60 from e2) joins cluster 0, one at 80 degrees from e1 joins cluster 1, and
+    with more clusters than ASSIGN_CANDIDATES the projection distance keeps the right one in play."""
+    e = torch.eye(3)
+    at = lambda deg: torch.tensor([[np.cos(np.radians(deg))], [np.sin(np.radians(deg))], [0.0]], dtype=torch.float32)  # noqa: E731
+    members, labels = [e[:, :1], e[:, :1], e[:, 1:2]], [0, 0, 1]
+    assert clustering.assign([at(30), at(80)], members, labels, np.random.default_rng(0)) == [0, 1]
+    many = [e[:, 2:3]] * 5 + members  # clusters 0..4 along e3, then e1 (5) and e2 (6)
+    assert clustering.assign([at(30), at(80)], many, [0, 1, 2, 3, 4, 5, 5, 6], np.random.default_rng(0)) == [5, 6]
+    # cut at beta = 35 degrees: the client at 30 joins cluster 0, the one at 80 (and 10 from e2) cluster
+    # 1, the one along e3 (90 from both) none
+    assert clustering.assign([at(30), at(80), e[:, 2:3]], members, labels, np.random.default_rng(0), limit=35.0) == [0, 1, -1]
+    assert clustering.assign([at(30), at(80)], members, [0, 0, 2], np.random.default_rng(0)) == [0, 2]  # no cluster 1
+
+
+def test_a_group_the_sample_missed_is_clustered_on_its_own():
+    """Under the beta cut, clients far from every sampled cluster are clustered among themselves: a
+    small planted group that no sampled client belongs to still comes out as one cluster."""
+    from sklearn.metrics import adjusted_rand_score
+
+    big, _ = planted(190, 4)
+    small, _ = planted(6, 1, seed=9)
+    sigs = big + small
+    exact = clustering.cluster(clustering.proximity_matrix(sigs), 0, 35.0)
+    missed = 0
+    for seed in range(6):
+        missed += not (np.random.default_rng(seed).choice(196, 20, replace=False) >= 190).any()
+        labels = clustering.cluster_sampled(sigs, 20, 0, 35.0, np.random.default_rng(seed))
+        assert adjusted_rand_score(exact, labels) == 1.0
+    assert missed  # at least one seed's sample held none of the small group
+
+
+def test_genefl_and_pacfl_sample_only_above_clustering_sample():
+    from genefl.algorithms.clustered import cluster_clients
+    from genefl.config import load_config
+    from genefl.messages import ClientUpdate
+
+    sigs = random_subspaces(120)
+    updates = {c: ClientUpdate(extras={"signature": s}) for c, s in enumerate(sigs)}
+    exact, _ = cluster_clients(load_config(None, ["clustering.method=exact", "clustering.beta=60"]), updates)
+    default, _ = cluster_clients(load_config(None, ["clustering.beta=60"]), updates)  # 120 <= sample = 1000
+    sampled, _ = cluster_clients(load_config(None, ["clustering.sample=30", "clustering.beta=60"]), updates)
+    assert default == exact and sampled != exact
+    planted_sigs, _ = planted(120, 4)
+    updates = {c: ClientUpdate(extras={"signature": s}) for c, s in enumerate(planted_sigs)}
+    assert cluster_clients(load_config(None, ["clustering.sample=30"]), updates)[0] == \
+        cluster_clients(load_config(None, ["clustering.method=exact"]), updates)[0]
+
+
+def test_a_newcomer_among_more_members_than_the_sample_joins_as_the_sample_left_out_ones_do():
+    from genefl.algorithms.clustered import join_cluster
+    from genefl.config import load_config
+    from genefl.messages import ClientUpdate
+
+    sigs, truth = planted(61, 4)
+    members, newcomer = dict(enumerate(sigs[:60])), ClientUpdate(extras={"signature": sigs[60]})
+    cluster_of = dict(enumerate(truth[:60]))
+    for overrides in (["clustering.sample=20"], ["clustering.method=exact"], []):  # assign, then every member twice
+        k, joined, known = join_cluster(load_config(None, overrides), cluster_of, members, 60, newcomer)
+        assert k == truth[60] and joined[60] == k and 60 in known

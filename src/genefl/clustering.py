@@ -7,14 +7,36 @@ either into a fixed number K of clusters or by cutting the dendrogram at `beta` 
 
 Choices: the SVD is exact (`torch.linalg.svd` on the thin side) when the matrix is small, and a
 seeded randomized SVD otherwise; p is clamped to min(d, n); signs of singular vectors do not matter.
+
+At scale (`clustering.method`): the exact clustering needs all m² angles (m = 1,000: 6 s of one
+core; m = 10,000: about 10 minutes and a 0.8 GB matrix) and an O(m²) linkage. "sampled" (the
+default) keeps it up to `clustering.sample` clients (1,000) and above clusters a seeded sample of s
+clients exactly (`cluster_sampled`), then gives every other client the cluster at the smallest mean
+principal angle from it: average linkage's own criterion (the mean distance to a cluster's members),
+and the rule a newcomer joins by (`nearest_cluster`). The mean is taken over at most
+`ASSIGN_MEMBERS` seeded members per cluster (an unbiased estimate of it), and only the
+`ASSIGN_CANDIDATES` clusters nearest by projection distance (one matrix product, no SVD) are
+compared by angle, so the assignment costs at most (m - s) x ASSIGN_CANDIDATES x ASSIGN_MEMBERS
+small SVDs, in blocks of bounded memory, however many clusters the sample has. A single
+representative per cluster (a medoid) would be cheaper still, but is not the criterion the clusters
+were built by. Where the clients form well-separated groups the sample recovers them exactly; where
+they do not, the exact clustering itself moves when 1% of the clients are left out, and so does any
+approximation of it (benchmarks/clustering_scale.py measures both). Measured at one thread, 10,000
+Synthetic(1, 1) clients take 7.5 s (10 clusters) to 15 s (cut at 35 degrees) of CPU with a sample of
+1,000, the sample's exact clustering the larger part; memory is that clustering's (about 0.4 GB).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 EXACT_SVD_LIMIT = 4_000_000  # entries of X below which the exact SVD is cheap enough
+ASSIGN_MEMBERS = 32  # members per cluster a client's mean angle is taken over when it is assigned
+ASSIGN_CANDIDATES = 4  # clusters compared by angle when assigning (the nearest by projection distance)
+PAIRS_PER_BLOCK = 1 << 16  # client pairs whose p x p products are held at once when assigning (13 MB at p = 5)
 
 
 def signature(x: torch.Tensor, p: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -85,3 +107,72 @@ def nearest_cluster(sig: torch.Tensor, member_signatures: list[torch.Tensor], la
     clusters = sorted(set(labels))
     means = [dist[labels_arr == k].mean() for k in clusters]
     return clusters[int(np.argmin(means))]
+
+
+def assign(rest: list[torch.Tensor], members: list[torch.Tensor], labels: list[int],
+           generator: np.random.Generator, limit: float = math.inf) -> list[int]:
+    """For each basis in `rest`, the cluster (of `labels`, one per basis in `members`) at the smallest
+    mean principal angle over up to ASSIGN_MEMBERS of its members (a seeded choice), or -1 where even
+    that is above `limit` degrees. With more than ASSIGN_CANDIDATES clusters, only the
+    ASSIGN_CANDIDATES nearest by the mean projection distance p - ||U_i^T U_j||_F^2 (one matrix
+    product, no SVD) are compared by angle. Ties: the lowest id."""
+    labels_arr = np.asarray(labels)
+    kept = [np.flatnonzero(labels_arr == k) for k in range(int(labels_arr.max()) + 1)]
+    kept = [np.sort(generator.choice(ids, ASSIGN_MEMBERS, replace=False)) if len(ids) > ASSIGN_MEMBERS else ids
+            for ids in kept]
+    ids = np.concatenate(kept)
+    owner = torch.from_numpy(labels_arr[ids])  # (k,): each kept member's cluster
+    share = torch.zeros(len(ids), len(kept), dtype=torch.float64)  # (k, K): angles @ share = per-cluster means
+    share[torch.arange(len(ids)), owner] = torch.tensor([1.0 / len(kept[c]) for c in owner.tolist()], dtype=torch.float64)
+    cols = torch.stack([members[i].double() for i in ids])  # (k, d, p)
+    flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (k * p, d)
+    block = max(1, PAIRS_PER_BLOCK // len(ids))
+    chosen = [_nearest(torch.stack([r.double() for r in rest[start : start + block]]), flat, owner, share, limit)
+              for start in range(0, len(rest), block)]
+    return torch.cat(chosen).tolist() if chosen else []
+
+
+def _nearest(part: torch.Tensor, flat: torch.Tensor, owner: torch.Tensor, share: torch.Tensor, limit: float) -> torch.Tensor:
+    """`assign` for one block of bases `part` (b, d, p) against the kept members' stacked columns."""
+    (b, _, p), (k, clusters) = part.shape, share.shape
+    gram = (part.transpose(1, 2).reshape(b * p, -1) @ flat.T).reshape(b, p, k, p).permute(0, 2, 1, 3)  # (b, k, p, p)
+    empty = share.sum(dim=0) == 0  # (K,): a label no member carries
+    candidate = ~empty.expand(b, clusters)
+    if clusters > ASSIGN_CANDIDATES:
+        projection = ((p - gram.square().sum(dim=(2, 3))) @ share).masked_fill(empty, math.inf)  # (b, K)
+        near = torch.argsort(projection, dim=1, stable=True)[:, :ASSIGN_CANDIDATES]  # (b, c)
+        candidate = candidate & torch.zeros(b, clusters, dtype=torch.bool).scatter_(1, near, True)
+    compared = candidate[:, owner]  # (b, k): the pairs whose angles are needed
+    angles = torch.zeros(b, k, dtype=torch.float64)
+    cosines = torch.linalg.svdvals(gram[compared]).clamp(0.0, 1.0)  # (pairs, p)
+    angles[compared] = torch.rad2deg(torch.arccos(cosines)).mean(dim=-1)
+    best, nearest = torch.min((angles @ share).masked_fill(~candidate, math.inf), dim=1)
+    return nearest.masked_fill(best > limit, -1)
+
+
+def cluster_sampled(signatures: list[torch.Tensor], sample: int, num_clusters: int = 0, beta: float = 35.0,
+                    generator: np.random.Generator | None = None) -> list[int]:
+    """`cluster` on a seeded sample of `sample` signatures, every other one `assign`ed to its nearest
+    cluster; labels 0..K-1 in order of first appearance. With sample >= len(signatures) it is
+    `cluster(proximity_matrix(signatures))` exactly. Cut by `beta` (num_clusters = 0), the clients
+    farther than beta on average from every sampled cluster, which the exact cut would keep apart
+    from them too, are clustered among themselves the same way (a group the sample missed is then
+    still one cluster); on Synthetic(1, 1) at 300 of 1,000 clients this raised the agreement with
+    the exact clustering (ARI, 10 sample seeds) from 0.62 to 0.70."""
+    m = len(signatures)
+    if sample >= m:
+        return cluster(proximity_matrix(signatures), num_clusters, beta)
+    generator = generator if generator is not None else np.random.default_rng(0)
+    picked = np.sort(generator.choice(m, sample, replace=False))
+    rest = np.setdiff1d(np.arange(m), picked)
+    members = [signatures[i] for i in picked]
+    labels = np.empty(m, dtype=np.int64)
+    labels[picked] = cluster(proximity_matrix(members), num_clusters, beta)
+    limit = beta if num_clusters <= 0 else math.inf
+    labels[rest] = assign([signatures[i] for i in rest], members, labels[picked].tolist(), generator, limit)
+    alone = np.flatnonzero(labels == -1)
+    if len(alone):  # the clients no sampled cluster holds are clustered among themselves, the same way
+        apart = cluster_sampled([signatures[i] for i in alone], sample, num_clusters, beta, generator)
+        labels[alone] = labels.max() + 1 + np.asarray(apart)
+    order: dict[int, int] = {}
+    return [order.setdefault(int(r), len(order)) for r in labels]

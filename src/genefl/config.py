@@ -99,6 +99,8 @@ class ClusteringOptions(_Validated):
     p: int = 5  # rank of each client's signature (top-p left singular vectors)
     num_clusters: int = 0  # K; 0 = cut the dendrogram at distance `beta` instead
     beta: float = 35.0  # distance threshold in degrees (mean principal angle), used when K = 0
+    method: str = "sampled"  # "exact": all pairwise angles | "sampled": exact up to `sample` clients; above, a seeded sample of them, the rest assigned (clustering.py)
+    sample: int = 1000  # "sampled": clients clustered exactly; every other one joins its nearest cluster
 
 
 @dataclass(frozen=True)
@@ -245,11 +247,11 @@ class FlowerOptions(_Validated):
 @dataclass(frozen=True)
 class Config(_Validated):
     method: str = "genefl"  # a name in algorithms.REGISTRY, or "package.module:NAME"
-    dataset: str = "digits"  # one of DATASETS; digits needs no files
+    dataset: str = "digits"  # one of DATASETS; digits and synthetic need no files
     data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
     download: bool = False  # fetch missing dataset files from the official sources
     checksum_file: str = ""  # md5sum-format file whose entries replace the built-in checksums (stand-in data)
-    model: str = "auto"  # "auto" (mlp for digits, cnn; resnet18 for CIFAR) or one of models.MODELS
+    model: str = "auto"  # "auto" (mlp for digits and synthetic, cnn; resnet18 for CIFAR) or one of models.MODELS
     seed: int = 0  # every random choice derives from this
     rounds: int = 20  # communication rounds
     num_clients: int = 10  # training clients, present from round 1
@@ -260,6 +262,8 @@ class Config(_Validated):
     classes_per_client: int = 2  # for the pathological partition
     min_samples: int = 10  # smallest training set any client may get (Dirichlet redraws until it holds)
     train_subset: int = 0  # use a seeded stratified subset of this many training samples; 0 = all
+    synthetic_alpha: float = 1.0  # dataset = synthetic: α, std of u_k, the clients' model means (moves no label: data/synthetic.py)
+    synthetic_beta: float = 1.0  # dataset = synthetic: β, std of B_k, the clients' input means
     local_epochs: int = 1  # local epochs per round
     batch_size: int = 32
     lr: float = 0.05  # local SGD learning rate
@@ -339,7 +343,9 @@ RULES: dict[str, tuple] = {
               "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"),
     "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
-    "min_samples": _POSITIVE, "train_subset": _NONNEG, "local_epochs": _POSITIVE,
+    "min_samples": _POSITIVE, "train_subset": _NONNEG,
+    "synthetic_alpha": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
+    "synthetic_beta": (lambda v: 0 <= v <= 100, "must be in [0, 100]"), "local_epochs": _POSITIVE,
     "batch_size": (lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"),
     "lr": (lambda v: MIN_LR <= v <= 10, f"must be in [{MIN_LR:g}, 10]"), "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "weight_decay": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "participation": _FRACTION, "dropout": _PROB,
@@ -354,7 +360,8 @@ RULES: dict[str, tuple] = {
     "dp_clip": _WEIGHT, "dp_noise": _WEIGHT,
     "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
     "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
-    "clustering.beta": _POSITIVE, "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
+    "clustering.beta": _POSITIVE, "clustering.method": _choices(("exact", "sampled")),
+    "clustering.sample": (lambda v: 2 <= v <= 1_000_000, "must be in 2..1000000"), "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
     "genefl.fisher_estimator": _choices(("per_sample", "batch")),
     "genefl.lambda_s": _WEIGHT, "genefl.lambda_e": _WEIGHT, "genefl.gene_budget": _FRACTION,
     "genefl.gene_selection": _choices(SELECTIONS),
@@ -529,6 +536,14 @@ def cross_check(config: Config) -> None:
             raise ConfigError(f"{key}: {found}")
     if config.dp_noise > 0 and config.dp_clip <= 0:
         raise ConfigError("dp_noise: needs dp_clip > 0 (the noise is a multiple of the clipping norm)")
+    check_synthetic(config)
+    opts = config.clustering
+    if opts.method == "sampled" and opts.num_clusters > opts.sample:
+        raise ConfigError(f"clustering.sample: {opts.sample} sampled clients cannot form clustering.num_clusters = "
+                          f"{opts.num_clusters} clusters; sample at least that many (or clustering.method = exact)")
+    if config.model == "logreg" and config.method in ONE_LAYER_REFUSED:
+        raise ConfigError(f"model: 'logreg' is a single layer (the head), and {config.method} shares body layers only; "
+                          "use model = mlp")
     if config.method in ("genefl", "pacfl") and config.min_samples < config.clustering.p:
         raise ConfigError(f"min_samples: must be >= clustering.p = {config.clustering.p} for {config.method}, "
                           f"whose client signatures have p columns (got {config.min_samples})")
@@ -542,6 +557,23 @@ def cross_check(config: Config) -> None:
     adversary.check(config)
     population.check(config)
     check_device(config.device)
+
+
+ONE_LAYER_REFUSED = ("genefl", "flearngene", "fedper")  # their shared part is body layers, which logreg lacks
+
+
+def check_synthetic(config: Config) -> None:
+    """dataset = synthetic is generated per client: partition, alpha and classes_per_client are
+    ignored (data/synthetic.py), a training subset means nothing, and min_samples is bounded by
+    the per-client cap (a client never holds more)."""
+    if config.dataset != "synthetic":
+        return
+    from .data.synthetic import SIZE_CAP
+
+    if config.train_subset:
+        raise ConfigError(f"train_subset: dataset = synthetic is generated per client and has no subset, got {config.train_subset}")
+    if config.min_samples > SIZE_CAP:
+        raise ConfigError(f"min_samples: dataset = synthetic caps a client at {SIZE_CAP} samples, got {config.min_samples}")
 
 
 def check_device(device: str) -> None:

@@ -1,4 +1,4 @@
-"""The models: an MLP; for image inputs a small global-average-pooled CNN, LeNet-5, the CNN of
+"""The models: multinomial logistic regression (FedProx's model for Synthetic), an MLP; for image inputs a small global-average-pooled CNN, LeNet-5, the CNN of
 McMahan et al. (2017), a small ResNet-8; and a CIFAR-style ResNet-18.
 
 Every model is a plain `nn.Module` whose parameterised modules are registered in forward order, so
@@ -18,7 +18,21 @@ from .errors import ConfigError
 from .own_code import import_named
 from .rng import seeded_global_rng
 
-MODELS = ("mlp", "cnn", "lenet5", "fedavg_cnn", "resnet8", "resnet18")
+MODELS = ("logreg", "mlp", "cnn", "lenet5", "fedavg_cnn", "resnet8", "resnet18")
+
+
+class LogReg(nn.Module):
+    """Multinomial logistic regression: one linear layer on the flattened input, as FedProx trains on
+    Synthetic(α, β). Its only layer is the head, so methods that share body layers (genefl,
+    flearngene, fedper) refuse it (config.py)."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(in_features, num_classes)
+
+    def forward(self, x):
+        return self.head(self.flatten(x))
 
 
 class MLP(nn.Module):
@@ -203,6 +217,11 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     if name not in MODELS:
         raise ConfigError(f"model: {name!r} is not one of {', '.join(MODELS)}")
     with seeded_global_rng(seed, "model-init", *tags):
+        if name == "logreg":  # zero init, as FedProx's: a convex model needs no symmetry breaking
+            model = LogReg(channels * height * width, num_classes)
+            nn.init.zeros_(model.head.weight)
+            nn.init.zeros_(model.head.bias)
+            return model
         if name == "mlp":
             return kaiming_init(MLP(channels * height * width, num_classes))
         if name == "cnn":
@@ -261,8 +280,10 @@ def check_model(model: nn.Module, name: str, input_shape: tuple[int, int, int], 
 
 def default_model(dataset: str) -> str:
     """`model = "auto"`: the MLP for the 8x8 digits (the CNN reached 0.81 there in 20 FedAvg
-    rounds, the MLP 0.97), the CNN for MNIST-like 28x28 data, ResNet-18 for CIFAR."""
-    if dataset == "digits":
+    rounds, the MLP 0.97) and for Synthetic's 60 features (FedProx's logistic regression, `logreg`,
+    is one layer, and GENE-FL's learnGene needs a body layer), the CNN for MNIST-like 28x28 data,
+    ResNet-18 for CIFAR."""
+    if dataset in ("digits", "synthetic"):
         return "mlp"
     return "resnet18" if dataset.startswith("cifar") else "cnn"
 

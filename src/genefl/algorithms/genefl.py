@@ -156,7 +156,7 @@ class Genefl(Strategy):
         return {f"cluster{k}/{key}": v for k, gene in enumerate(state.genes) for key, v in gene.items()}
 
     def welcome(self, state: GeneflState, round: int, cid: int, hello: ClientUpdate | None):
-        k, cluster_of, signatures = join_cluster(state.cluster_of, state.signatures, cid, hello)
+        k, cluster_of, signatures = join_cluster(self.config, state.cluster_of, state.signatures, cid, hello)
         state = replace(state, cluster_of=cluster_of, signatures=signatures, contacted=state.contacted | {cid})
         if self.config.newcomer_init == "random" or state.gene_layers[k] is None:
             return state, Broadcast(meta={"init": "random", "cluster": k})

@@ -46,7 +46,7 @@ class PACFL(Strategy):
         return {f"cluster{k}/{key}": v for k, model in enumerate(state.models) for key, v in model.items()}
 
     def welcome(self, state: ClusterModels, round: int, cid: int, hello):
-        k, cluster_of, signatures = join_cluster(state.cluster_of, state.signatures, cid, hello)
+        k, cluster_of, signatures = join_cluster(self.config, state.cluster_of, state.signatures, cid, hello)
         state = replace(state, cluster_of=cluster_of, signatures=signatures)
         if self.config.newcomer_init == "random":
             return state, Broadcast(meta={"init": "random", "cluster": k})

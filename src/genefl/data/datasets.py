@@ -4,6 +4,8 @@
 - `mnist`, `fashion_mnist`: the four IDX `.gz` files in torchvision's raw layout
   (`<data_dir>/MNIST/raw/`, `<data_dir>/FashionMNIST/raw/`).
 - `cifar10`, `cifar100`: the python-pickle batches (`cifar-10-batches-py/`, `cifar-100-python/`).
+- `synthetic`: Synthetic(α, β) of FedProx, generated per client (`data/synthetic.py`), no files;
+  it is naturally federated, so it is not loaded here but built by `scenario.build_scenario`.
 
 Every file is md5-checked before it is read. Files are downloaded from the official sources only when
 asked (`download=True`), to a temporary name, verified, then moved into place. Any missing, truncated
@@ -33,7 +35,7 @@ import torch
 from ..errors import DataError
 from ..paths import checked, shown
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic")
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 MD5 = {
     "MNIST/raw/train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -63,7 +65,7 @@ MIRRORS = {
 }
 SHAPES = {  # (input shape, classes): what a server needs to build the model without loading data
     "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+    "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "synthetic": ((1, 1, 60), 10),
 }
 STATS = {  # per-channel (mean, std) of the training images scaled to [0, 1]
     "mnist": ((0.1307,), (0.3081,)), "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -324,6 +326,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None, download: bool =
                  checksums: Mapping[str, str] | None = None) -> Dataset:
     if name not in DATASETS:
         raise DataError(f"dataset: {name!r} is not one of {', '.join(DATASETS)}")
+    if name == "synthetic":
+        raise DataError("dataset 'synthetic' is generated per client, not loaded: use genefl.data.scenario.build_scenario")
     if name == "digits":
         return _cached_digits()
     if not data_dir:

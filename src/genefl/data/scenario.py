@@ -2,7 +2,8 @@
 
 Partition ids 0..num_clients-1 are the training clients; num_clients..num_clients+num_newcomers-1
 are the newcomers. All of them are cut from one partition of the training set, so a newcomer's data
-is disjoint from every training client's. Each client's data is whole tensors, loaded once and
+is disjoint from every training client's (`dataset = "synthetic"` has no partition: each client's
+data is generated on its own, see synthetic.py). Each client's data is whole tensors, loaded once and
 already on the configured device; training batches are index slices of them.
 
 Training clients that go away and come back (`population.returns`, `genefl.population`) come back
@@ -16,6 +17,7 @@ other clients hold.)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +46,7 @@ class ClientData:
 class Scenario:
     input_shape: tuple[int, int, int]
     num_classes: int
-    clients: list[ClientData]  # indexed by partition id
+    clients: Sequence[ClientData]  # indexed by partition id (a list; generated on demand for synthetic)
     num_clients: int  # ids below this train from round 1
     arrivals: dict[int, int]  # newcomer id -> arrival round
     dataset: str = ""  # the dataset's name (a user's own dataset has its own)
@@ -81,6 +83,8 @@ class ScenarioSpec:
     min_samples: int
     train_subset: int
     device: str
+    synthetic_alpha: float
+    synthetic_beta: float
     population: PopulationOptions  # arrivals, returns and drift shape the scenario (the other keys are kept for simplicity)
 
     @classmethod
@@ -183,6 +187,10 @@ def redraw(labels: np.ndarray, pool: np.ndarray, classes: np.ndarray, mix: np.nd
 
 def load_for(config: Config | ScenarioSpec) -> Dataset:
     config = ScenarioSpec.of(config)
+    if config.dataset == "synthetic":  # generated per client: the pool of all of them
+        from . import synthetic
+
+        return synthetic.pooled(config)
     checksums = None
     if config.checksum_file and config.dataset != "digits":
         checksums = {**MD5, **read_checksum_file(config.checksum_file)}
@@ -201,6 +209,15 @@ def build_scenario(config: Config | ScenarioSpec, dataset: Dataset | None = None
     """The scenario of `config` (of its `ScenarioSpec`), on `dataset` (a user's own) if given, else
     on the config's dataset."""
     config = ScenarioSpec.of(config)
+    if dataset is None and config.dataset == "synthetic":  # naturally federated: no partition
+        from . import synthetic
+
+        if population.return_windows(config) and config.population.drift != "none":
+            raise ConfigError("population.drift: synthetic clients have no class mix to redraw; use population.drift = "
+                              "\"none\" with dataset = \"synthetic\"")
+        clients = synthetic.SyntheticClients(config, config.num_clients + config.num_newcomers)
+        return Scenario(synthetic.INPUT_SHAPE, synthetic.CLASSES, clients, config.num_clients, arrival_rounds(config),
+                        "synthetic", population.return_windows(config), {})
     dataset = dataset if dataset is not None else load_for(config)
     train_parts, test_parts = partition_indices(config, dataset)
     clients = [client_data(dataset, tr, te, config.device) for tr, te in zip(train_parts, test_parts)]

@@ -32,7 +32,7 @@ from ..runtime.client_side import evaluate_and_send, received, send_signature, t
 from ..runtime.first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.datasets import SHAPES
-from ..data.scenario import ClientData, client_data, load_for, partition_indices
+from ..data.scenario import ClientData, ScenarioSpec, client_data, load_for, partition_indices
 from ..errors import ConfigError, DataError, GeneflError
 from ..paths import checked, shown
 from ..messages import ClientUpdate
@@ -91,6 +91,10 @@ def _partition_data(config: Config, cid: int, num_partitions: int, data_dir: str
     expected = config.num_clients + config.num_newcomers
     if num_partitions != expected:
         raise GeneflError(f"num-partitions={num_partitions}, but num_clients + num_newcomers = {expected}")
+    if config.dataset == "synthetic":  # generated per client: this node's one, nothing else
+        from ..data import synthetic
+
+        return synthetic.client_data(ScenarioSpec.of(config), cid)
     dataset = load_for(dataclasses.replace(config, data_dir=data_dir))  # honours checksum_file too
     train_parts, test_parts = partition_indices(config, dataset)
     return client_data(dataset, train_parts[cid], test_parts[cid], config.device)
