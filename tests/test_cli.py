@@ -1,4 +1,5 @@
-"""The command line, run as a real subprocess: results files, determinism, one-line errors."""
+"""The command line: results files, determinism, one-line errors; as real processes where the process
+matters (a run reproduced by a second process, one error of each kind), else through `genefl.cli.main`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from genefl.cli import main
 
 FAST = ["--set", "rounds=3", "--set", "num_clients=4", "--set", "num_newcomers=1", "--set", "newcomer_epochs=2"]
 
@@ -43,8 +46,7 @@ def test_run_writes_results_and_is_reproducible(tmp_path):
 def test_config_file_and_overrides(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('method = "local"\nrounds = 2\nnum_clients = 3\nnum_newcomers = 0\n')
-    proc = genefl("run", "--config", str(cfg), "--set", "rounds=1", "--out", str(tmp_path / "o"))
-    assert proc.returncode == 0, proc.stderr
+    assert main(["run", "--config", str(cfg), "--set", "rounds=1", "--out", str(tmp_path / "o")]) == 0
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert doc["method"] == "local" and len(doc["rounds"]) == 1
 
@@ -67,12 +69,28 @@ def test_config_file_and_overrides(tmp_path):
         (["--set", "method=flearngene", "--set", "flearngene.gene_budget=0.001"], "cannot hold any body layer"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, fragment):
+    """In-process through `genefl.cli.main` (what the console script calls); the three cases below
+    run as real processes, one per kind of check (config values, arguments, the assembled run)."""
+    code = main(["run", *args, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert fragment in err
+    assert not (tmp_path / "x").exists()  # refused before any round ran, no folder left
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--set", "dataset=nope"], "dataset: must be one of digits"),
+    (["--bogus"], "unrecognized arguments"),
+    (["--set", "method=genefl", "--set", "genefl.gene_budget=0.001"], "cannot hold any of its body layers"),
+])
+def test_bad_input_from_a_real_process_is_one_line_exit_2(tmp_path, args, fragment):
     proc = genefl("run", *args, "--out", str(tmp_path / "x"))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert fragment in proc.stderr
-    assert not (tmp_path / "x" / "rounds.csv").exists()  # refused before any round ran
+    assert not (tmp_path / "x").exists()
 
 
 def test_malformed_toml_is_one_line_exit_2(tmp_path):
