@@ -17,7 +17,8 @@ from genefl.adversary import alie, alie_z, attackers, collude, poisoned, stamp
 from genefl.algorithms.base import ClientEnv
 from genefl.runtime.client_side import train_and_send
 from genefl.config import DefenceOptions, load_config
-from genefl.data.scenario import build_scenario
+from genefl import clustering, rng
+from genefl.data.scenario import build_scenario, load_for
 from genefl.errors import ConfigError
 from genefl.messages import Broadcast, ClientUpdate
 from genefl.results import build_results
@@ -267,7 +268,11 @@ def test_the_flower_run_config_names_the_same_attackers():
 @pytest.mark.parametrize("overrides, message", [
     (["adversary.kind=\"signflip\"", "adversary.fraction=1.0"], "adversary.fraction: must be in [0, 1), got 1.0"),
     (["adversary.kind=\"signflip\""], "adversary.fraction: 0 of num_clients = 10 makes no attacker"),
-    (["adversary.fraction=0.3"], "adversary.fraction: no attack chosen (set adversary.kind)"),
+    (["adversary.fraction=0.3"], "adversary.fraction: no attack chosen (set adversary.kind or adversary.signature_classes)"),
+    (["adversary.signature_classes=[3, 3]", "adversary.fraction=0.3"], "adversary.signature_classes: must be distinct class ids >= 0"),
+    (["adversary.signature_classes=[10]", "adversary.fraction=0.3"], "adversary.signature_classes: digits has classes 0..9, got [10]"),
+    (["method=\"fedavg\"", "adversary.signature_classes=[1]", "adversary.fraction=0.3"],
+     "adversary.signature_classes: method fedavg sends no signature"),
     (["adversary.kind=\"signflip\"", "adversary.fraction=0.3", "adversary.scale=3"], "adversary.scale: not used by attack 'signflip'"),
     (["adversary.kind=\"backdoor\"", "adversary.fraction=0.3", "adversary.target_label=10"], "adversary.target_label: digits has classes 0..9"),
     (["adversary.kind=\"flood\""], "adversary.kind: must be one of none, signflip"),
@@ -315,3 +320,49 @@ def test_a_boosted_backdoor_takes_fedavg_and_the_median_stops_it(one_thread):
     assert all("backdoor_success" in n for n in attacked["newcomers"])
     assert abs(attacked["summary"]["acc_clients"] - defended["summary"]["acc_clients"]) < 0.05  # the main task is unharmed
 
+
+
+# ---- signature manipulation: an attacker joins a chosen victim's cluster ------------------------------------
+def test_a_signature_from_public_images_of_the_victims_classes_joins_its_cluster_and_poisons_it(one_thread):
+    """PACFL, digits (mlp), 6 clients of 2 classes each: each client is its own cluster. The attacker (client 4)
+    sends -10 its change; alone in its cluster it hurts only itself. Told client 0's label set, it signs with
+    public images of those classes, lands in client 0's cluster and takes that cluster's model to chance."""
+    common = ["method=\"pacfl\"", "partition=\"pathological\"", "num_clients=6", "num_newcomers=0", "rounds=3",
+              "eval_every=3", "adversary.kind=\"scale\"", "adversary.scale=-10", "adversary.fraction=0.17"]
+    config = load_config(None, common)
+    scenario = build_scenario(config)
+    (attacker,), victim = adversary.run_attackers(config), 0
+    classes = sorted(set(scenario.clients[victim].y_train.tolist()))
+    assert attacker == 4 and len(classes) == 2
+    plain = Simulator(config, scenario).run()
+    crafted = Simulator(load_config(None, common + [f"adversary.signature_classes={classes}"]), scenario).run()
+    plain_of, crafted_of = plain.method_info["cluster_of"], crafted.method_info["cluster_of"]
+    assert plain_of[str(attacker)] != plain_of[str(victim)] and crafted_of[str(attacker)] == crafted_of[str(victim)]
+    assert plain.rounds[-1].acc_by_client[victim] > 0.9 and crafted.rounds[-1].acc_by_client[victim] < 0.2  # measured: 0.96, 0.0
+    assert build_results(crafted)["method_info"]["adversary"] == {"kind": "scale", "attackers": [4], "signature_classes": classes}
+
+
+def test_only_the_attackers_signature_is_crafted_and_kind_none_leaves_its_training_honest(digits):
+    from genefl.runtime.client_side import send_signature
+
+    scenario, parts, initial = digits
+    overrides = ["method=\"genefl\"", "adversary.signature_classes=[2, 5]", "adversary.fraction=0.2"]
+    config = load_config(None, ATTACKED + overrides)
+    (bad,) = adversary.run_attackers(config)
+    client = assemble(config, scenario.input_shape, scenario.num_classes).client()
+
+    def signature(cid, cfg):
+        env = ClientEnv(cid, 0, parts.model, scenario.clients[cid], {}, cfg, parts.spec, parts.layers)
+        return send_signature(client, env).extras["signature"]
+
+    public = load_for(config)
+    chosen = (public.y_test == 2) | (public.y_test == 5)
+    want = clustering.signature(public.x_test[chosen], config.clustering.p, rng.generator(0, "client", bad, 0, "signature"))
+    assert torch.equal(signature(bad, config), want.float())
+    honest = load_config(None, ATTACKED + ["method=\"genefl\""])
+    assert not torch.equal(signature(bad, honest), want.float())
+    other = min(set(range(5)) - {bad})
+    assert torch.equal(signature(other, config), signature(other, honest))
+    _, trained, _ = sent_update(digits, *overrides)  # kind "none": it trains and sends as an honest client would
+    _, plain, _ = sent_update(digits, "method=\"genefl\"", cid=bad)
+    assert all(torch.equal(trained.tensors[k], plain.tensors[k]) for k in plain.tensors)
