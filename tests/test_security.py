@@ -38,13 +38,14 @@ def combine(updates, sent=None, **options):
 
 # ---- aggregators, by hand ----------------------------------------------------------------------------
 def test_median_is_per_coordinate_and_unweighted_with_the_middle_pair_averaged():
-    w, _ = combine([(0, [1.0, 10.0, -1.0], 1), (1, [2.0, 20.0, -2.0], 5), (2, [3.0, 30.0, -3.0], 1),
-                    (3, [100.0, -100.0, 50.0], 1)], aggregator="median")
-    assert w.tolist() == [2.5, 15.0, -1.5]  # (2 + 3) / 2, (10 + 20) / 2, (-2 - 1) / 2
+    w, notes = combine([(0, [1.0, 10.0, -1.0], 1), (1, [2.0, 20.0, -2.0], 5), (2, [3.0, 30.0, -3.0], 1),
+                        (3, [100.0, -100.0, 50.0], 1)], aggregator="median")
+    assert w.tolist() == [2.5, 15.0, -1.5] and not notes  # (2 + 3) / 2, (10 + 20) / 2, (-2 - 1) / 2
     w, _ = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 1), (2, [2.0, 0.0], 1)], aggregator="median")
     assert w.tolist() == [2.0, 0.0]
-    w, _ = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 3)], aggregator="median")
-    assert w.tolist() == [3.0, 2.5]  # a median of two is their unweighted mean
+    w, notes = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 3)], aggregator="median")
+    assert w.tolist() == [3.0, 2.5]  # a median of two is their unweighted mean, and says so
+    assert notes == ["round 1: median of 2 updates is their plain mean (it outvotes nothing)"]
 
 
 def test_trimmed_mean_drops_floor_trim_n_at_each_end_and_says_when_it_trims_nothing():
@@ -112,6 +113,23 @@ def test_each_tensor_is_aggregated_over_the_clients_that_sent_it():
     assert out["a"].item() == 0.5 and out["b"].item() == 5.0
     assert notes[-2:] == ["round 1 (a): krum left out clients 0, 2, 3 (kept 1 of 4)",
                           "round 1 (b): krum left out clients 2, 3 (kept 0 of 3)"]
+
+
+@pytest.mark.parametrize("defence, note", [
+    (["defence.aggregator=\"krum\""], "round 1: krum left out clients 1, 2, 3, 4 (kept 0 of 5)"),
+    (["defence.aggregator=\"multikrum\""], "round 1: multikrum left out client 3 (kept 0, 1, 2, 4 of 5)"),
+    (["defence.norm_bound=0.5"], "round 1: client 0: change clipped from L2 norm 0.7074 to 0.5"),
+    (["defence.aggregator=\"trimmed_mean\""], "round 1: trimmed_mean of 5 updates with trim 0.1 trims nothing"),
+    (["method=\"pacfl\"", "partition=\"pathological\"", "defence.aggregator=\"median\""],
+     "round 1, cluster 1: median of 1 update is their plain mean"),
+])
+def test_what_each_defence_leaves_out_scales_down_or_cannot_protect_is_noted_in_results_json(defence, note):
+    """Krum and Multi-Krum name the clients they leave out, norm_bound the ones it scales down; the median and
+    the trimmed mean act per coordinate and leave no update out, so they say when they protect nothing."""
+    config = load_config(None, ["method=\"fedavg\"", "num_clients=5", "num_newcomers=0", "rounds=1"] + defence)
+    doc = build_results(Simulator(config, build_scenario(config)).run())
+    assert any(n.startswith(note) for n in doc["method_info"]["notes"]), doc["method_info"]["notes"]
+    assert doc["rounds"][0]["notes"] == doc["method_info"]["notes"]
 
 
 def test_fedavg_with_a_median_measures_norm_bound_from_its_broadcast():

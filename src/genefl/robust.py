@@ -15,18 +15,26 @@ cluster for PACFL and GENE-FL); each tensor is aggregated over the clients that 
   scaled to L2 norm at most C before it is aggregated (Sun et al., 2019, "Can you really backdoor FL?").
 Median and trimmed mean are unweighted (as in their papers and Flower's FedMedian / FedTrimmedAvg).
 
-Breakdown points (the share of n updates that may be arbitrary before the result can be moved
+Breakdown points (how many of n updates may be arbitrary before the result can be moved
 arbitrarily far): mean 0 (one update suffices); median ⌈n/2⌉ − 1 of n, just under one half; trimmed
 mean k = ⌊trim·n⌋ updates; Krum / Multi-Krum f updates if n > 2f + 2. What this leaves a GENE-FL or
-PACFL cluster of 2–5 members: the median of 2 is their mean (no protection), of 3 or 4 it outvotes one
-attacker, of 5 two; the trimmed mean trims nothing until trim·n ≥ 1 (trim 0.2 protects a cluster of
-5 against one attacker, trim 0.34 one of 3); Krum needs n ≥ 2f + 3, so f = 1 needs 5 members and a
-cluster of 3 or 4 runs with f = 0 (an outlier far from two agreeing updates still loses, nothing is
-guaranteed). Where f is too large for the updates a round (or cluster) received, Krum runs with the
-largest f they allow and says so in the round's notes; under 3 updates it takes their mean.
+PACFL cluster of 2–5 members (an attacker can choose its cluster: `adversary.signature_classes`):
+- median: of 2, their unweighted mean (no protection); of 3 or 4 it outvotes one attacker, of 5 two.
+- trimmed mean: trims nothing until trim·n ≥ 1 (trim 0.2 covers one attacker in 5, 0.25 in 4, 0.34 in
+  3; trim < 0.5 always leaves a cluster of 2 unprotected).
+- Krum needs n ≥ 2f + 3: f = 1 needs 5 members; a cluster of 3 or 4 runs with f = 0 (each update scored
+  by its distance to its 1 or 2 nearest: an outlier far from two agreeing updates still loses, nothing
+  is guaranteed); under 3 updates it takes their sample-weighted mean. Multi-Krum with its default m =
+  n − f keeps all of a cluster of 3 or 4 once f is 0: their plain weighted mean.
+- norm_bound acts per update whatever the cluster's size: it bounds how far one attacker moves a cluster
+  of 2, without outvoting it.
+Where f is too large for the updates a round (or cluster) received, Krum runs with the largest f they
+allow and says so in the round's notes.
 
-Every update a defence leaves out or scales down is named in the round's notes (results.json
-`rounds[].notes`), as malformed replies are.
+Notes (results.json `rounds[].notes` and `method_info.notes`, beside malformed replies): every update
+Krum or Multi-Krum leaves out and every change `norm_bound` scales down is named. The median and the
+trimmed mean act per coordinate and leave no update out as a whole; they note instead when they
+protect nothing: a median of 1 or 2 updates, a trimmed mean that trims nothing.
 """
 
 from __future__ import annotations
@@ -140,12 +148,18 @@ class Combiner:
             else:
                 value = trimmed_mean(values, self.options.trim)
             out[name] = _like(value, previous[name])
-        if self.options.aggregator == "trimmed_mean":
-            self._note_untrimmed()
+        self._note_unprotected()
         return out
 
-    def _note_untrimmed(self) -> None:
+    def _note_unprotected(self) -> None:
+        """A note when a median of 2 or fewer updates, or a trimmed mean that trims nothing, took their plain mean."""
         counts = sorted({sum(1 for _, t, _ in self._kept if name in t) for name in self.names()})
+        if self.options.aggregator == "median":
+            short = [n for n in counts if n <= 2]
+            if short:
+                self.notes.append(f"{self.where}: median of {short[0]} update{'s' * (short[0] > 1)} is their plain mean "
+                                  "(it outvotes nothing)")
+            return
         short = [n for n in counts if trimmed_count(n, self.options.trim) == 0]
         if short:
             self.notes.append(f"{self.where}: trimmed_mean of {short[0]} updates with trim {self.options.trim:g} "
