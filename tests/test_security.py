@@ -22,7 +22,7 @@ from genefl.data.scenario import build_scenario, load_for
 from genefl.errors import ConfigError
 from genefl.messages import Broadcast, ClientUpdate
 from genefl.results import build_results
-from genefl.robust import Combiner
+from genefl.robust import Combiner, pairwise_distances
 from genefl.runtime.assembly import assemble
 from genefl.runtime.simulator import Simulator
 
@@ -75,6 +75,19 @@ def test_multikrum_averages_the_m_best_scores_by_samples():
     w, notes = combine(KRUM, aggregator="multikrum", byzantine=1)  # m = n - f = 4: only the outlier goes
     assert w.tolist() == pytest.approx([(0 + 2 + 0 + 1) / 5, (0 + 0 + 2 + 1) / 5])
     assert notes == ["round 1: multikrum left out client 4 (kept 0, 1, 2, 3 of 5)"]
+
+
+def test_krum_distances_from_gram_matrices_keep_small_distances_between_large_models():
+    """Models of norm ~300 that differ by ~0.005: the Gram form, centred, matches the exact differences to
+    1e-9, block by block as in one piece; uncentred it would lose them (float64 keeps ~16 digits of 1e5)."""
+    gen = torch.Generator().manual_seed(0)
+    models = torch.randn(1, 1000, generator=gen, dtype=torch.float64) * 10 + torch.randn(6, 1000, generator=gen, dtype=torch.float64) * 1e-4
+    exact = torch.stack([((models - m) ** 2).sum(dim=1) for m in models])  # (6, 6)
+    assert torch.allclose(pairwise_distances([models]), exact, rtol=1e-9, atol=0)
+    assert torch.allclose(pairwise_distances([models[:, :300], models[:, 300:]]), exact, rtol=1e-9, atol=0)
+    gram = models @ models.T
+    uncentred = gram.diagonal()[:, None] + gram.diagonal()[None, :] - 2 * gram
+    assert not torch.allclose(uncentred, exact, rtol=1e-9, atol=0)
 
 
 def test_krum_with_too_few_updates_for_f_uses_the_largest_f_they_allow_and_says_so():
