@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 
 from .aggregate import LayerwiseMean
@@ -52,18 +53,28 @@ USES = {"mean": (), "median": (), "trimmed_mean": ("trim",), "krum": ("byzantine
         "multikrum": ("byzantine", "multikrum_m")}  # the `defence` keys each aggregator reads
 
 
+def middle_ranks(values: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """(n, ...) -> (high - low + 1, ...): per coordinate, the values of ranks low..high (0 = the smallest),
+    ranks low and high in their places, the ones between in any order. On the CPU numpy's introselect
+    (`np.partition`, no full sort: 2-3x faster than `torch.sort` for 100 updates of a large model, and no
+    index tensor as large as the values); elsewhere (and for bfloat16, which numpy lacks) a sort."""
+    if values.device.type != "cpu" or values.dtype == torch.bfloat16:
+        return values.sort(dim=0).values[low:high + 1]
+    return torch.from_numpy(np.partition(values.numpy(), [low, high], axis=0)[low:high + 1])
+
+
 def coordinate_median(values: torch.Tensor) -> torch.Tensor:
-    """(n, ...) -> (...): the median per coordinate; the mean of the two middle values for even n."""
-    ordered = values.sort(dim=0).values
+    """(n, ...) -> (...) float64: the median per coordinate; the mean of the two middle values for even n."""
     n = values.shape[0]
-    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    middle = middle_ranks(values, (n - 1) // 2, n // 2).to(torch.float64)  # (1 or 2, ...)
+    return (middle[0] + middle[-1]) / 2
 
 
 def trimmed_mean(values: torch.Tensor, trim: float) -> torch.Tensor:
-    """(n, ...) -> (...): per coordinate, the mean of the values left after dropping ⌊trim·n⌋ at each end."""
+    """(n, ...) -> (...) float64: per coordinate, the mean of the values left after dropping ⌊trim·n⌋ at each end."""
     n = values.shape[0]
     k = trimmed_count(n, trim)
-    return values.sort(dim=0).values[k:n - k].mean(dim=0)
+    return middle_ranks(values, k, n - k - 1).to(torch.float64).mean(dim=0)
 
 
 def trimmed_count(n: int, trim: float) -> int:
@@ -158,7 +169,7 @@ class Combiner:
             return self._krum(previous)
         out = dict(previous)
         for name in self.names():
-            values = torch.stack([t[name].detach().to(torch.float64) for _, t, _ in self._kept if name in t])  # (n, ...)
+            values = torch.stack([t[name].detach() for _, t, _ in self._kept if name in t])  # (n, ...), as sent
             if self.options.aggregator == "median":
                 value = coordinate_median(values)
             else:
