@@ -52,9 +52,13 @@ def simulate(overrides: list[str]):
     return build_results(result), result.final_weights
 
 
-# payload codecs on: the ledger counts packed bytes, and error feedback's residuals live in the nodes' state
+# payload codecs on: the ledger counts packed bytes, and error feedback's residuals live in the nodes' state;
+# an attacker (client 1) signs with client 2's main classes to join its cluster and flips its changes' signs
+# there, and the server aggregates each cluster by the median of changes clipped to norm 0.3
 RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eval_every=3",
-           "codec.up=int4", "codec.down=int8", "codec.error_feedback=true", "codec.signature=fp16"]
+           "codec.up=int4", "codec.down=int8", "codec.error_feedback=true", "codec.signature=fp16",
+           "adversary.kind=signflip", "adversary.fraction=0.34", "adversary.signature_classes=[3,5,6,7]",
+           "defence.aggregator=median", "defence.norm_bound=0.3"]
 
 
 def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
@@ -63,7 +67,9 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     uninterrupted simulator run of the same config, so the Flower runtime agrees with the simulator
     and nothing is lost on the way. GENE-FL's clients keep personal models and error-feedback
     residuals, which survive the new Flower run through the nodes' state-dir; every payload is
-    codec-packed, and both runtimes count the same packed bytes."""
+    codec-packed, and both runtimes count the same packed bytes. An attacker and a defence run too, the
+    same way in both: the attacker's crafted signature puts it in the same cluster, its sign-flipped
+    updates and the clipped medians give the same weights, and the defence's notes are the same."""
     fed = Federation(tmp_path_factory.mktemp("resume"))
     out, states = fed.root / "out", fed.root / "node-states"
     try:
@@ -100,6 +106,10 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
         assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
     assert flower_doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
     assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
+    for key in ("cluster_of", "adversary", "notes"):
+        assert flower_doc["method_info"][key] == sim_doc["method_info"][key], key
+    assert sim_doc["method_info"]["cluster_of"] == {"0": 0, "1": 1, "2": 1}  # honest signatures: {0, 1} and {2}
+    assert any("clipped" in note for note in sim_doc["method_info"]["notes"])
 
 
 def test_run_goes_on_when_a_supernode_dies(tmp_path_factory, monkeypatch):

@@ -23,6 +23,10 @@ def test_run_config_maps_back_to_the_same_config():
     flat.update({"method": "fedavg", "genefl.fisher_top": 0.3, "newcomer_rounds": "[2, 3]", "num_newcomers": 2})
     expected = load_config(None, ["method=fedavg", "genefl.fisher_top=0.3", "newcomer_rounds=[2,3]", "num_newcomers=2"])
     assert config_from_run_config(flat) == expected
+    flat.update({"method": "pacfl", "adversary.signature_classes": "[4, 1]", "adversary.fraction": 0.1})  # a nested list
+    expected = load_config(None, ["method=pacfl", "genefl.fisher_top=0.3", "newcomer_rounds=[2,3]", "num_newcomers=2",
+                                  "adversary.signature_classes=[4, 1]", "adversary.fraction=0.1"])
+    assert config_from_run_config(flat) == expected
 
 
 def test_bad_run_config_is_a_one_line_error():

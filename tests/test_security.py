@@ -17,11 +17,12 @@ from genefl.adversary import alie, alie_z, attackers, collude, poisoned, stamp
 from genefl.algorithms.base import ClientEnv
 from genefl.runtime.client_side import train_and_send
 from genefl.config import DefenceOptions, load_config
-from genefl.data.scenario import build_scenario
+from genefl import clustering, rng
+from genefl.data.scenario import build_scenario, load_for
 from genefl.errors import ConfigError
 from genefl.messages import Broadcast, ClientUpdate
 from genefl.results import build_results
-from genefl.robust import Combiner
+from genefl.robust import Combiner, pairwise_distances
 from genefl.runtime.assembly import assemble
 from genefl.runtime.simulator import Simulator
 
@@ -37,13 +38,14 @@ def combine(updates, sent=None, **options):
 
 # ---- aggregators, by hand ----------------------------------------------------------------------------
 def test_median_is_per_coordinate_and_unweighted_with_the_middle_pair_averaged():
-    w, _ = combine([(0, [1.0, 10.0, -1.0], 1), (1, [2.0, 20.0, -2.0], 5), (2, [3.0, 30.0, -3.0], 1),
-                    (3, [100.0, -100.0, 50.0], 1)], aggregator="median")
-    assert w.tolist() == [2.5, 15.0, -1.5]  # (2 + 3) / 2, (10 + 20) / 2, (-2 - 1) / 2
+    w, notes = combine([(0, [1.0, 10.0, -1.0], 1), (1, [2.0, 20.0, -2.0], 5), (2, [3.0, 30.0, -3.0], 1),
+                        (3, [100.0, -100.0, 50.0], 1)], aggregator="median")
+    assert w.tolist() == [2.5, 15.0, -1.5] and not notes  # (2 + 3) / 2, (10 + 20) / 2, (-2 - 1) / 2
     w, _ = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 1), (2, [2.0, 0.0], 1)], aggregator="median")
     assert w.tolist() == [2.0, 0.0]
-    w, _ = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 3)], aggregator="median")
-    assert w.tolist() == [3.0, 2.5]  # a median of two is their unweighted mean
+    w, notes = combine([(0, [1.0, 9.0], 1), (1, [5.0, -4.0], 3)], aggregator="median")
+    assert w.tolist() == [3.0, 2.5]  # a median of two is their unweighted mean, and says so
+    assert notes == ["round 1: median of 2 updates is their plain mean (it outvotes nothing)"]
 
 
 def test_trimmed_mean_drops_floor_trim_n_at_each_end_and_says_when_it_trims_nothing():
@@ -73,6 +75,19 @@ def test_multikrum_averages_the_m_best_scores_by_samples():
     w, notes = combine(KRUM, aggregator="multikrum", byzantine=1)  # m = n - f = 4: only the outlier goes
     assert w.tolist() == pytest.approx([(0 + 2 + 0 + 1) / 5, (0 + 0 + 2 + 1) / 5])
     assert notes == ["round 1: multikrum left out client 4 (kept 0, 1, 2, 3 of 5)"]
+
+
+def test_krum_distances_from_gram_matrices_keep_small_distances_between_large_models():
+    """Models of norm ~300 that differ by ~0.005: the Gram form, centred, matches the exact differences to
+    1e-9, block by block as in one piece; uncentred it would lose them (float64 keeps ~16 digits of 1e5)."""
+    gen = torch.Generator().manual_seed(0)
+    models = torch.randn(1, 1000, generator=gen, dtype=torch.float64) * 10 + torch.randn(6, 1000, generator=gen, dtype=torch.float64) * 1e-4
+    exact = torch.stack([((models - m) ** 2).sum(dim=1) for m in models])  # (6, 6)
+    assert torch.allclose(pairwise_distances([models]), exact, rtol=1e-9, atol=0)
+    assert torch.allclose(pairwise_distances([models[:, :300], models[:, 300:]]), exact, rtol=1e-9, atol=0)
+    gram = models @ models.T
+    uncentred = gram.diagonal()[:, None] + gram.diagonal()[None, :] - 2 * gram
+    assert not torch.allclose(uncentred, exact, rtol=1e-9, atol=0)
 
 
 def test_krum_with_too_few_updates_for_f_uses_the_largest_f_they_allow_and_says_so():
@@ -111,6 +126,23 @@ def test_each_tensor_is_aggregated_over_the_clients_that_sent_it():
     assert out["a"].item() == 0.5 and out["b"].item() == 5.0
     assert notes[-2:] == ["round 1 (a): krum left out clients 0, 2, 3 (kept 1 of 4)",
                           "round 1 (b): krum left out clients 2, 3 (kept 0 of 3)"]
+
+
+@pytest.mark.parametrize("defence, note", [
+    (["defence.aggregator=\"krum\""], "round 1: krum left out clients 1, 2, 3, 4 (kept 0 of 5)"),
+    (["defence.aggregator=\"multikrum\""], "round 1: multikrum left out client 3 (kept 0, 1, 2, 4 of 5)"),
+    (["defence.norm_bound=0.5"], "round 1: client 0: change clipped from L2 norm 0.7074 to 0.5"),
+    (["defence.aggregator=\"trimmed_mean\""], "round 1: trimmed_mean of 5 updates with trim 0.1 trims nothing"),
+    (["method=\"pacfl\"", "partition=\"pathological\"", "defence.aggregator=\"median\""],
+     "round 1, cluster 1: median of 1 update is their plain mean"),
+])
+def test_what_each_defence_leaves_out_scales_down_or_cannot_protect_is_noted_in_results_json(defence, note):
+    """Krum and Multi-Krum name the clients they leave out, norm_bound the ones it scales down; the median and
+    the trimmed mean act per coordinate and leave no update out, so they say when they protect nothing."""
+    config = load_config(None, ["method=\"fedavg\"", "num_clients=5", "num_newcomers=0", "rounds=1"] + defence)
+    doc = build_results(Simulator(config, build_scenario(config)).run())
+    assert any(n.startswith(note) for n in doc["method_info"]["notes"]), doc["method_info"]["notes"]
+    assert doc["rounds"][0]["notes"] == doc["method_info"]["notes"]
 
 
 def test_fedavg_with_a_median_measures_norm_bound_from_its_broadcast():
@@ -267,7 +299,11 @@ def test_the_flower_run_config_names_the_same_attackers():
 @pytest.mark.parametrize("overrides, message", [
     (["adversary.kind=\"signflip\"", "adversary.fraction=1.0"], "adversary.fraction: must be in [0, 1), got 1.0"),
     (["adversary.kind=\"signflip\""], "adversary.fraction: 0 of num_clients = 10 makes no attacker"),
-    (["adversary.fraction=0.3"], "adversary.fraction: no attack chosen (set adversary.kind)"),
+    (["adversary.fraction=0.3"], "adversary.fraction: no attack chosen (set adversary.kind or adversary.signature_classes)"),
+    (["adversary.signature_classes=[3, 3]", "adversary.fraction=0.3"], "adversary.signature_classes: must be distinct class ids >= 0"),
+    (["adversary.signature_classes=[10]", "adversary.fraction=0.3"], "adversary.signature_classes: digits has classes 0..9, got [10]"),
+    (["method=\"fedavg\"", "adversary.signature_classes=[1]", "adversary.fraction=0.3"],
+     "adversary.signature_classes: method fedavg sends no signature"),
     (["adversary.kind=\"signflip\"", "adversary.fraction=0.3", "adversary.scale=3"], "adversary.scale: not used by attack 'signflip'"),
     (["adversary.kind=\"backdoor\"", "adversary.fraction=0.3", "adversary.target_label=10"], "adversary.target_label: digits has classes 0..9"),
     (["adversary.kind=\"flood\""], "adversary.kind: must be one of none, signflip"),
@@ -315,3 +351,49 @@ def test_a_boosted_backdoor_takes_fedavg_and_the_median_stops_it(one_thread):
     assert all("backdoor_success" in n for n in attacked["newcomers"])
     assert abs(attacked["summary"]["acc_clients"] - defended["summary"]["acc_clients"]) < 0.05  # the main task is unharmed
 
+
+
+# ---- signature manipulation: an attacker joins a chosen victim's cluster ------------------------------------
+def test_a_signature_from_public_images_of_the_victims_classes_joins_its_cluster_and_poisons_it(one_thread):
+    """PACFL, digits (mlp), 6 clients of 2 classes each: each client is its own cluster. The attacker (client 4)
+    sends -10 its change; alone in its cluster it hurts only itself. Told client 0's label set, it signs with
+    public images of those classes, lands in client 0's cluster and takes that cluster's model to chance."""
+    common = ["method=\"pacfl\"", "partition=\"pathological\"", "num_clients=6", "num_newcomers=0", "rounds=3",
+              "eval_every=3", "adversary.kind=\"scale\"", "adversary.scale=-10", "adversary.fraction=0.17"]
+    config = load_config(None, common)
+    scenario = build_scenario(config)
+    (attacker,), victim = adversary.run_attackers(config), 0
+    classes = sorted(set(scenario.clients[victim].y_train.tolist()))
+    assert attacker == 4 and len(classes) == 2
+    plain = Simulator(config, scenario).run()
+    crafted = Simulator(load_config(None, common + [f"adversary.signature_classes={classes}"]), scenario).run()
+    plain_of, crafted_of = plain.method_info["cluster_of"], crafted.method_info["cluster_of"]
+    assert plain_of[str(attacker)] != plain_of[str(victim)] and crafted_of[str(attacker)] == crafted_of[str(victim)]
+    assert plain.rounds[-1].acc_by_client[victim] > 0.9 and crafted.rounds[-1].acc_by_client[victim] < 0.2  # measured: 0.96, 0.0
+    assert build_results(crafted)["method_info"]["adversary"] == {"kind": "scale", "attackers": [4], "signature_classes": classes}
+
+
+def test_only_the_attackers_signature_is_crafted_and_kind_none_leaves_its_training_honest(digits):
+    from genefl.runtime.client_side import send_signature
+
+    scenario, parts, initial = digits
+    overrides = ["method=\"genefl\"", "adversary.signature_classes=[2, 5]", "adversary.fraction=0.2"]
+    config = load_config(None, ATTACKED + overrides)
+    (bad,) = adversary.run_attackers(config)
+    client = assemble(config, scenario.input_shape, scenario.num_classes).client()
+
+    def signature(cid, cfg):
+        env = ClientEnv(cid, 0, parts.model, scenario.clients[cid], {}, cfg, parts.spec, parts.layers)
+        return send_signature(client, env).extras["signature"]
+
+    public = load_for(config)
+    chosen = (public.y_test == 2) | (public.y_test == 5)
+    want = clustering.signature(public.x_test[chosen], config.clustering.p, rng.generator(0, "client", bad, 0, "signature"))
+    assert torch.equal(signature(bad, config), want.float())
+    honest = load_config(None, ATTACKED + ["method=\"genefl\""])
+    assert not torch.equal(signature(bad, honest), want.float())
+    other = min(set(range(5)) - {bad})
+    assert torch.equal(signature(other, config), signature(other, honest))
+    _, trained, _ = sent_update(digits, *overrides)  # kind "none": it trains and sends as an honest client would
+    _, plain, _ = sent_update(digits, "method=\"genefl\"", cid=bad)
+    assert all(torch.equal(trained.tensors[k], plain.tensors[k]) for k in plain.tensors)

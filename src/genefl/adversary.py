@@ -23,7 +23,17 @@ such as SCAFFOLD's Δc and the metadata, sample count included, are sent as trai
 - `"package.module:function"`: your own attack, `function(update, received, env) -> ClientUpdate`, with
   the attacker's honest `ClientUpdate`, the `Broadcast` it received (decoded) and its `ClientEnv`.
 
-Where: the client half (`train_and_send`), before the clip-and-noise defence and the upload codec, so
+Signature manipulation (`signature_classes`, with any kind or none; GENE-FL and PACFL, which cluster
+clients by their one-shot signature): the attackers want to join the cluster of a chosen victim, and
+then poison it with their `kind` (or, with `kind = "none"`, only sit there). Threat model: an attacker
+knows the victim's label set (which classes it holds, not its images) and has public images of the
+same domain; it computes its signature, with its method's own signature function, from the public
+images of those classes (the dataset's test split, every image of each listed class, loaded from
+`data_dir` or $GENEFL_DATA) in place of its own data. PACFL's signature is the principal subspace of a
+client's images, which its classes largely decide, so the crafted one lands near the victim's. The
+rest of its conduct, its training data included, is unchanged.
+
+Where: the client half (`train_and_send`; the signature in `send_signature`), before the clip-and-noise defence and the upload codec, so
 both runtimes run it; poisoned data replace the attacker's own for that call only. ALIE alone cannot
 be computed by one client: the colluders' honest updates meet in the round loop (shared by both
 runtimes), after they were received and checked and before the server half aggregates them
@@ -66,7 +76,7 @@ def attackers(seed: int, num_clients: int, fraction: float) -> frozenset[int]:
 
 
 def run_attackers(config) -> frozenset[int]:
-    if config.adversary.kind == "none":
+    if config.adversary.kind == "none" and not config.adversary.signature_classes:
         return frozenset()
     return attackers(config.seed, config.num_clients, config.adversary.fraction)
 
@@ -99,11 +109,22 @@ def poisoned(env):
     return dataclasses.replace(env, data=dataclasses.replace(data, x_train=x, y_train=y))
 
 
+def disguised(env):
+    """The attacker's environment for its signature: public images of `signature_classes` (see the
+    module doc) as its training data; its store stays the same object."""
+    from .data.scenario import load_for  # not at module level: genefl.config imports this module
+
+    public = load_for(env.config)
+    chosen = torch.isin(public.y_test, torch.tensor(env.config.adversary.signature_classes))
+    x, y = public.x_test[chosen].to(env.config.device), public.y_test[chosen].to(env.config.device)
+    return dataclasses.replace(env, data=dataclasses.replace(env.data, x_train=x, y_train=y))
+
+
 def tamper(update: ClientUpdate, received, env) -> ClientUpdate:
     """What an attacker sends in place of its (already trained) `update`."""
     opts = env.config.adversary
-    if not isinstance(update, ClientUpdate) or opts.kind in ("labelflip", "alie"):
-        return update  # labelflip acted on the data; ALIE acts where the colluders meet (`collude`)
+    if not isinstance(update, ClientUpdate) or opts.kind in ("none", "labelflip", "alie"):
+        return update  # none: only its signature lies; labelflip acted on the data; ALIE acts where the colluders meet (`collude`)
     if ":" in opts.kind:
         return hook(opts.kind)(update, received, env)
     keys = [k for k, v in update.tensors.items() if v.is_floating_point() and k in received.tensors]
@@ -190,9 +211,10 @@ def check(config) -> None:
     """One-line errors for `[adversary]` settings that cannot work or would be ignored."""
     opts, defaults = config.adversary, type(config.adversary)()
     kind = opts.kind if opts.kind in USES else "hook"
-    if opts.kind == "none" and opts.fraction > 0:
-        raise ConfigError("adversary.fraction: no attack chosen (set adversary.kind)")
-    if opts.kind != "none" and attacker_count(config.num_clients, opts.fraction) == 0:
+    attacking = opts.kind != "none" or bool(opts.signature_classes)
+    if not attacking and opts.fraction > 0:
+        raise ConfigError("adversary.fraction: no attack chosen (set adversary.kind or adversary.signature_classes)")
+    if attacking and attacker_count(config.num_clients, opts.fraction) == 0:
         raise ConfigError(f"adversary.fraction: {opts.fraction:g} of num_clients = {config.num_clients} makes no attacker")
     unused = [k for k in ("scale", "sigma", "alie_z", "target_label", "trigger_size", "poison_fraction", "boost")
               if k not in USES.get(kind, ()) and getattr(opts, k) != getattr(defaults, k)]
@@ -203,3 +225,13 @@ def check(config) -> None:
     classes = SHAPES.get(config.dataset, (None, None))[1]
     if opts.kind == "backdoor" and classes is not None and opts.target_label >= classes:
         raise ConfigError(f"adversary.target_label: {config.dataset} has classes 0..{classes - 1}, got {opts.target_label}")
+    if classes is not None and any(c >= classes for c in opts.signature_classes):
+        raise ConfigError(f"adversary.signature_classes: {config.dataset} has classes 0..{classes - 1}, "
+                          f"got {list(opts.signature_classes)}")
+
+
+def check_method(strategy_cls, config) -> None:
+    """`signature_classes` set for a method that asks for no signature is an error (it would be ignored)."""
+    if config.adversary.signature_classes and not strategy_cls.needs_signatures:
+        raise ConfigError(f"adversary.signature_classes: method {config.method} sends no signature "
+                          "(Strategy.needs_signatures; genefl and pacfl do)")

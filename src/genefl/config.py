@@ -196,6 +196,7 @@ class AdversaryOptions(_Validated):
     trigger_size: int = 3  # backdoor: side of the checkerboard trigger stamped in each image's bottom-right corner
     poison_fraction: float = 0.5  # backdoor: share of the attacker's training samples stamped and relabelled
     boost: float = 10.0  # backdoor: the change sent is this multiple of the trained one (model replacement)
+    signature_classes: tuple[int, ...] = ()  # genefl, pacfl: attackers sign with public images of these classes (a victim's label set) to join its cluster; [] = honest signatures
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,7 @@ RULES: dict[str, tuple] = {
     "adversary.sigma": _WEIGHT, "adversary.alie_z": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
     "adversary.target_label": _NONNEG, "adversary.trigger_size": _POSITIVE, "adversary.poison_fraction": _FRACTION,
     "adversary.boost": (lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]"),
+    "adversary.signature_classes": (lambda v: all(c >= 0 for c in v) and len(set(v)) == len(v), "must be distinct class ids >= 0"),
     "defence.aggregator": _choices(AGGREGATORS), "defence.trim": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
     "defence.byzantine": _NONNEG, "defence.multikrum_m": _NONNEG, "defence.norm_bound": _WEIGHT,
     "population.arrivals": _choices(("schedule", "poisson", "trace")),
@@ -553,6 +555,7 @@ def cross_check(config: Config) -> None:
         strategy = get(config.method)[0]
         strategy.server_optimizer(config)
         robust.check_method(strategy, config)
+        adversary.check_method(strategy, config)
     robust.check(config)
     adversary.check(config)
     population.check(config)

@@ -85,6 +85,8 @@ def build_results(result) -> dict[str, Any]:
     info = {k: v for k, v in result.method_info.items() if k != "summary"}
     if attackers:
         info["adversary"] = {"kind": config.adversary.kind, "attackers": sorted(attackers)}
+        if config.adversary.signature_classes:
+            info["adversary"]["signature_classes"] = list(config.adversary.signature_classes)
     return {
         "method": config.method, "dataset": result.dataset or config.dataset, "seed": config.seed, "summary": summary,
         "rounds": [round_row(r, attackers) for r in result.rounds],

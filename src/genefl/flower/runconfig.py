@@ -8,34 +8,32 @@ two cannot drift.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ..config import Config, _build, config_to_dict, shown, toml_value
 from ..errors import ConfigError
 
 
+def _flat(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested config table."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
 def flat_defaults() -> dict[str, bool | int | float | str]:
     """Every config key, flattened, as Flower's run config declares it."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, table: dict[str, Any]) -> None:
-        for key, value in table.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}{key}.", value)
-            elif isinstance(value, (list, tuple)):
-                flat[prefix + key] = repr(list(value))
-            else:
-                flat[prefix + key] = value
-
-    walk("", config_to_dict(Config()))
-    return flat
+    return {k: repr(list(v)) if isinstance(v, (list, tuple)) else v for k, v in _flat(config_to_dict(Config()))}
 
 
 def config_from_run_config(run_config: dict[str, Any]) -> Config:
     """A validated Config from Flower's flat run config (unknown keys are errors, as in genefl run;
     a key given both as a value and as a table, `method` beside `method.x`, is one too)."""
     table: dict[str, Any] = {}
-    lists = {k for k, v in config_to_dict(Config()).items() if isinstance(v, (list, tuple))}
+    lists = {k for k, v in _flat(config_to_dict(Config())) if isinstance(v, (list, tuple))}
     for key, value in run_config.items():
         if not isinstance(key, str):
             raise ConfigError(f"run config: a key must be text, got {shown(key)}")

@@ -54,6 +54,7 @@ class Assembly:
 def assemble(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> Assembly:
     strategy_cls, client_cls = get_method(config.method)  # an unknown method fails before any model is built
     robust.check_method(strategy_cls, config)  # an own method ("pkg.mod:NAME") is checked here, once imported
+    adversary.check_method(strategy_cls, config)
     if ":" in config.adversary.kind:  # so does an attack hook that cannot be imported
         adversary.hook(config.adversary.kind)
     spec = model_spec(config, input_shape, num_classes)

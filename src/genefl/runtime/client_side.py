@@ -48,7 +48,10 @@ def welcome_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadca
 
 
 def send_signature(client: ClientAlgorithm, env: ClientEnv) -> ClientUpdate:
-    """A client's Stage-0 signature, through `codec.signature` (both runtimes call this)."""
+    """A client's Stage-0 signature (an attacker's, with `adversary.signature_classes`, computed from public
+    images of those classes: `adversary.disguised`), through `codec.signature` (both runtimes call this)."""
+    if env.config.adversary.signature_classes and env.cid in adversary.run_attackers(env.config):
+        env = adversary.disguised(env)
     update = client.signature(env)
     opts = env.config.codec
     gen = env.generator("codec-signature")
