@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from genefl.algorithms.clustered import join_cluster, leave_cluster, rejoin_cluster
-from genefl.config import load_config
+from genefl.config import Config, load_config
 from genefl.data.scenario import arrival_rounds, build_scenario
 from genefl.errors import ConfigError
 from genefl.messages import ClientUpdate
@@ -220,13 +220,13 @@ def test_clusters_under_departures_and_returns_by_hand():
     x, y = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.0], [1.0]])
     cluster_of, sigs = {0: 0, 1: 0, 2: 1, 3: 1}, {0: x, 1: x, 2: y, 3: y}
     hello = ClientUpdate(extras={"signature": y})
-    assert rejoin_cluster(cluster_of, sigs, 0, hello)[0] == 1  # back nearer the y axis
+    assert rejoin_cluster(Config(), cluster_of, sigs, 0, hello)[0] == 1  # back nearer the y axis
     emptied, left = leave_cluster(*leave_cluster(cluster_of, sigs, 2), 3)
     assert emptied == {0: 0, 1: 0} and set(left) == {0, 1}
-    assert join_cluster(emptied, left, 9, hello)[0] == 0  # cluster 1 is empty: the nearest non-empty one
+    assert join_cluster(Config(), emptied, left, 9, hello)[0] == 0  # cluster 1 is empty: the nearest non-empty one
     nobody = leave_cluster(*leave_cluster(emptied, left, 0), 1)
-    assert join_cluster(*nobody, 9, hello)[0] == 0  # nothing to compare with: cluster 0
-    assert rejoin_cluster({5: 1}, {5: x}, 5, hello)[:2] == (1, {5: 1})  # alone: it stays
+    assert join_cluster(Config(), *nobody, 9, hello)[0] == 0  # nothing to compare with: cluster 0
+    assert rejoin_cluster(Config(), {5: 1}, {5: x}, 5, hello)[:2] == (1, {5: 1})  # alone: it stays
 
 
 @pytest.mark.parametrize("method", ["genefl", "pacfl", "scaffold", "fedper", "flearngene", "local"])

@@ -62,14 +62,14 @@ def leave_cluster(cluster_of: dict[int, int], signatures: dict[int, torch.Tensor
     return ({c: k for c, k in cluster_of.items() if c != cid}, {c: s for c, s in signatures.items() if c != cid})
 
 
-def rejoin_cluster(cluster_of: dict[int, int], signatures: dict[int, torch.Tensor], cid: int,
+def rejoin_cluster(config: Config, cluster_of: dict[int, int], signatures: dict[int, torch.Tensor], cid: int,
                    hello: ClientUpdate) -> tuple[int, dict[int, int], dict[int, torch.Tensor]]:
     """A client back with changed data joins its nearest cluster again (its old signature left out);
     with nobody else to compare with it stays where it was."""
     others_of, others = leave_cluster(cluster_of, signatures, cid)
     if not others:
         return cluster_of.get(cid, 0), cluster_of, {**signatures, cid: hello.extras["signature"].float()}
-    return join_cluster(others_of, others, cid, hello)
+    return join_cluster(config, others_of, others, cid, hello)
 
 
 def cluster_report(cluster_of: dict[int, int], num_clusters: int) -> dict:

@@ -168,7 +168,7 @@ class Genefl(Strategy):
 
     def rejoin(self, state: GeneflState, round: int, cid: int, hello: ClientUpdate) -> GeneflState:
         # its personal model stays; from now on it is sent (and uploads) its new cluster's learnGene
-        _, cluster_of, signatures = rejoin_cluster(state.cluster_of, state.signatures, cid, hello)
+        _, cluster_of, signatures = rejoin_cluster(self.config, state.cluster_of, state.signatures, cid, hello)
         return replace(state, cluster_of=cluster_of, signatures=signatures)
 
     def summary(self, state: GeneflState) -> dict:

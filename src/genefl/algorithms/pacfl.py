@@ -57,7 +57,7 @@ class PACFL(Strategy):
         return replace(state, cluster_of=cluster_of, signatures=signatures)
 
     def rejoin(self, state: ClusterModels, round: int, cid: int, hello: ClientUpdate) -> ClusterModels:
-        _, cluster_of, signatures = rejoin_cluster(state.cluster_of, state.signatures, cid, hello)
+        _, cluster_of, signatures = rejoin_cluster(self.config, state.cluster_of, state.signatures, cid, hello)
         return replace(state, cluster_of=cluster_of, signatures=signatures)
 
     def summary(self, state: ClusterModels) -> dict:
