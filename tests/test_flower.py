@@ -4,6 +4,7 @@ installed (the README's test command installs it, so CI runs these)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -24,6 +25,7 @@ from readme import tls_certificate_commands, tls_node_flags, tls_superlink_comma
 
 from genefl.config import load_config  # noqa: E402
 from genefl.data.scenario import build_scenario  # noqa: E402
+from genefl.population import trace_of  # noqa: E402
 from genefl.results import build_results  # noqa: E402
 from genefl.runtime.simulator import Simulator  # noqa: E402
 
@@ -176,43 +178,91 @@ def test_flower_ray_simulation_runs_genefl(tmp_path_factory, monkeypatch):
     assert doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"] == [["0"]] * len(doc["method_info"]["gene_layers"])
 
 
-def test_own_data_node_and_a_late_newcomer_node(tmp_path_factory):
-    """Node 2 joins with its own .npz file (the documented format); node 3, a newcomer, connects only
-    after round 1 and is welcomed the GENE-FL way (signature -> cluster -> learnGene only)."""
+# seed 29 samples 2 of the 3 training clients: client 2 in round 1, not in rounds 2 and 3 (with or
+# without the newcomer), so node 2, stopped after round 1, has no message pending when it goes
+NODES_COME_AND_GO = ["method=genefl", "rounds=5", "num_clients=3", "num_newcomers=1", "newcomer_rounds=[2]",
+                     "eval_every=5", "newcomer_epochs=2", "participation=0.6", "seed=29"]
+
+
+def wait_until(ready, what: str) -> None:
+    """Polls `ready()`; the 300 s limit is generous: it only matters when something is wrong."""
+    deadline = time.monotonic() + 300
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within 300 s")
+        time.sleep(0.2)
+
+
+def rounds_written(out) -> list[dict[str, str]]:
+    """rounds.csv's complete rows so far."""
+    text = (out / "rounds.csv").read_text() if (out / "rounds.csv").exists() else ""
+    return list(csv.DictReader(text[:text.rfind("\n") + 1].splitlines()))
+
+
+def test_nodes_that_arrive_leave_and_come_back_equal_the_simulator_on_their_trace(tmp_path_factory):
+    """Node 2 joins with its own .npz file (the documented format). The population is what the nodes
+    do: after round 1, node 2 is stopped (SIGTERM) and newcomer node 3 starts (an arrival, welcomed the GENE-FL way: signature -> cluster -> learnGene only); once a round
+    has run without node 2, it is restarted with its state-dir (a return, its personal model intact). results.json records who was unreachable
+    when; the simulator given that as a trace file samples the same clients each round and ends with
+    the same bytes, weights and accuracies."""
     fed = Federation(tmp_path_factory.mktemp("own"))
-    out = fed.root / "out"
-    overrides = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=1", "newcomer_rounds=[2]", "eval_every=3",
-                 "newcomer_epochs=2"]
-    config = load_config(None, overrides)
+    out, states = fed.root / "out", fed.root / "node-states"
+    config = load_config(None, NODES_COME_AND_GO)
     own = build_scenario(config).clients[2]
     data_file = fed.root / "client2.npz"
     np.savez(data_file, x_train=own.x_train.numpy(), y_train=own.y_train.numpy(), x_test=own.x_test.numpy(),
              y_test=own.y_test.numpy())
+    problems = []
+
+    def nodes_come_and_go():
+        try:
+            # after round 1: the server has node 2's update (a node that goes before the ServerApp pulls
+            # its reply loses it: Flower drops the replies of a node that has left)
+            wait_until(lambda: len(rounds_written(out)) >= 1, "round 1")
+            fed.kill_node(2)  # SIGTERM: the SuperNode deactivates itself at the SuperLink
+            fed.start_node(3, 4)
+            wait_until(lambda: any(int(r["online"]) < int(r["present"]) for r in rounds_written(out)),
+                       "a round without node 2")
+            fed.start_node(2, data_file=str(data_file), state_dir=str(states))
+        except Exception as exc:  # reported by the test's own thread
+            problems.append(repr(exc))
     try:
         fed.start_superlink()
         fed.start_node(0, 4)
         fed.start_node(1, 4)
-        fed.start_node(2, data_file=str(data_file))
-
-        def late_newcomer():
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                rounds = out / "rounds.csv"
-                if rounds.exists() and len(rounds.read_text().splitlines()) >= 2:
-                    fed.start_node(3, 4)
-                    return
-                time.sleep(0.5)
-        thread = threading.Thread(target=late_newcomer, daemon=True)
+        fed.start_node(2, data_file=str(data_file), state_dir=str(states))
+        thread = threading.Thread(target=nodes_come_and_go, daemon=True)
         thread.start()
-        proc = fed.run(run_config(overrides, out))
+        proc = fed.run(run_config(NODES_COME_AND_GO, out), timeout=900)  # 5 rounds took 7 min at load 10 on 2 cores
         thread.join(timeout=5)
     finally:
         fed.stop()
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0 and not problems, problems + [proc.stdout[-3000:] + proc.stderr[-3000:]]
     doc = json.loads((out / "results.json").read_text())
-    assert [r["participants"] for r in doc["rounds"]][0] == 3  # node 2 trained on its own file
-    assert len(doc["newcomers"]) == 1
-    newcomer = doc["newcomers"][0]
+    assert 2 in [int(p.name.rsplit("client", 1)[1]) for p in states.iterdir()]
+    assert all(r["dropped"] == 0 for r in doc["rounds"]), [r.get("notes") for r in doc["rounds"]]  # nobody lost mid-round
+    population = doc["population"]
+    (away,) = [u for u in population["unreachable"] if u["client"] == 2]
+    assert population["returns"] == [{"client": 2, "left": away["rounds"][0], "back": away["rounds"][-1] + 1,
+                                      "drift": "none", "signature_round": None}], "node 2 was not back by the last round"
+    assert population["departures"] == [] and [u["client"] for u in population["unreachable"]] == [2]
+    (newcomer,) = doc["newcomers"]
     assert newcomer["id"] == 3 and newcomer["arrival_round"] >= 2 and newcomer["init"] == "learngene"
+    assert population["arrivals"] == [{"client": 3, "round": newcomer["arrival_round"]}]
     assert 0 < newcomer["init_bytes"] < doc["summary"]["model_bytes"] and len(newcomer["acc_by_epoch"]) == 2
     assert doc["method_info"]["cluster_of"]["3"] == newcomer["cluster"]
+    # the simulator, told when each client could be reached, does what the nodes did
+    trace = fed.root / "trace.csv"
+    trace.write_text(trace_of(population, 3, 5))
+    sim_doc, sim_weights = simulate(NODES_COME_AND_GO + ["population.availability=trace", f"population.trace_file={trace}"])
+    per_round = ("participants", "online", "present", "bytes_up", "bytes_down")
+    assert [[r[k] for k in per_round] for r in doc["rounds"]] == [[r[k] for k in per_round] for r in sim_doc["rounds"]]
+    assert doc["rounds"][0]["participants"] == 2 and doc["rounds"][-1]["online"] == 4  # node 2 trained on its own file
+    for key in ("bytes_up", "bytes_down", "bytes_total", "bytes_eval"):
+        assert doc["summary"][key] == sim_doc["summary"][key], key
+    assert sim_doc["newcomers"][0]["arrival_round"] == newcomer["arrival_round"]
+    flower_weights = torch.load(out / "weights.pt")
+    assert flower_weights.keys() == sim_weights.keys() and sim_weights
+    for name, value in sim_weights.items():
+        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+    assert doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)

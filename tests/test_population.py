@@ -18,7 +18,7 @@ from genefl.config import Config, load_config
 from genefl.data.scenario import arrival_rounds, build_scenario
 from genefl.errors import ConfigError
 from genefl.messages import ClientUpdate
-from genefl.population import make_plan, refuse_in_flower, return_windows
+from genefl.population import Population, make_plan, refuse_in_flower, return_windows, spans_of, trace_of
 from genefl.results import build_results
 from genefl.runtime.assembly import assemble
 from genefl.runtime.simulator import Simulator
@@ -50,7 +50,7 @@ def test_the_defaults_are_a_static_population():
     assert [(r.online, r.present, r.departed, len(r.participants)) for r in result.rounds] == [(6, 6, 0, 6), (7, 7, 0, 7),
                                                                                               (8, 8, 0, 8)]
     assert doc["population"] == {"arrivals": [{"client": 6, "round": 2}, {"client": 7, "round": 3}], "not_arrived": [],
-                                 "departures": [], "returns": []}
+                                 "departures": [], "returns": [], "unreachable": []}
 
 
 def test_poisson_arrivals_are_seeded_and_those_after_the_last_round_never_arrive():
@@ -277,9 +277,9 @@ def test_states_drop_a_client(tmp_path):
         assert [c for c, _ in states.items()] == [2] and states.open(1) == {}
 
 
-def test_flower_refuses_what_its_nodes_cannot_do_yet():
+def test_flower_refuses_the_simulators_shares_of_departures_and_returns():
     for key in ("departures=0.2", "returns=0.2"):
-        with pytest.raises(ConfigError, match=f"population.{key.split('=')[0]}: not supported by the Flower runtime yet"):
+        with pytest.raises(ConfigError, match=f"population.{key.split('=')[0]}: simulator only; on Flower"):
             refuse_in_flower(load_config(None, [f"population.{key}"]))
     refuse_in_flower(load_config(None, ["population.arrivals=poisson", "population.availability=diurnal",
                                         "population.eval_sample=2"]))  # the round loop's alone
@@ -317,3 +317,19 @@ def test_a_run_killed_mid_population_and_resumed_equals_the_uninterrupted_run(tm
     assert strip_times(json.loads((out / "results.json").read_text())) == want
     rows = (out / "rounds.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_unreachable_nodes_are_returns_and_departures_and_a_trace():
+    """What a Flower run records when nodes stop: client 2's node down in rounds 3-4 (a return at 5),
+    newcomer 3 arrived at 3 and down in round 6, the last (a departure from 6)."""
+    config = load_config(None, ["rounds=6", "num_clients=3", "num_newcomers=1", "newcomer_rounds=[2]"])
+    population = Population(config, arrival_rounds(config))
+    population.note(3, 3, "arrived")
+    for round, cid in ((3, 2), (4, 2), (6, 3)):
+        population.note(round, cid, "unreachable")
+    record = population.record()
+    assert record["returns"] == [{"client": 2, "left": 3, "back": 5, "drift": "none", "signature_round": None}]
+    assert record["departures"] == [{"client": 3, "round": 6, "arrived": True}]
+    assert record["unreachable"] == [{"client": 2, "rounds": [3, 4]}, {"client": 3, "rounds": [6]}]
+    assert trace_of(record, 3, 6) == "client,online_from,online_until\n0,1,6\n1,1,6\n2,1,2\n2,5,6\n3,3,5\n"
+    assert spans_of([7, 3, 4]) == [(3, 4), (7, 7)] and spans_of([]) == []

@@ -38,6 +38,14 @@ The choices, each kept simple:
   evaluation is measurement, not protocol.
 - Stage 0 (signatures before round 1) is enrolment: every training client takes part in it, online
   or not.
+- on Flower, the nodes themselves: a present client whose SuperNode is not connected at the start of
+  a round (the transport's `available()`) is "unreachable" that round: not sampled, not evaluated.
+  A node that is stopped and restarted (with its `state-dir`, its personal state intact) simply takes
+  part again: results.json lists it under `returns` (drift "none"); one not connected in the last
+  round is listed under `departures`, from the first round of that absence (a run cannot tell a node
+  that left for good from one that would have come back later; the method is not told). A newcomer
+  node that connects late arrives as any newcomer does. `trace_of` turns a run's record into a
+  `trace_file` with which the simulator (`availability = "trace"`) samples exactly the same clients.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from . import rng
 from .errors import ConfigError, DataError
 from .paths import checked, shown
 
-EVENTS = ("arrived", "departed", "away", "back", "signature")  # what `Population.events` records
+EVENTS = ("arrived", "departed", "away", "back", "signature", "unreachable")  # what `Population.events` records
 TRACE_HEADER = ["client", "online_from", "online_until"]
 MAX_TRACE_BYTES = 64 << 20  # a million clients' windows fit; /dev/zero does not
 
@@ -247,6 +255,12 @@ class Population:
         def rounds_of(event: str) -> dict[int, int]:
             return {e["client"]: e["round"] for e in self.events if e["event"] == event}
 
+        unreachable = defaultdict(list)
+        for e in self.events:
+            if e["event"] == "unreachable":
+                unreachable[e["client"]].append(e["round"])
+        absences = {cid: spans_of(rounds) for cid, rounds in unreachable.items()}  # (first, last) rounds
+
         arrived, away, back, signed = rounds_of("arrived"), rounds_of("away"), rounds_of("back"), rounds_of("signature")
         c = self.config
         drift = {cid: c.population.drift if cid in self.plan.drifted else "none" for cid in away}
@@ -254,10 +268,40 @@ class Population:
             "arrivals": [{"client": cid, "round": r} for cid, r in sorted(arrived.items())],
             "not_arrived": sorted(set(range(c.num_clients, c.num_clients + c.num_newcomers)) - set(arrived)),
             "departures": [{"client": cid, "round": r, "arrived": cid < c.num_clients or cid in arrived}
-                           for cid, r in rounds_of("departed").items()],
+                           for cid, r in rounds_of("departed").items()]
+            + [{"client": cid, "round": spans[-1][0], "arrived": True} for cid, spans in sorted(absences.items())
+               if spans[-1][1] == c.rounds],
             "returns": [{"client": cid, "left": r, "back": back.get(cid), "drift": drift[cid], "signature_round": signed.get(cid)}
-                        for cid, r in sorted(away.items())],
+                        for cid, r in sorted(away.items())]
+            + [{"client": cid, "left": first, "back": last + 1, "drift": "none", "signature_round": None}
+               for cid, spans in sorted(absences.items()) for first, last in spans if last < c.rounds],
+            "unreachable": [{"client": cid, "rounds": rounds} for cid, rounds in sorted(unreachable.items())],
         }
+
+
+def spans_of(rounds: list[int]) -> list[tuple[int, int]]:
+    """Rounds as (first, last) spans of consecutive ones: [3, 4, 7] -> [(3, 4), (7, 7)]."""
+    spans: list[tuple[int, int]] = []
+    for r in sorted(rounds):
+        if spans and spans[-1][1] == r - 1:
+            spans[-1] = (spans[-1][0], r)
+        else:
+            spans.append((r, r))
+    return spans
+
+
+def trace_of(record: dict[str, Any], num_clients: int, rounds: int) -> str:
+    """A `trace_file` (CSV) from a run's `population` record: every training client and every newcomer
+    from its arrival round, online in each round but those it was unreachable. Run the simulator with
+    it (`availability = "trace"`, the same arrivals settings) to sample exactly the clients a Flower
+    run sampled, when every training node was connected at the start."""
+    start = {cid: 1 for cid in range(num_clients)} | {a["client"]: a["round"] for a in record["arrivals"]}
+    gone = {u["client"]: set(u["rounds"]) for u in record.get("unreachable", [])}
+    lines = [",".join(TRACE_HEADER)]
+    for cid, first in sorted(start.items()):
+        online = [r for r in range(first, rounds + 1) if r not in gone.get(cid, ())]
+        lines += [f"{cid},{a},{b}" for a, b in spans_of(online)]
+    return "\n".join(lines) + "\n"
 
 
 def check(config) -> None:
@@ -289,10 +333,11 @@ def check(config) -> None:
 
 
 def refuse_in_flower(config) -> None:
-    """The Flower runtime cannot yet tell a SuperNode to drop a departed client's state, nor give a
-    returning client its changed data (the nodes' side of join and leave is a later task): refuse
-    those settings in one line rather than ignore them. Arrivals, availability and `eval_sample` are
-    the round loop's alone and apply in Flower as in the simulator."""
+    """On Flower, departures and returns are what the nodes do (a SuperNode stopped for good, or stopped
+    and restarted; see the module doc), so the simulator's drawn shares of them (and the drift and
+    reclustering that go with returns) are refused in one line rather than ignored. Arrivals,
+    availability and `eval_sample` are the round loop's alone and apply in Flower as in the simulator."""
     for key in ("departures", "returns"):
         if getattr(config.population, key) > 0:
-            raise ConfigError(f"population.{key}: not supported by the Flower runtime yet; run it with genefl run")
+            raise ConfigError(f"population.{key}: simulator only; on Flower, departures and returns are the "
+                              "SuperNodes that stop, or stop and restart (run the share with genefl run)")

@@ -5,7 +5,7 @@ results.json: {method, dataset, seed, summary{acc_clients, acc_newcomers_first_e
 acc_newcomers_last_epoch, bytes_up, bytes_down, bytes_total, bytes_eval, bytes_newcomer_init_mean,
 model_bytes, wall_s, ...}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
 newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, ...}], method_info{...},
-population{arrivals, not_arrived, departures, returns}}. Accuracies are fractions in [0, 1];
+population{arrivals, not_arrived, departures, returns, unreachable}}. Accuracies are fractions in [0, 1];
 `acc_clients` is the mean over the training clients evaluated in the last evaluated round (those
 present: `genefl.population`); newcomer accuracies are means over newcomers. Each round also counts
 the clients `online`, `present` and `departed` by then.

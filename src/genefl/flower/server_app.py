@@ -4,7 +4,9 @@ through Flower messages instead of in-process calls.
 Nodes are keyed by their partition id (asked once with `query.identify`), never by Flower's random
 node ids. A node that errors, disappears or misses `flower.round_timeout` is dropped from that round
 and the run goes on; a reply that is malformed (undecodable, wrong keys, shapes, dtypes, NaN/inf) is
-rejected and never aggregated. Both are recorded in results.json (`rounds[].notes`).
+rejected and never aggregated. Both are recorded in results.json (`rounds[].notes`). A node not
+connected when a round starts is not sampled that round: one stopped and restarted is a return, one
+stopped for good a departure, one started late a newcomer's arrival (`genefl.population`).
 
 Like `genefl run`, the ServerApp checkpoints the loop every `checkpoint_every` rounds (to
 `flower.out/checkpoint.pt`); a new `flwr run` with `flower.resume = true` and the same config
@@ -72,8 +74,11 @@ class FlowerClients:
             time.sleep(1.0)
 
     def available(self, ids: list[int]) -> list[int]:
+        """The ids whose SuperNode is connected now (a restarted node, under its new Flower node id,
+        is identified again here)."""
         self.discover()
-        return [c for c in ids if c in self.node_of]
+        online = set(self.grid.get_node_ids())
+        return [c for c in ids if self.node_of.get(c) in online]
 
     def _exchange(self, message_type: str, round: int, payloads: dict[int, Broadcast]) -> dict[int, ClientUpdate]:
         """Send each client its payload; decoded replies by client id (failures recorded)."""
@@ -129,7 +134,7 @@ class FlowerClients:
                              float(backdoor) if backdoor is not None else None)
 
     def depart(self, round: int, cid: int) -> None:
-        raise GeneflError("population.departures: not supported by the Flower runtime yet")  # refused at start
+        raise GeneflError("population.departures: simulator only")  # refused at start: on Flower, nodes leave
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         replies = self._exchange("evaluate", round, broadcasts).items()
@@ -155,7 +160,7 @@ BACKDOOR_FIELD = {"backdoor": (accuracy_value, "a share in [0, 1]")}
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(dict(context.run_config))
-    refuse_in_flower(config)  # departures and returns need the nodes' side, a later task
+    refuse_in_flower(config)  # on Flower, departures and returns are what the nodes do
     shape, classes = SHAPES[config.dataset]
     parts = assemble(config, shape, classes)
     strategy = parts.strategy()

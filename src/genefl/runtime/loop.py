@@ -35,6 +35,8 @@ class Transport(Protocol):
 
     failures: dict[int, str]
 
+    # `available`: the ids that can be reached now (a connected SuperNode); the others are not sampled,
+    # nor evaluated, that round, and are recorded as "unreachable" (`genefl.population`)
     def available(self, ids: list[int]) -> list[int]: ...
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]: ...
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
@@ -240,7 +242,11 @@ class RoundLoop:
         state = self._membership(state, t, active, waiting)
         state = self._arrivals(state, t, active, waiting)
         present = self.population.present(active)
-        online = self.population.reachable(t, present)
+        connected = set(self.transport.available(present))  # a Flower node that is up; the simulator: all
+        for cid in present:
+            if cid not in connected:
+                self.population.note(t, cid, "unreachable")
+        online = [c for c in self.population.reachable(t, present) if c in connected]
         participants, dropped = sample_clients(self.config, t, present, online)
         for cid in dropped:  # sampled, downloaded, never reported back
             self.ledger.record(t, cid, "down", "train", self.wire.outgoing(self.strategy.configure_train(state, t, cid), t, cid))
@@ -277,6 +283,7 @@ class RoundLoop:
         return state, report
 
     def _evaluate(self, state: Any, t: int, clients: list[int]) -> dict[int, dict[str, float]]:
+        clients = self.transport.available(clients)  # no message to a Flower node that is down
         broadcasts = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in clients}  # never by seed
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
