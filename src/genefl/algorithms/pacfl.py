@@ -11,12 +11,12 @@ import torch
 
 from ..messages import Broadcast, ClientUpdate
 from .base import ClientEnv, Strategy, Updates
-from .clustered import cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
+from .clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 from .fedavg import FedAvgClient
 
 
 @dataclass(frozen=True)
-class ClusterModels:
+class ClusterModels(PacksSignatures):
     cluster_of: dict[int, int]
     signatures: dict[int, torch.Tensor]
     models: list[dict[str, torch.Tensor]]  # per cluster
