@@ -68,6 +68,28 @@ def checked(what: str, path: str | os.PathLike, error: type[GeneflError] = Confi
         raise error(f"{what} {shown(os.fspath(path))}: cannot expand {shown(head)} (no such user or home folder)") from None
 
 
+def read_small_text(what: str, path: str | os.PathLike, limit: int, error: type[GeneflError],
+                    too_large: str = "") -> list[str]:
+    """The lines of a small text file a user named (checksums, a trace): a missing, unreadable,
+    oversized (read no further than `limit` bytes: /dev/zero is a "file") or non-UTF-8 one is one
+    `error` line that starts with `what` and the path."""
+    path = checked(what, path, error)
+    where = f"{what} {shown(str(path))}"
+    try:
+        if not path.is_file():
+            raise error(f"{where}: " + ("is not a regular file" if path.exists() else "no such file"))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise error(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise error(f"{where}: larger than {limit} bytes{too_large}")
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise error(f"{where}: not UTF-8 text") from None
+
+
 def file_in_the_way(path: Path) -> Path | None:
     """The first of `path` and its parents that exists but is not a folder."""
     for parent in [path, *path.parents]:

@@ -61,7 +61,7 @@ import torch
 
 from . import rng
 from .errors import ConfigError, DataError
-from .paths import checked, shown
+from .paths import read_small_text, shown
 
 EVENTS = ("arrived", "departed", "away", "back", "signature", "unreachable")  # what `Population.events` records
 TRACE_HEADER = ["client", "online_from", "online_until"]
@@ -77,20 +77,7 @@ def read_trace(path: str, num_ids: int) -> dict[int, list[tuple[int, int]]]:
     """`trace_file` as client id -> its online windows (first round, last round); a bad file is one
     DataError naming its line."""
     where = f"population.trace_file {shown(str(path))}"
-    file = checked("population.trace_file", path, DataError)
-    try:
-        if not file.is_file():
-            raise DataError(f"{where}: " + ("is not a regular file" if file.exists() else "no such file"))
-        with open(file, "rb") as f:
-            data = f.read(MAX_TRACE_BYTES + 1)
-    except OSError as exc:
-        raise DataError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    if len(data) > MAX_TRACE_BYTES:
-        raise DataError(f"{where}: larger than {MAX_TRACE_BYTES} bytes")
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{where}: not UTF-8 text") from None
+    lines = read_small_text("population.trace_file", path, MAX_TRACE_BYTES, DataError)
     if not lines or [cell.strip() for cell in lines[0].split(",")] != TRACE_HEADER:
         raise DataError(f"{where}, line 1: expected the header '{','.join(TRACE_HEADER)}'")
     windows: dict[int, list[tuple[int, int]]] = {}

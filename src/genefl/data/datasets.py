@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..paths import checked, shown
+from ..paths import checked, read_small_text, shown
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic")
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -297,20 +297,7 @@ MAX_CHECKSUM_BYTES = 1 << 20  # a checksum file is a few lines; this refuses /de
 
 def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
     """An md5sum-format file (`<md5>  <path relative to data_dir>` per line) as {path: md5}."""
-    path = checked("checksum_file", path, DataError)
-    try:
-        if not path.is_file():
-            raise DataError(f"checksum_file {shown(str(path))}: " + ("is not a regular file" if path.exists() else "no such file"))
-        with open(path, "rb") as f:
-            data = f.read(MAX_CHECKSUM_BYTES + 1)
-    except OSError as exc:
-        raise DataError(f"checksum_file {shown(str(path))}: cannot read it ({exc.strerror or exc})") from None
-    if len(data) > MAX_CHECKSUM_BYTES:
-        raise DataError(f"checksum_file {shown(str(path))}: larger than {MAX_CHECKSUM_BYTES} bytes (not a checksum file)")
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"checksum_file {shown(str(path))}: not UTF-8 text") from None
+    lines = read_small_text("checksum_file", path, MAX_CHECKSUM_BYTES, DataError, " (not a checksum file)")
     table = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
