@@ -508,18 +508,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     path = paths.checked("--config", path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} is not a regular file")
+    text = paths.read_small_text("config file", path, MAX_CONFIG_BYTES, ConfigError)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ConfigError(f"config file {path}: values nested too deeply") from None

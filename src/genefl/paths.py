@@ -69,8 +69,8 @@ def checked(what: str, path: str | os.PathLike, error: type[GeneflError] = Confi
 
 
 def read_small_text(what: str, path: str | os.PathLike, limit: int, error: type[GeneflError],
-                    too_large: str = "") -> list[str]:
-    """The lines of a small text file a user named (checksums, a trace): a missing, unreadable,
+                    too_large: str = "") -> str:
+    """The text of a small file a user named (a config, checksums, a trace): a missing, unreadable,
     oversized (read no further than `limit` bytes: /dev/zero is a "file") or non-UTF-8 one is one
     `error` line that starts with `what` and the path."""
     path = checked(what, path, error)
@@ -85,7 +85,7 @@ def read_small_text(what: str, path: str | os.PathLike, limit: int, error: type[
     if len(data) > limit:
         raise error(f"{where}: larger than {limit} bytes{too_large}")
     try:
-        return data.decode("utf-8").splitlines()
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise error(f"{where}: not UTF-8 text") from None
 

@@ -77,7 +77,7 @@ def read_trace(path: str, num_ids: int) -> dict[int, list[tuple[int, int]]]:
     """`trace_file` as client id -> its online windows (first round, last round); a bad file is one
     DataError naming its line."""
     where = f"population.trace_file {shown(str(path))}"
-    lines = read_small_text("population.trace_file", path, MAX_TRACE_BYTES, DataError)
+    lines = read_small_text("population.trace_file", path, MAX_TRACE_BYTES, DataError).splitlines()
     if not lines or [cell.strip() for cell in lines[0].split(",")] != TRACE_HEADER:
         raise DataError(f"{where}, line 1: expected the header '{','.join(TRACE_HEADER)}'")
     windows: dict[int, list[tuple[int, int]]] = {}

@@ -297,7 +297,7 @@ MAX_CHECKSUM_BYTES = 1 << 20  # a checksum file is a few lines; this refuses /de
 
 def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
     """An md5sum-format file (`<md5>  <path relative to data_dir>` per line) as {path: md5}."""
-    lines = read_small_text("checksum_file", path, MAX_CHECKSUM_BYTES, DataError, " (not a checksum file)")
+    lines = read_small_text("checksum_file", path, MAX_CHECKSUM_BYTES, DataError, " (not a checksum file)").splitlines()
     table = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
