@@ -84,7 +84,6 @@ class Genefl(Strategy):
     def __init__(self, config, layers, initial):
         super().__init__(config, layers, initial)
         check_budget(config, layers)  # fail before any training, naming the smallest layer
-        self.select([0.0] * len(layers), generator(config.seed, "budget-check"))
 
     @property
     def needs_signatures(self) -> bool:

@@ -23,7 +23,7 @@ from ..errors import GeneflError
 from ..ledger import Ledger
 from ..messages import Broadcast, ClientUpdate
 from ..newcomer import NewcomerCurve
-from ..population import Population
+from ..population import Population, share
 from .events import Callback, NewcomerReport, RoundReport
 from .checkpoint import check_snapshot
 from .wire import Wire
@@ -64,7 +64,7 @@ def sample_clients(config: Config, round: int, present: list[int],
     """(clients that take part and report, clients that were sampled but drop out), both sorted. The
     cohort is `participation` of the clients present, drawn among those `online` (default: all of
     them), and no larger than their number."""
-    k = max(1, int(config.participation * len(present) + 0.5))
+    k = max(1, share(config.participation, len(present)))
     pool = present if online is None else online
     order = torch.randperm(len(pool), generator=rng.generator(config.seed, "sample", round))
     chosen = sorted(pool[i] for i in order[:k].tolist())
