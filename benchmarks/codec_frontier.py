@@ -37,6 +37,7 @@ VARIANTS = {
     "genefl_int8": ["method=genefl", "codec.up=int8", "codec.down=int8", *CODEC8],
     "genefl_int4": ["method=genefl", "codec.up=int4", "codec.down=int4", *CODEC8],
     "genefl_int2": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8],
+    "genefl_int2_both": ["method=genefl", "codec.up=int2", "codec.down=int2", *CODEC8],
     "genefl_int2_seed": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8, "first_contact=seed"],
     "flearngene": ["method=flearngene"],
     "fedper": ["method=fedper"],
