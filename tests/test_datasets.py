@@ -42,6 +42,24 @@ def test_digits_is_embedded_and_split_deterministically():
     assert torch.equal(load_dataset("digits", None).y_test, d.y_test)
 
 
+def test_digits_are_scikit_learns_stratified_split_in_its_order():
+    """The stored split order is scikit-learn's train_test_split(test_size=0.2, random_state=0,
+    stratify=y), image for image and in the same order."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from genefl.data.datasets import load_digits_dataset
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(digits.target)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+    mean, std = x_train.mean(), x_train.std()
+    d = load_digits_dataset()
+    assert torch.equal(d.x_train, (x_train - mean) / std) and torch.equal(d.x_test, (x_test - mean) / std)
+    assert torch.equal(d.y_train, y_train) and torch.equal(d.y_test, y_test)
+
+
 def test_idx_files_load_with_checksums(tmp_path):
     sums = write_mnist(tmp_path)
     d = load_dataset("mnist", tmp_path, checksums=sums)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import importlib.util
 import math
 import os
 import re
@@ -280,14 +281,27 @@ def extract_tar(archive: Path, root: Path) -> None:
         raise DataError(f"unreadable archive {archive}: {exc}") from None
 
 
-def load_digits_dataset() -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+DIGITS_TRAIN = 1437  # of digits_split.npy's 1,797 indices, the first 1,437 are the training split
 
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(digits.target, dtype=torch.int64)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+
+def load_digits_dataset() -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images), split 80/20 as
+    `train_test_split(test_size=0.2, random_state=0, stratify=y)` splits them.
+
+    The images are read from scikit-learn's own data file and put in that split's order, stored in
+    digits_split.npy (tests/test_datasets.py checks it against scikit-learn): importing scikit-learn
+    costs a process about 2 s, and every Flower ClientApp message is a new process that loads its data.
+    """
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    bundled = Path(folders[0] if folders else "") / "datasets" / "data" / "digits.csv.gz"
+    if not bundled.is_file():
+        raise DataError("dataset 'digits' needs scikit-learn's bundled digits.csv.gz (pip install scikit-learn)")
+    table = np.loadtxt(bundled, delimiter=",", dtype=np.float32)
+    order = np.load(Path(__file__).with_name("digits_split.npy")).astype(np.int64)
+    x = torch.from_numpy(table[order, :-1]).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(table[order, -1].astype(np.int64))
+    x_train, x_test, y_train, y_test = x[:DIGITS_TRAIN], x[DIGITS_TRAIN:], y[:DIGITS_TRAIN], y[DIGITS_TRAIN:]
     mean, std = x_train.mean(), x_train.std()
     return Dataset("digits", (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, 10)
 
