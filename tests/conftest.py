@@ -42,3 +42,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys):
+    """`genefl ARGS...` run by the CLI's own main() in this process: (exit status, stdout, stderr).
+    For tests whose subject is not the process itself (a few tests start real processes for that)."""
+    from genefl.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

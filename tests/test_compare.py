@@ -52,17 +52,17 @@ def test_compare_writes_runs_tables_and_plots(tmp_path):
     assert all(is_png(out / name) for name in PNGS) and (out / "summary.csv").exists()
 
 
-def test_plot_survives_null_accuracies_and_rejects_an_empty_folder(tmp_path):
+def test_plot_survives_null_accuracies_and_rejects_an_empty_folder(tmp_path, cli):
     out = tmp_path / "cmp"
-    assert genefl("compare", *TINY, "--methods", "fedavg", "--out", str(out)).returncode == 0
+    assert cli("compare", *TINY, "--methods", "fedavg", "--out", str(out))[0] == 0
     path = out / "fedavg" / "seed0" / "results.json"
     doc = json.loads(path.read_text())
     doc["newcomers"][0]["acc_by_epoch"][0] = None  # what an empty test split leaves
     path.write_text(json.dumps(doc))
-    proc = genefl("plot", str(out))
-    assert proc.returncode == 0, proc.stderr
-    proc = genefl("plot", str(tmp_path / "nothing"))
-    assert proc.returncode == 2 and "no results found" in proc.stderr and proc.stderr.count("\n") == 1
+    code, _, err = cli("plot", str(out))
+    assert code == 0, err
+    code, _, err = cli("plot", str(tmp_path / "nothing"))
+    assert code == 2 and "no results found" in err and err.count("\n") == 1
 
 
 def test_a_variant_with_its_own_dataset_trains_on_it_whatever_the_jobs(tmp_path, shared_data):

@@ -198,18 +198,17 @@ def test_a_compressed_run_sends_fewer_bytes_and_reproduces(method):
     assert packed["summary"]["acc_clients"] > 0.3  # still learns
 
 
-def test_killed_compressed_run_resumes_to_the_identical_result(tmp_path):
-    """Error feedback's residuals live in the client store: a run killed mid-round and resumed must
-    end exactly as the uninterrupted one."""
-    from test_cli import genefl
+def test_killed_compressed_run_resumes_to_the_identical_result(tmp_path, cli):
+    """Error feedback's residuals live in the client store: a run killed mid-round (a real process,
+    SIGKILLed) and resumed must end exactly as the uninterrupted one."""
     from test_resume import TINY, killed_run
 
     args = ["--set", "method=fedavg"] + [a for item in CODEC_RUN for a in ("--set", item)]
-    assert genefl("run", *TINY, *args, "--out", str(tmp_path / "whole")).returncode == 0
+    assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     out = tmp_path / "killed"
     assert killed_run(out, "round:3", *args).returncode == -9
-    assert genefl("run", "--resume", str(out)).returncode == 0
+    assert cli("run", "--resume", str(out))[0] == 0
     assert strip_times(json.loads((out / "results.json").read_text())) == want
 
 

@@ -79,3 +79,19 @@ def test_explicit_newcomer_rounds_are_validated():
         arrival_rounds(load_config(None, ["num_newcomers=2", "newcomer_rounds=[3]"]))
     with pytest.raises(ConfigError, match="after the last round"):
         arrival_rounds(load_config(None, ["num_newcomers=1", "newcomer_rounds=[30]", "rounds=5"]))
+
+
+def test_test_subset_hands_out_only_its_subset_and_changes_no_training_split():
+    from genefl.data.datasets import load_dataset
+
+    digits = load_dataset("digits", None)
+    whole = partition_indices(load_config(None, ["num_clients=4", "num_newcomers=1"]), digits)
+    sub = partition_indices(load_config(None, ["num_clients=4", "num_newcomers=1", "test_subset=100"]), digits)
+    assert all(np.array_equal(a, b) for a, b in zip(whole[0], sub[0]))  # training splits untouched
+    check_disjoint_cover(sub[1], 0, full=False)
+    handed = np.concatenate(sub[1])
+    assert 90 <= len(handed) <= 110 < len(np.concatenate(whole[1]))  # about 100 of the 360 test images
+    counts = np.bincount(digits.y_test.numpy()[handed], minlength=10)
+    assert counts.min() >= 7 and counts.max() <= 13  # stratified: about 10 per class
+    again = partition_indices(load_config(None, ["num_clients=4", "num_newcomers=1", "test_subset=100"]), digits)
+    assert all(np.array_equal(a, b) for a, b in zip(sub[1], again[1]))

@@ -1,7 +1,8 @@
 """Every README example runs: the Python blocks as written (the test supplies the arrays and the
 `my_package` they assume), and every `genefl ...` command line, shortened to one round on a few
-clients and one seed (appended `--set` options, `--seeds 0`) so that the suite stays fast: what is
-checked is that each documented command, flag and config file works."""
+clients and one seed (appended `--set` options, `--seeds 0`; a comparison of all methods runs two
+of them) so that the suite stays fast: what is checked is that each documented command, flag and
+config file works."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from conftest import REPO, SHARED_DATA
 from readme import cli_examples, python_example, write_own_packages
 
 SHRINK = ["--set", "rounds=1", "--set", "num_clients=3", "--set", "num_newcomers=1", "--set", "newcomer_epochs=1"]
-FILE_DATA = ["--set", "train_subset=1500", "--set", "min_samples=20"]  # the MNIST / Fashion-MNIST configs
+FILE_DATA = ["--set", "train_subset=800", "--set", "test_subset=500", "--set", "min_samples=20"]  # the MNIST / Fashion-MNIST configs
 
 
 @pytest.fixture
@@ -81,6 +82,8 @@ def test_every_cli_example_runs(line, tmp_path):
                         "--out", args[2]], cwd=tmp_path, check=True, capture_output=True)
     else:
         args += SHRINK + (FILE_DATA if uses_files else []) + (["--replicates", "1"] if args[1] == "newcomers" else [])
+        if args[1] == "compare" and "--methods" not in args:  # every method runs in tests of its own
+            args += ["--methods", "genefl,fedavg"]
     env = {**os.environ, "GENEFL_DATA": str(SHARED_DATA)}
     proc = subprocess.run([sys.executable, "-m", "genefl.cli", *args[1:]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from test_cli import genefl, strip_times
+from test_cli import strip_times
 
 # newcomers arrive in rounds 2 and 3 (4 rounds, 2 newcomers)
 TINY = ["--set", "rounds=4", "--set", "num_clients=4", "--set", "num_newcomers=2", "--set", "newcomer_epochs=1"]
@@ -30,9 +30,13 @@ def killed_run(out, fault: str, *args) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("method, faults", [("genefl", ("round:3", "newcomer:3", "checkpoint:2")),
                                             ("scaffold", ("round:3", "newcomer:3", "checkpoint:2")),
                                             ("fedavg", ("round:3",)), ("fedadam", ("round:3",))])
-def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, method, faults):
+def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, capsys, method, faults):
+    """The killed runs are real processes; the uninterrupted run and the resumes run `genefl run` in
+    this process (the same code path, without a process start each)."""
+    from genefl.cli import main
+
     args = ["--set", f"method={method}"]
-    assert genefl("run", *TINY, *args, "--out", str(tmp_path / "whole")).returncode == 0
+    assert main(["run", *TINY, *args, "--out", str(tmp_path / "whole")]) == 0
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     assert not (tmp_path / "whole" / "checkpoint.pt").exists()  # removed once the run is complete
     for fault in faults:
@@ -40,25 +44,27 @@ def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, method, faul
         proc = killed_run(out, fault, *args)
         assert proc.returncode == -9, proc.stderr  # it really died by SIGKILL
         assert not (out / "results.json").exists() and (out / "checkpoint.pt").exists()
-        resumed = genefl("run", "--resume", str(out))
-        assert resumed.returncode == 0, resumed.stderr
+        code, err = resume_here(capsys, out)
+        assert code == 0, err
         got = strip_times(json.loads((out / "results.json").read_text()))
         assert got == want, fault
         rows = (out / "rounds.csv").read_text().splitlines()
         assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]  # no round twice, none missing
 
 
-def test_resume_refuses_a_finished_run_and_extra_arguments(tmp_path):
+def test_resume_refuses_a_finished_run_and_extra_arguments(tmp_path, capsys):
+    from genefl.cli import main
+
     out = tmp_path / "r"
-    assert genefl("run", *TINY, "--set", "method=fedavg", "--out", str(out)).returncode == 0
-    proc = genefl("run", "--resume", str(out))
-    assert proc.returncode == 2 and "already finished" in proc.stderr
-    proc = genefl("run", "--resume", str(out), "--set", "rounds=9")
-    assert proc.returncode == 2 and "takes no --config, --set" in proc.stderr
-    proc = genefl("run", "--resume", str(tmp_path / "nothing"))
-    assert proc.returncode == 2 and "no config.toml" in proc.stderr
-    proc = genefl("run", *TINY, "--out", str(out))
-    assert proc.returncode == 2 and "--resume" in proc.stderr and "--force" in proc.stderr
+    assert main(["run", *TINY, "--set", "method=fedavg", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for args, expected in ((["--resume", str(out)], ["already finished"]),
+                           (["--resume", str(out), "--set", "rounds=9"], ["takes no --config, --set"]),
+                           (["--resume", str(tmp_path / "nothing")], ["no config.toml"]),
+                           ([*TINY, "--out", str(out)], ["--resume", "--force"])):
+        assert main(["run", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert all(text in err for text in expected) and err.count("\n") == 1, err
 
 
 def resume_here(capsys, out) -> tuple[int, str]:

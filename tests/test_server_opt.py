@@ -17,7 +17,7 @@ from genefl.algorithms.fedavg import FedAvg
 from genefl.algorithms.scaffold import Scaffold
 from genefl.errors import ConfigError
 from genefl.messages import ClientUpdate
-from test_cli import FAST, genefl, strip_times
+from test_cli import FAST, strip_times
 
 
 def replies(rng: np.random.Generator, shapes: dict[str, tuple]) -> list[tuple[dict[str, np.ndarray], int]]:
@@ -99,14 +99,14 @@ def test_scaffold_steps_x_through_the_same_optimizer_as_fedavg():
         assert torch.equal(a.weights["w"], s.weights["w"]) and torch.equal(a.moments.v["w"], s.moments.v["w"])
 
 
-def test_fedadam_from_the_cli_is_fedavg_with_server_opt_adam(tmp_path):
+def test_fedadam_from_the_cli_is_fedavg_with_server_opt_adam(tmp_path, cli):
     docs = []
     for name, args in (("m", ["--set", "method=fedadam"]), ("o", ["--set", "method=fedavg", "--set", "server_opt.name=adam"])):
-        proc = genefl("run", *FAST, *args, "--out", str(tmp_path / name))
-        assert proc.returncode == 0, proc.stderr
+        code, _, err = cli("run", *FAST, *args, "--out", str(tmp_path / name))
+        assert code == 0, err
         docs.append(strip_times(json.loads((tmp_path / name / "results.json").read_text())))
-    plain = genefl("run", *FAST, "--set", "method=fedavg", "--out", str(tmp_path / "p"))
-    assert plain.returncode == 0, plain.stderr
+    code, _, err = cli("run", *FAST, "--set", "method=fedavg", "--out", str(tmp_path / "p"))
+    assert code == 0, err
     fedavg = strip_times(json.loads((tmp_path / "p" / "results.json").read_text()))
     assert docs[0]["method"] == "fedadam" and docs[1]["method"] == "fedavg"
     assert docs[0]["rounds"] == docs[1]["rounds"] and docs[0]["summary"] == docs[1]["summary"]

@@ -70,10 +70,10 @@ def test_newcomer_study_end_to_end(tmp_path):
     assert json.loads((par / "newcomers" / "study.json").read_text())["records"] == records
 
 
-def test_bad_study_arguments_are_one_line_errors(tmp_path):
+def test_bad_study_arguments_are_one_line_errors(tmp_path, cli):
     for args in (["--jobs", "0"], ["--replicates", "0"], ["--set", "num_newcomers=0"], ["--seeds", "x"]):
-        proc = genefl("newcomers", *TINY, *args, "--out", str(tmp_path / "x"))
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, args
+        code, _, err = cli("newcomers", *TINY, *args, "--out", str(tmp_path / "x"))
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, args
 
 
 def test_starts_are_built_from_the_recorded_tensors():

@@ -263,6 +263,7 @@ class Config(_Validated):
     classes_per_client: int = 2  # for the pathological partition
     min_samples: int = 10  # smallest training set any client may get (Dirichlet redraws until it holds)
     train_subset: int = 0  # use a seeded stratified subset of this many training samples; 0 = all
+    test_subset: int = 0  # hand out a seeded stratified subset of this many test samples; 0 = all
     synthetic_alpha: float = 1.0  # dataset = synthetic: α, std of u_k, the clients' model means (moves no label: data/synthetic.py)
     synthetic_beta: float = 1.0  # dataset = synthetic: β, std of B_k, the clients' input means
     local_epochs: int = 1  # local epochs per round
@@ -344,7 +345,7 @@ RULES: dict[str, tuple] = {
               "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"),
     "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
     "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
-    "min_samples": _POSITIVE, "train_subset": _NONNEG,
+    "min_samples": _POSITIVE, "train_subset": _NONNEG, "test_subset": _NONNEG,
     "synthetic_alpha": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
     "synthetic_beta": (lambda v: 0 <= v <= 100, "must be in [0, 100]"), "local_epochs": _POSITIVE,
     "batch_size": (lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"),
@@ -567,6 +568,8 @@ def check_synthetic(config: Config) -> None:
 
     if config.train_subset:
         raise ConfigError(f"train_subset: dataset = synthetic is generated per client and has no subset, got {config.train_subset}")
+    if config.test_subset:
+        raise ConfigError(f"test_subset: dataset = synthetic is generated per client and has no subset, got {config.test_subset}")
     if config.min_samples > SIZE_CAP:
         raise ConfigError(f"min_samples: dataset = synthetic caps a client at {SIZE_CAP} samples, got {config.min_samples}")
 

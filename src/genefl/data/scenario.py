@@ -82,6 +82,7 @@ class ScenarioSpec:
     classes_per_client: int
     min_samples: int
     train_subset: int
+    test_subset: int
     device: str
     synthetic_alpha: float
     synthetic_beta: float
@@ -135,8 +136,9 @@ def partition_indices(config: Config | ScenarioSpec, dataset: Dataset) -> tuple[
         raise ConfigError(f"partition: client {smallest} gets {len(parts[smallest])} training samples, fewer than "
                           f"min_samples = {config.min_samples}; use fewer clients or a larger training set")
     train_parts = [pool[p] for p in parts]
-    test_parts = partition.matching_test_splits(y_train, train_parts, y_test, rng.numpy_rng(config.seed, "test-split"))
-    return train_parts, test_parts
+    tests = testing_pool(config, y_test)
+    test_parts = partition.matching_test_splits(y_train, train_parts, y_test[tests], rng.numpy_rng(config.seed, "test-split"))
+    return train_parts, [tests[p] for p in test_parts]
 
 
 def training_pool(config: ScenarioSpec, y_train: np.ndarray) -> np.ndarray:
@@ -149,6 +151,14 @@ def training_pool(config: ScenarioSpec, y_train: np.ndarray) -> np.ndarray:
         raise ConfigError(f"train_subset: {config.train_subset} samples cannot give {total} clients (num_clients + "
                           f"num_newcomers) min_samples = {config.min_samples} each; use >= {needed}")
     return partition.stratified_subset(y_train, config.train_subset, rng.numpy_rng(config.seed, "subset"))
+
+
+def testing_pool(config: ScenarioSpec, y_test: np.ndarray) -> np.ndarray:
+    """The test samples handed out: all, or the seeded stratified `test_subset` (its own random
+    stream, so a subset changes no other draw)."""
+    if not config.test_subset:
+        return np.arange(len(y_test))
+    return partition.stratified_subset(y_test, config.test_subset, rng.numpy_rng(config.seed, "test-subset"))
 
 
 def drifted_indices(config: ScenarioSpec, dataset: Dataset, train_parts: list[np.ndarray],
@@ -169,7 +179,7 @@ def drifted_indices(config: ScenarioSpec, dataset: Dataset, train_parts: list[np
             mix = np.array([(y_train[train_parts[other]] == k).sum() for k in classes], dtype=float)
         mix = mix / mix.sum() if np.isfinite(mix).all() and mix.sum() > 0 else np.full(len(classes), 1 / len(classes))
         drifted[cid] = (redraw(y_train, pool, classes, mix, len(train_parts[cid]), gen),
-                        redraw(y_test, np.arange(len(y_test)), classes, mix, len(test_parts[cid]), gen))
+                        redraw(y_test, testing_pool(config, y_test), classes, mix, len(test_parts[cid]), gen))
     return drifted
 
 
