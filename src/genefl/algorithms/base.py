@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import rng
 from ..config import Config
-from ..data.scenario import ClientData
+from ..data.datasets import ClientData
 from ..layers import Layer
 from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
