@@ -446,14 +446,6 @@ def test_argument_errors_name_the_right_help(capsys):
     assert code == 2 and "see 'genefl --help'" in err
 
 
-def test_a_rule_for_a_key_that_does_not_exist_is_refused():
-    from genefl.config import RULES, check_rules
-
-    check_rules(RULES)  # the real rules all name a key
-    with pytest.raises(ConfigError, match="genefl.fisher_topp"):
-        check_rules({**RULES, "genefl.fisher_topp": (lambda v: True, "")})
-
-
 # ---- your own model ------------------------------------------------------------------------------
 MODELS = '''
 import torch

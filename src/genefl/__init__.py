@@ -5,6 +5,7 @@ The Python API (see `genefl.api`): `run`, `compare`, `Config`, `Callback`, `data
 
 __version__ = "0.1.0"
 
+from . import algorithms  # noqa: E402  (enters the built-in methods and their options in genefl.registry)
 from .api import Comparison, Result, compare, run  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .errors import ConfigError, DataError, GeneflError  # noqa: E402

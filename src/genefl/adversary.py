@@ -55,6 +55,7 @@ import torch
 
 from . import rng
 from .errors import ConfigError
+from .data.scenario import load_for
 from .own_code import import_named
 from .messages import ClientUpdate
 from .training import accuracy
@@ -112,8 +113,6 @@ def poisoned(env):
 def disguised(env):
     """The attacker's environment for its signature: public images of `signature_classes` (see the
     module doc) as its training data; its store stays the same object."""
-    from .data.scenario import load_for  # not at module level: genefl.config imports this module
-
     public = load_for(env.config)
     chosen = torch.isin(public.y_test, torch.tensor(env.config.adversary.signature_classes))
     x, y = public.x_test[chosen].to(env.config.device), public.y_test[chosen].to(env.config.device)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, _build, load_config, shown
+from .config import Config, load_config
+from .options import build, shown
 from .data.datasets import Dataset, check_dataset
 from .errors import ConfigError
 from .paths import RESULT_FILES, output_folder
@@ -55,7 +56,7 @@ def _config(config: Config | str | Path | dict | None) -> Config:
     if isinstance(config, Config):
         return config
     if isinstance(config, dict):
-        return _build(Config, config, "")
+        return build(Config, config)
     if isinstance(config, (str, os.PathLike)):
         return load_config(config)
     raise ConfigError(f"config: expected a genefl.Config, a dict of keys or a TOML file's path, got {shown(config)}")

@@ -1,465 +1,283 @@
 """Run configuration: typed, frozen dataclasses; a TOML file plus `--set key=value` overrides.
 
-Top-level keys are flat (`rounds = 30`); each method's options live in their own table
-(`[genefl]`, `[fedprox]`, ...) and are reached from the command line as `--set genefl.fisher_top=0.3`.
-Every default is visible below. Configs are validated once, at load time, and never mutated.
+Top-level keys are flat (`rounds = 30`); each table of options has its own TOML table
+(`[codec]`, `[genefl]`, ...) and is reached from the command line as `--set genefl.fisher_top=0.3`.
+Every field is declared once, with its default and its check (`genefl.options`): the run's general
+keys and tables here, each method's own options beside the method (`GeneflOptions` in
+`algorithms/genefl.py`, `FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in
+`server_opt.py`), which names them as its server half's `options`.
+
+A `Config` holds the table of every built-in method, whichever is chosen (a config file may set
+several methods' tables, and `compare` runs several methods from one), the chosen method's table when
+it is your own (`method = "package.module:NAME"` imports it; a `register`ed name), and any other
+registered method's table that is given. So a run's table (config.toml, the checkpoint's identity)
+does not depend on what else a process imported. Every table is checked against its declaration when
+the `Config` is built, and the rules that involve the chosen method (a `[server_opt]` it would ignore,
+a model it cannot share) right after: a bad config fails before any data loads, with a one-line
+error naming the key. Configs are never mutated.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import math
 import os
-import re
-import reprlib
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import adversary, paths, population, registry, robust
 from . import models as _model_names
-from .data.datasets import DATASETS
-from .compression import CODECS, QUANTIZERS
-from .sensitivity import SELECTIONS
-from .server_opt import NAMES as SERVER_OPTS
-from . import adversary, population, robust
-from .robust import AGGREGATORS
 from .adversary import KINDS as ATTACKS
+from .compression import CODECS, QUANTIZERS
+from .data.datasets import DATASETS
+from .data.synthetic import SIZE_CAP
 from .errors import ConfigError
-from . import paths
+from .options import (Options, build, check, checked, choices, fraction, markdown_table, nonneg, option, positive,
+                      probability, shown, table, weight)
+from .own_code import IMPORT_SPEC
+from .robust import AGGREGATORS
+from .server_opt import ServerOptOptions
 
 PARTITIONS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
-
-
-_REPR = reprlib.Repr()  # Python 3.11's takes no arguments
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 80, 80, 40
-
-
-def shown(value: Any) -> str:
-    """A value in a one-line message: bounded in length and depth (a list nested 10,000 deep, a
-    5,000-character string), line breaks escaped."""
-    return paths.shown(_REPR.repr(value), 120)
-
-
-class _KnownKeys(type):
-    """`Config(foo=1)` is a `ConfigError` naming the key, as `--set foo=1` is, not a `TypeError`."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        names = [f.name for f in dataclasses.fields(cls)]
-        prefix = getattr(cls, "_prefix", "")
-        if len(args) > len(names):
-            raise ConfigError(f"{cls.__name__}: takes its options by name (key=value), got {len(args)} positional values")
-        for key in kwargs:
-            if key not in names:
-                where = f" in [{prefix[:-1]}]" if prefix else ""
-                raise ConfigError(f"unknown config key {shown(prefix + str(key))} (valid keys{where}: {', '.join(sorted(names))})")
-        return super().__call__(*args, **kwargs)
-
-
-class _Validated(metaclass=_KnownKeys):
-    """Checks every field on construction, from Python as from TOML: `Config(lr=-1)` raises the same
-    one-line `ConfigError` as `--set lr=-1`. Nested option tables may be given as dicts."""
-
-    _prefix: typing.ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        for name, kind in _hints(type(self)).items():
-            value, full = getattr(self, name), self._prefix + name
-            if dataclasses.is_dataclass(kind):
-                if isinstance(value, dict):
-                    value = _build(kind, value, full + ".")
-                elif not isinstance(value, kind):
-                    raise ConfigError(f"{full}: expected a table of options, got {shown(value)}")
-            else:
-                value = _coerce(full, value, kind)
-                rule = RULES.get(full)
-                if rule and not rule[0](value):
-                    message = rule[1]() if callable(rule[1]) else rule[1]
-                    raise ConfigError(f"{full}: {message}, got {shown(value)}")
-            object.__setattr__(self, name, value)
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+# Below this an lr trains nothing in float32, and the quantities that divide by it overflow float32:
+# GENE-FL's coefficient cap 1/lr, SCAFFOLD's control variate, the attack's gradient (update / lr).
+MIN_LR = 1e-8
 
 
 @dataclass(frozen=True)
-class ClusteringOptions(_Validated):
+class ClusteringOptions(Options):
     """Stage 0 (PACFL signatures), shared by genefl and pacfl so both cluster identically."""
 
-    _prefix = "clustering."
+    section = "clustering"
 
-    p: int = 5  # rank of each client's signature (top-p left singular vectors)
-    num_clusters: int = 0  # K; 0 = cut the dendrogram at distance `beta` instead
-    beta: float = 35.0  # distance threshold in degrees (mean principal angle), used when K = 0
-    method: str = "sampled"  # "exact": all pairwise angles | "sampled": exact up to `sample` clients; above, a seeded sample of them, the rest assigned (clustering.py)
-    sample: int = 1000  # "sampled": clients clustered exactly; every other one joins its nearest cluster
-
-
-@dataclass(frozen=True)
-class ServerOptOptions(_Validated):
-    """The server's optimizer step over the averaged update (server_opt.py), for fedavg, fedprox, fedlp,
-    scaffold and genefl; fedavgm, fedadam, fedyogi and fedadagrad fix `name`. Defaults are Flower's."""
-
-    _prefix = "server_opt."
-
-    name: str = "none"  # "none" (the plain mean, as before) | "avgm" | "adam" | "yogi" | "adagrad"
-    lr: float = 0.0  # server learning rate η; 0 = Flower's for `name`: avgm 1.0, adam 0.1, yogi 0.01, adagrad 0.1
-    momentum: float = -1.0  # β1 (FedAvgM's momentum); -1 = Flower's for `name`: avgm 0.0, adam 0.9, yogi 0.9, adagrad 0.0
-    beta2: float = 0.99  # β2, second-moment decay of adam and yogi
-    tau: float = 1e-3  # τ, adaptivity (the ε under the square root) of adam, yogi and adagrad
+    p: int = option(5, check(lambda v: v >= 1, "must be >= 1"))  # rank of each client's signature (top-p left singular vectors)
+    num_clusters: int = option(0, nonneg())  # K; 0 = cut the dendrogram at distance `beta` instead
+    beta: float = option(35.0, positive())  # distance threshold in degrees (mean principal angle), used when K = 0
+    method: str = option("sampled", choices(("exact", "sampled")))  # "exact": all pairwise angles | "sampled": exact up to `sample` clients; above, a seeded sample of them, the rest assigned (clustering.py)
+    sample: int = option(1000, check(lambda v: 2 <= v <= 1_000_000, "must be in 2..1000000"))  # "sampled": clients clustered exactly; every other one joins its nearest cluster
 
 
 @dataclass(frozen=True)
-class GeneflOptions(_Validated):
-    _prefix = "genefl."
-
-    fisher_samples: int = 256  # samples for the diagonal empirical Fisher
-    fisher_estimator: str = "per_sample"  # "per_sample" (the empirical Fisher) | "batch" (squared mini-batch gradients, cheaper)
-    fisher_top: float = 0.2  # fraction of each layer's parameters in the elastic mask
-    lambda_s: float = 0.01  # weight of the per-layer smoothing term (0 switches it off)
-    lambda_e: float = 1.0  # weight of the Fisher-masked quadratic term (0 switches it off)
-    gene_budget: float = 0.25  # learnGene size as a fraction of the model's bytes
-    gene_include_head: bool = False  # may the classifier head be part of the learnGene?
-    gene_selection: str = "window"  # "window" (contiguous layers) | "greedy" | "random" (ablation) | "input" / "output" (the contiguous run at that end)
-    gene_reselect_every: int = 0  # re-decide the learnGene layer set every N rounds; 0 = never
-    sensitivity: str = "stability"  # layer score: "stability" (cosine) | "taylor" (|θ·∂L/∂θ|)
-    clustering: bool = True  # False = one cluster for everybody (ablation)
-
-
-@dataclass(frozen=True)
-class FedProxOptions(_Validated):
-    _prefix = "fedprox."
-
-    mu: float = 0.01  # proximal term weight
-
-
-@dataclass(frozen=True)
-class ScaffoldOptions(_Validated):
-    _prefix = "scaffold."
-
-    server_lr: float = 1.0  # global step size on the averaged model delta
-
-
-@dataclass(frozen=True)
-class FedLPOptions(_Validated):
-    _prefix = "fedlp."
-
-    p: float = 0.5  # probability that a client uploads a given layer
-
-
-@dataclass(frozen=True)
-class FLearngeneOptions(_Validated):
-    _prefix = "flearngene."
-
-    gene_budget: float = 0.25  # same byte budget as GENE-FL; the layers are the last body layers
-
-
-@dataclass(frozen=True)
-class CodecOptions(_Validated):
+class CodecOptions(Options):
     """Payload codecs between every method and the wire (`genefl.compression`)."""
 
-    _prefix = "codec."
+    section = "codec"
 
-    up: str = "none"  # uploads (the change from what was received): one of compression.CODECS
-    down: str = "none"  # broadcasts, evaluation and newcomer welcomes (the weights): one of compression.CODECS
-    signature: str = "none"  # GENE-FL's / PACFL's signature uploads: none | fp16 | bf16 | int8 | int4 | int3 | int2
-    error_feedback: bool = False  # uploads: keep what the codec dropped and add it to the client's next upload
-    topk: float = 0.01  # topk / randk: fraction of each tensor's entries kept
-    granularity: str = "tensor"  # int codecs: one offset and scale per "tensor" or per output "channel"
-    rounding: str = "auto"  # int codecs: "stochastic" | "nearest" | "auto" (stochastic up, nearest down)
-    mixed_bits: float = 4.0  # mixed: average bits per value over a message's tensors
-    qsgd_levels: int = 7  # qsgd: levels s per sign (codes take ceil(log2(2s+1)) bits)
-    qsgd_bucket: int = 512  # qsgd: values sharing one norm
-    min_numel: int = 256  # tensors with fewer values travel uncompressed (their header costs more than they save)
+    up: str = option("none", choices(CODECS))  # uploads (the change from what was received): one of compression.CODECS
+    down: str = option("none", choices(CODECS))  # broadcasts, evaluation and newcomer welcomes (the weights): one of compression.CODECS
+    signature: str = option("none", choices(QUANTIZERS))  # GENE-FL's / PACFL's signature uploads: none | fp16 | bf16 | int8 | int4 | int3 | int2
+    error_feedback: bool = option(False)  # uploads: keep what the codec dropped and add it to the client's next upload
+    topk: float = option(0.01, fraction())  # topk / randk: fraction of each tensor's entries kept
+    granularity: str = option("tensor", choices(("tensor", "channel")))  # int codecs: one offset and scale per "tensor" or per output "channel"
+    rounding: str = option("auto", choices(("auto", "stochastic", "nearest")))  # int codecs: "stochastic" | "nearest" | "auto" (stochastic up, nearest down)
+    mixed_bits: float = option(4.0, check(lambda v: 2 <= v <= 8, "must be in [2, 8]"))  # mixed: average bits per value over a message's tensors
+    qsgd_levels: int = option(7, check(lambda v: 1 <= v <= 127, "must be in 1..127"))  # qsgd: levels s per sign (codes take ceil(log2(2s+1)) bits)
+    qsgd_bucket: int = option(512, check(lambda v: 1 <= v <= 1 << 24, "must be in 1..16777216"))  # qsgd: values sharing one norm
+    min_numel: int = option(256, nonneg())  # tensors with fewer values travel uncompressed (their header costs more than they save)
+
+
+_BOUNDED = check(lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]")
 
 
 @dataclass(frozen=True)
-class AdversaryOptions(_Validated):
+class AdversaryOptions(Options):
     """Simulated attackers among the training clients (adversary.py): who they are and what they send."""
 
-    _prefix = "adversary."
+    section = "adversary"
 
-    kind: str = "none"  # "none" | "signflip" | "scale" | "gaussian" | "alie" | "labelflip" | "backdoor" | "package.module:function"
-    fraction: float = 0.0  # share of the training clients that attack (a seeded choice, the same in both runtimes)
-    scale: float = 10.0  # scale: the change sent is this multiple of the honest one
-    sigma: float = 1.0  # gaussian: the change sent is N(0, sigma^2) per value
-    alie_z: float = 0.0  # alie: mean - z * std; 0 = Baruch et al.'s z_max for num_clients and the attackers' count
-    target_label: int = 0  # backdoor: the label triggered images are given
-    trigger_size: int = 3  # backdoor: side of the checkerboard trigger stamped in each image's bottom-right corner
-    poison_fraction: float = 0.5  # backdoor: share of the attacker's training samples stamped and relabelled
-    boost: float = 10.0  # backdoor: the change sent is this multiple of the trained one (model replacement)
-    signature_classes: tuple[int, ...] = ()  # genefl, pacfl: attackers sign with public images of these classes (a victim's label set) to join its cluster; [] = honest signatures
+    kind: str = option("none", check(lambda v: v in ATTACKS or IMPORT_SPEC.fullmatch(v) is not None,
+                                     "must be one of " + ", ".join(ATTACKS) + " or 'package.module:function'"))  # "none" | "signflip" | "scale" | "gaussian" | "alie" | "labelflip" | "backdoor" | "package.module:function"
+    fraction: float = option(0.0, probability())  # share of the training clients that attack (a seeded choice, the same in both runtimes)
+    scale: float = option(10.0, _BOUNDED)  # scale: the change sent is this multiple of the honest one
+    sigma: float = option(1.0, weight())  # gaussian: the change sent is N(0, sigma^2) per value
+    alie_z: float = option(0.0, check(lambda v: 0 <= v <= 100, "must be in [0, 100]"))  # alie: mean - z * std; 0 = Baruch et al.'s z_max for num_clients and the attackers' count
+    target_label: int = option(0, nonneg())  # backdoor: the label triggered images are given
+    trigger_size: int = option(3, positive())  # backdoor: side of the checkerboard trigger stamped in each image's bottom-right corner
+    poison_fraction: float = option(0.5, check(lambda v: 0 < v <= 1, "must be in (0, 1]"))  # backdoor: share of the attacker's training samples stamped and relabelled
+    boost: float = option(10.0, _BOUNDED)  # backdoor: the change sent is this multiple of the trained one (model replacement)
+    signature_classes: tuple[int, ...] = option((), check(lambda v: all(c >= 0 for c in v) and len(set(v)) == len(v),
+                                                          "must be distinct class ids >= 0"))  # genefl, pacfl: attackers sign with public images of these classes (a victim's label set) to join its cluster; [] = honest signatures
 
 
 @dataclass(frozen=True)
-class DefenceOptions(_Validated):
+class DefenceOptions(Options):
     """Robust aggregation at the server (robust.py), for every method that averages."""
 
-    _prefix = "defence."
+    section = "defence"
 
-    aggregator: str = "mean"  # "mean" (the streaming weighted mean) | "median" | "trimmed_mean" | "krum" | "multikrum"
-    trim: float = 0.1  # trimmed_mean: fraction of the values dropped at each end, per coordinate
-    byzantine: int = 1  # krum, multikrum: f, the attackers tolerated (needs more than 2f + 2 updates)
-    multikrum_m: int = 0  # multikrum: updates averaged; 0 = n - f of the n received
-    norm_bound: float = 0.0  # clip each update's change from what it was sent to this L2 norm (0 = off)
+    aggregator: str = option("mean", choices(AGGREGATORS))  # "mean" (the streaming weighted mean) | "median" | "trimmed_mean" | "krum" | "multikrum"
+    trim: float = option(0.1, check(lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"))  # trimmed_mean: fraction of the values dropped at each end, per coordinate
+    byzantine: int = option(1, nonneg())  # krum, multikrum: f, the attackers tolerated (needs more than 2f + 2 updates)
+    multikrum_m: int = option(0, nonneg())  # multikrum: updates averaged; 0 = n - f of the n received
+    norm_bound: float = option(0.0, weight())  # clip each update's change from what it was sent to this L2 norm (0 = off)
 
 
 @dataclass(frozen=True)
-class PopulationOptions(_Validated):
+class PopulationOptions(Options):
     """Who is in the federation, round by round (`genefl.population`): arrivals, departures,
     availability, returns with drifted data; all seeded. The defaults are a static population."""
 
-    _prefix = "population."
+    section = "population"
 
-    arrivals: str = "schedule"  # newcomers: "schedule" (newcomer_rounds, or spread evenly) | "poisson" | "trace" (first row in trace_file)
-    arrival_rate: float = 0.5  # poisson: expected newcomer arrivals per round (those drawn after the last round never arrive)
-    departures: float = 0.0  # share of all clients (training clients and arriving newcomers) that leave for good, at seeded rounds
-    availability: str = "always"  # when a client can be reached: "always" | "diurnal" | "trace" (windows in trace_file)
-    day_rounds: int = 24  # diurnal: rounds per day
-    online_fraction: float = 0.5  # diurnal: share of its local day a client is online (the window from its local midnight)
-    trace_file: str = ""  # trace: CSV `client,online_from,online_until` (rounds, inclusive; a client without rows is never online)
-    returns: float = 0.0  # share of the training clients that go away for `absence` rounds (from a seeded round) and come back
-    absence: int = 3  # returns: rounds a returning client is away
-    drift: str = "dirichlet"  # returns: its data when back: "dirichlet" (a new Dir(alpha) class mix) | "swap" (another client's mix) | "none"
-    recluster: bool = False  # returns: a client back with drifted data sends a new signature and joins its nearest cluster again
-    eval_sample: int = 0  # evaluate a seeded sample of this many present clients (everyone after the last round); 0 = everyone
+    arrivals: str = option("schedule", choices(("schedule", "poisson", "trace")))  # newcomers: "schedule" (newcomer_rounds, or spread evenly) | "poisson" | "trace" (first row in trace_file)
+    arrival_rate: float = option(0.5, check(lambda v: 0 < v <= 1e6, "must be in (0, 1e6]"))  # poisson: expected newcomer arrivals per round (those drawn after the last round never arrive)
+    departures: float = option(0.0, probability())  # share of all clients (training clients and arriving newcomers) that leave for good, at seeded rounds
+    availability: str = option("always", choices(("always", "diurnal", "trace")))  # when a client can be reached: "always" | "diurnal" | "trace" (windows in trace_file)
+    day_rounds: int = option(24, check(lambda v: 1 <= v <= 1 << 20, "must be in 1..1048576"))  # diurnal: rounds per day
+    online_fraction: float = option(0.5, fraction())  # diurnal: share of its local day a client is online (the window from its local midnight)
+    trace_file: str = option("")  # trace: CSV `client,online_from,online_until` (rounds, inclusive; a client without rows is never online)
+    returns: float = option(0.0, check(lambda v: 0 <= v <= 1, "must be in [0, 1]"))  # share of the training clients that go away for `absence` rounds (from a seeded round) and come back
+    absence: int = option(3, positive())  # returns: rounds a returning client is away
+    drift: str = option("dirichlet", choices(("dirichlet", "swap", "none")))  # returns: its data when back: "dirichlet" (a new Dir(alpha) class mix) | "swap" (another client's mix) | "none"
+    recluster: bool = option(False)  # returns: a client back with drifted data sends a new signature and joins its nearest cluster again
+    eval_sample: int = option(0, nonneg())  # evaluate a seeded sample of this many present clients (everyone after the last round); 0 = everyone
 
 
 @dataclass(frozen=True)
-class FlowerOptions(_Validated):
+class FlowerOptions(Options):
     """Only used by the Flower runtime (`flwr run`)."""
 
-    _prefix = "flower."
+    section = "flower"
 
-    round_timeout: float = 300.0  # seconds to wait for replies; later ones are dropped from the round
-    node_wait: float = 120.0  # seconds to wait at the start for the training clients' SuperNodes
-    out: str = "genefl-flower-out"  # folder where the ServerApp writes results.json (and its checkpoint)
-    resume: bool = False  # continue the run in `out` from its last checkpoint (a killed ServerApp)
+    round_timeout: float = option(300.0, positive())  # seconds to wait for replies; later ones are dropped from the round
+    node_wait: float = option(120.0, nonneg())  # seconds to wait at the start for the training clients' SuperNodes
+    out: str = option("genefl-flower-out")  # folder where the ServerApp writes results.json (and its checkpoint)
+    resume: bool = option(False)  # continue the run in `out` from its last checkpoint (a killed ServerApp)
+
+
+def _method_name(v: str) -> bool:
+    return v in registry.REGISTRY or IMPORT_SPEC.fullmatch(v) is not None
+
+
+def _methods_allowed() -> str:  # read when the message is made: `register` may add names
+    return "must be one of " + ", ".join(registry.REGISTRY) + " (registered methods) or 'package.module:NAME'"
+
+
+_LR = check(lambda v: MIN_LR <= v <= 10, f"must be in [{MIN_LR:g}, 10]")
+_MOMENTUM = check(lambda v: 0 <= v < 1, "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
-class Config(_Validated):
-    method: str = "genefl"  # a name in algorithms.REGISTRY, or "package.module:NAME"
-    dataset: str = "digits"  # one of DATASETS; digits and synthetic need no files
-    data_dir: str = ""  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
-    download: bool = False  # fetch missing dataset files from the official sources
-    checksum_file: str = ""  # md5sum-format file whose entries replace the built-in checksums (stand-in data)
-    model: str = "auto"  # "auto" (mlp for digits and synthetic, cnn; resnet18 for CIFAR) or one of models.MODELS
-    seed: int = 0  # every random choice derives from this
-    rounds: int = 20  # communication rounds
-    num_clients: int = 10  # training clients, present from round 1
-    num_newcomers: int = 4  # clients arriving later with unseen data
-    newcomer_rounds: tuple[int, ...] = ()  # arrival rounds, e.g. [3, 5]; [] = spread evenly
-    partition: str = "dirichlet"  # one of PARTITIONS
-    alpha: float = 0.5  # Dirichlet concentration (smaller = more heterogeneous)
-    classes_per_client: int = 2  # for the pathological partition
-    min_samples: int = 10  # smallest training set any client may get (Dirichlet redraws until it holds)
-    train_subset: int = 0  # use a seeded stratified subset of this many training samples; 0 = all
-    test_subset: int = 0  # hand out a seeded stratified subset of this many test samples; 0 = all
-    synthetic_alpha: float = 1.0  # dataset = synthetic: α, std of u_k, the clients' model means (moves no label: data/synthetic.py)
-    synthetic_beta: float = 1.0  # dataset = synthetic: β, std of B_k, the clients' input means
-    local_epochs: int = 1  # local epochs per round
-    batch_size: int = 32
-    lr: float = 0.05  # local SGD learning rate
-    momentum: float = 0.0  # local SGD momentum (buffers start fresh every round)
-    weight_decay: float = 0.0
-    participation: float = 1.0  # fraction of active clients sampled per round
-    dropout: float = 0.0  # probability a sampled client does not report back
-    newcomer_epochs: int = 5  # fine-tuning epochs of a newcomer after its initialisation
-    newcomer_init: str = "method"  # "method": its natural start (global/cluster model, learnGene) | "random"
-    newcomer_lr: float = 0.01  # newcomer fine-tuning learning rate; 0 = the training lr (BENCHMARKS 4.1)
-    newcomer_momentum: float = 0.9  # newcomer fine-tuning SGD momentum
-    newcomer_schedule: str = "cosine"  # newcomer lr schedule: "constant" | "cosine" (to 0 over its epochs)
-    newcomer_val_fraction: float = 0.2  # share of a newcomer's training data held out to choose its epoch
-    newcomer_freeze_epochs: int = 0  # inherited layers frozen for the first k epochs (when some layers are fresh)
-    newcomer_inherited_lr: float = 1.0  # lr multiplier of inherited layers (when some layers are fresh)
-    dp_clip: float = 0.0  # defence: clip each upload's change to this L2 norm (0 = off; see defence.py)
-    dp_noise: float = 0.0  # defence: Gaussian noise std as a multiple of dp_clip
-    first_contact: str = "seed"  # a full model equal to the seeded initial one is sent as "seed" (and a digest) | "tensors"
-    checkpoint_every: int = 1  # save a checkpoint (DIR/checkpoint.pt) every N rounds; 0 = never
-    eval_every: int = 1  # evaluate all clients every N rounds (and always after the last)
-    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "mps"
-    state_store: str = "memory"  # per-client state between rounds: "memory" | "disk" (one file per client)
-    state_dir: str = ""  # for state_store = "disk": a subfolder per config, emptied as a fresh run starts; "" = a temporary one
+class Config(Options):
+    method: str = option("genefl", check(_method_name, _methods_allowed))  # a name in algorithms.REGISTRY, or "package.module:NAME"
+    dataset: str = option("digits", choices(DATASETS))  # one of DATASETS; digits and synthetic need no files
+    data_dir: str = option("")  # folder with MNIST/, FashionMNIST/, cifar-*; "" = $GENEFL_DATA
+    download: bool = option(False)  # fetch missing dataset files from the official sources
+    checksum_file: str = option("")  # md5sum-format file whose entries replace the built-in checksums (stand-in data)
+    model: str = option("auto", check(lambda v: v in MODELS or IMPORT_SPEC.fullmatch(v) is not None,
+                                      "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"))  # "auto" (mlp for digits and synthetic, cnn; resnet18 for CIFAR) or one of models.MODELS
+    seed: int = option(0)  # every random choice derives from this
+    rounds: int = option(20, positive())  # communication rounds
+    num_clients: int = option(10, positive())  # training clients, present from round 1
+    num_newcomers: int = option(4, nonneg())  # clients arriving later with unseen data
+    newcomer_rounds: tuple[int, ...] = option((), check(lambda v: all(r >= 1 for r in v), "rounds must be >= 1"))  # arrival rounds, e.g. [3, 5]; [] = spread evenly
+    partition: str = option("dirichlet", choices(PARTITIONS))  # one of PARTITIONS
+    alpha: float = option(0.5, positive())  # Dirichlet concentration (smaller = more heterogeneous)
+    classes_per_client: int = option(2, positive())  # for the pathological partition
+    min_samples: int = option(10, positive())  # smallest training set any client may get (Dirichlet redraws until it holds)
+    train_subset: int = option(0, nonneg())  # use a seeded stratified subset of this many training samples; 0 = all
+    test_subset: int = option(0, nonneg())  # hand out a seeded stratified subset of this many test samples; 0 = all
+    synthetic_alpha: float = option(1.0, check(lambda v: 0 <= v <= 100, "must be in [0, 100]"))  # dataset = synthetic: α, std of u_k, the clients' model means (moves no label: data/synthetic.py)
+    synthetic_beta: float = option(1.0, check(lambda v: 0 <= v <= 100, "must be in [0, 100]"))  # dataset = synthetic: β, std of B_k, the clients' input means
+    local_epochs: int = option(1, positive())  # local epochs per round
+    batch_size: int = option(32, check(lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"))
+    lr: float = option(0.05, _LR)  # local SGD learning rate
+    momentum: float = option(0.0, _MOMENTUM)  # local SGD momentum (buffers start fresh every round)
+    weight_decay: float = option(0.0, check(lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+    participation: float = option(1.0, fraction())  # fraction of active clients sampled per round
+    dropout: float = option(0.0, probability())  # probability a sampled client does not report back
+    newcomer_epochs: int = option(5, nonneg())  # fine-tuning epochs of a newcomer after its initialisation
+    newcomer_init: str = option("method", choices(("method", "random")))  # "method": its natural start (global/cluster model, learnGene) | "random"
+    newcomer_lr: float = option(0.01, check(lambda v: v == 0 or MIN_LR <= v <= 10, f"must be 0 (the training lr) or in [{MIN_LR:g}, 10]"))  # newcomer fine-tuning learning rate; 0 = the training lr (BENCHMARKS 4.1)
+    newcomer_momentum: float = option(0.9, _MOMENTUM)  # newcomer fine-tuning SGD momentum
+    newcomer_schedule: str = option("cosine", choices(("constant", "cosine")))  # newcomer lr schedule: "constant" | "cosine" (to 0 over its epochs)
+    newcomer_val_fraction: float = option(0.2, probability())  # share of a newcomer's training data held out to choose its epoch
+    newcomer_freeze_epochs: int = option(0, nonneg())  # inherited layers frozen for the first k epochs (when some layers are fresh)
+    newcomer_inherited_lr: float = option(1.0, check(lambda v: 0 <= v <= 1, "must be in [0, 1] (a multiplier that slows inherited layers down)"))  # lr multiplier of inherited layers (when some layers are fresh)
+    dp_clip: float = option(0.0, weight())  # defence: clip each upload's change to this L2 norm (0 = off; see defence.py)
+    dp_noise: float = option(0.0, weight())  # defence: Gaussian noise std as a multiple of dp_clip
+    first_contact: str = option("seed", choices(("tensors", "seed")))  # a full model equal to the seeded initial one is sent as "seed" (and a digest) | "tensors"
+    checkpoint_every: int = option(1, nonneg())  # save a checkpoint (DIR/checkpoint.pt) every N rounds; 0 = never
+    eval_every: int = option(1, positive())  # evaluate all clients every N rounds (and always after the last)
+    device: str = option("cpu", check(lambda v: v in ("cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
+                                      "must be cpu, cuda, cuda:N or mps"))  # "cpu" | "cuda" | "cuda:N" | "mps"
+    state_store: str = option("memory", choices(("memory", "disk")))  # per-client state between rounds: "memory" | "disk" (one file per client)
+    state_dir: str = option("")  # for state_store = "disk": a subfolder per config, emptied as a fresh run starts; "" = a temporary one
     clustering: ClusteringOptions = field(default_factory=ClusteringOptions)
     server_opt: ServerOptOptions = field(default_factory=ServerOptOptions)
-    genefl: GeneflOptions = field(default_factory=GeneflOptions)
-    fedprox: FedProxOptions = field(default_factory=FedProxOptions)
-    scaffold: ScaffoldOptions = field(default_factory=ScaffoldOptions)
-    fedlp: FedLPOptions = field(default_factory=FedLPOptions)
-    flearngene: FLearngeneOptions = field(default_factory=FLearngeneOptions)
+    _methods: tuple[Options, ...] = ()  # the methods' own tables ([genefl], [fedprox], ...), reached as config.genefl
     codec: CodecOptions = field(default_factory=CodecOptions)
     adversary: AdversaryOptions = field(default_factory=AdversaryOptions)
     defence: DefenceOptions = field(default_factory=DefenceOptions)
     population: PopulationOptions = field(default_factory=PopulationOptions)
     flower: FlowerOptions = field(default_factory=FlowerOptions)
 
+    @classmethod
+    def keys(cls) -> list[str]:
+        return super().keys() + list(registry.known_options())
+
+    @classmethod
+    def accepts(cls, key: str, given: dict[str, Any]) -> bool:
+        return key == "_methods"  # the methods' tables: gathered below, or passed on by dataclasses.replace
+
+    @classmethod
+    def gather(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The methods' tables among the keys given go to `_methods`, built once `method` is checked:
+        those of registered methods, and, when `method` names your own, any other (its own, maybe)."""
+        own = isinstance(given.get("method"), str) and IMPORT_SPEC.fullmatch(given["method"]) is not None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        tables = {k: given.pop(k) for k in list(given)
+                  if isinstance(k, str) and k not in fields and (own or k in registry.known_options())}
+        return {**given, "_methods": tables} if tables else given
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "_methods", _method_tables(self.method, self._methods))
         cross_check(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """`config.genefl`: a method's table (a field is found before this is asked)."""
+        if not name.startswith("_"):
+            for options in self._methods:
+                if options.section == name:
+                    return options
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or os.environ.get("GENEFL_DATA", "")
 
 
-# ---- validation: (predicate, message) per field; choices are listed in the message -------------
-def _choices(options: tuple[str, ...]):
-    return (lambda v: v in options, "must be one of " + ", ".join(options))
+def _method_tables(method: str, given: dict[str, Any] | tuple[Options, ...]) -> tuple[Options, ...]:
+    """The methods' tables a config holds: every built-in method's, the chosen method's, and any
+    other given, each from its `given` table (a dict, or the built table again) or its defaults."""
+    if isinstance(given, tuple):  # dataclasses.replace passes the tables on as built
+        given = {options.section: options for options in given}
+    elif not isinstance(given, dict):
+        raise ConfigError(f"_methods: not a config key, got {shown(given)}")
+    own = registry.options_of(method)
+    declared = registry.known_options()
+    if own is not None:
+        if declared.get(own.section, own) is not own or own.section in {f.name for f in dataclasses.fields(Config)}:
+            raise ConfigError(f"method: the options of {method} are named [{own.section}], as another table already is")
+        declared[own.section] = own
+    for key in given:
+        if key not in declared:
+            valid = sorted({*Config.keys(), *declared})
+            raise ConfigError(f"unknown config key {shown(key)} (valid keys: {', '.join(valid)})")
+    chosen = registry.built_in_options() + [own] + [declared[k] for k in given]
+    tables: list[Options] = []
+    for cls in dict.fromkeys(c for c in chosen if c is not None):
+        tables.append(checked(cls.section, given.get(cls.section, {}), cls, None))
+    return tuple(tables)
 
 
-_IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # "package.module:name"
-
-
-def _known_method(name: str) -> bool:
-    from .algorithms import REGISTRY  # imported when first needed: algorithms import this module
-
-    return name in REGISTRY
-
-
-def _methods_message() -> str:
-    from .algorithms import REGISTRY
-
-    return "must be one of " + ", ".join(REGISTRY) + " (registered methods) or 'package.module:NAME'"
-
-
-_POSITIVE = (lambda v: v > 0, "must be > 0")
-_NONNEG = (lambda v: v >= 0, "must be >= 0")
-_FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
-_PROB = (lambda v: 0 <= v < 1, "must be in [0, 1)")
-_WEIGHT = (lambda v: 0 <= v <= 1e6, "must be in [0, 1e6]")  # a loss-term weight
-# Below this an lr trains nothing in float32, and the quantities that divide by it overflow float32:
-# GENE-FL's coefficient cap 1/lr, SCAFFOLD's control variate, the attack's gradient (update / lr).
-MIN_LR = 1e-8
-RULES: dict[str, tuple] = {
-    "method": (lambda v: _known_method(v) or _IMPORT_SPEC.fullmatch(v) is not None, _methods_message),
-    "dataset": _choices(DATASETS),
-    "model": (lambda v: v in MODELS or _IMPORT_SPEC.fullmatch(v) is not None,
-              "must be one of " + ", ".join(MODELS) + " or 'package.module:factory'"),
-    "partition": _choices(PARTITIONS), "rounds": _POSITIVE, "num_clients": _POSITIVE,
-    "num_newcomers": _NONNEG, "alpha": _POSITIVE, "classes_per_client": _POSITIVE,
-    "min_samples": _POSITIVE, "train_subset": _NONNEG, "test_subset": _NONNEG,
-    "synthetic_alpha": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
-    "synthetic_beta": (lambda v: 0 <= v <= 100, "must be in [0, 100]"), "local_epochs": _POSITIVE,
-    "batch_size": (lambda v: v >= 2, "must be >= 2 (a 1-sample batch breaks BatchNorm and is skipped)"),
-    "lr": (lambda v: MIN_LR <= v <= 10, f"must be in [{MIN_LR:g}, 10]"), "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "weight_decay": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "participation": _FRACTION, "dropout": _PROB,
-    "newcomer_epochs": _NONNEG, "eval_every": _POSITIVE, "checkpoint_every": _NONNEG, "newcomer_lr": (lambda v: v == 0 or MIN_LR <= v <= 10, f"must be 0 (the training lr) or in [{MIN_LR:g}, 10]"),
-    "newcomer_momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "newcomer_schedule": _choices(("constant", "cosine")), "newcomer_val_fraction": _PROB,
-    "newcomer_freeze_epochs": _NONNEG, "newcomer_inherited_lr": (lambda v: 0 <= v <= 1, "must be in [0, 1] (a multiplier that slows "
-                                                                          "inherited layers down)"),
-    "device": (lambda v: v in ("cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
-               "must be cpu, cuda, cuda:N or mps"),
-    "state_store": _choices(("memory", "disk")), "first_contact": _choices(("tensors", "seed")),
-    "dp_clip": _WEIGHT, "dp_noise": _WEIGHT,
-    "newcomer_rounds": (lambda v: all(r >= 1 for r in v), "rounds must be >= 1"),
-    "clustering.p": (lambda v: v >= 1, "must be >= 1"), "clustering.num_clusters": _NONNEG,
-    "clustering.beta": _POSITIVE, "clustering.method": _choices(("exact", "sampled")),
-    "clustering.sample": (lambda v: 2 <= v <= 1_000_000, "must be in 2..1000000"), "genefl.fisher_samples": _POSITIVE, "genefl.fisher_top": _FRACTION,
-    "genefl.fisher_estimator": _choices(("per_sample", "batch")),
-    "genefl.lambda_s": _WEIGHT, "genefl.lambda_e": _WEIGHT, "genefl.gene_budget": _FRACTION,
-    "genefl.gene_selection": _choices(SELECTIONS),
-    "genefl.gene_reselect_every": _NONNEG, "genefl.sensitivity": _choices(("stability", "taylor")),
-    "newcomer_init": _choices(("method", "random")), "fedprox.mu": _WEIGHT,
-    "codec.up": _choices(CODECS), "codec.down": _choices(CODECS), "codec.signature": _choices(QUANTIZERS),
-    "codec.topk": _FRACTION, "codec.granularity": _choices(("tensor", "channel")),
-    "codec.rounding": _choices(("auto", "stochastic", "nearest")),
-    "codec.mixed_bits": (lambda v: 2 <= v <= 8, "must be in [2, 8]"),
-    "codec.qsgd_levels": (lambda v: 1 <= v <= 127, "must be in 1..127"),
-    "codec.qsgd_bucket": (lambda v: 1 <= v <= 1 << 24, "must be in 1..16777216"), "codec.min_numel": _NONNEG,
-    "server_opt.name": _choices(SERVER_OPTS), "server_opt.lr": (lambda v: 0 <= v <= 10, "must be in [0, 10] (0 = the optimizer's default)"),
-    "server_opt.momentum": (lambda v: v == -1 or 0 <= v < 1, "must be in [0, 1), or -1 (the optimizer's default)"),
-    "server_opt.beta2": (lambda v: 0 <= v < 1, "must be in [0, 1)"), "server_opt.tau": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    "adversary.kind": (lambda v: v in ATTACKS or _IMPORT_SPEC.fullmatch(v) is not None,
-                       "must be one of " + ", ".join(ATTACKS) + " or 'package.module:function'"),
-    "adversary.fraction": _PROB, "adversary.scale": (lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]"),
-    "adversary.sigma": _WEIGHT, "adversary.alie_z": (lambda v: 0 <= v <= 100, "must be in [0, 100]"),
-    "adversary.target_label": _NONNEG, "adversary.trigger_size": _POSITIVE, "adversary.poison_fraction": _FRACTION,
-    "adversary.boost": (lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]"),
-    "adversary.signature_classes": (lambda v: all(c >= 0 for c in v) and len(set(v)) == len(v), "must be distinct class ids >= 0"),
-    "defence.aggregator": _choices(AGGREGATORS), "defence.trim": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
-    "defence.byzantine": _NONNEG, "defence.multikrum_m": _NONNEG, "defence.norm_bound": _WEIGHT,
-    "population.arrivals": _choices(("schedule", "poisson", "trace")),
-    "population.arrival_rate": (lambda v: 0 < v <= 1e6, "must be in (0, 1e6]"), "population.departures": _PROB,
-    "population.availability": _choices(("always", "diurnal", "trace")),
-    "population.day_rounds": (lambda v: 1 <= v <= 1 << 20, "must be in 1..1048576"), "population.online_fraction": _FRACTION,
-    "population.returns": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "population.absence": _POSITIVE,
-    "population.drift": _choices(("dirichlet", "swap", "none")), "population.eval_sample": _NONNEG,
-    "scaffold.server_lr": (lambda v: 0 < v <= 10, "must be in (0, 10]"), "flower.round_timeout": _POSITIVE, "flower.node_wait": _NONNEG, "fedlp.p": _FRACTION, "flearngene.gene_budget": _FRACTION,
-}
-
-
-def check_rules(rules: dict[str, tuple]) -> None:
-    """Every rule must name a config key: a misspelled one would silently never apply, so it fails
-    at import instead."""
-    def keys(cls: type, prefix: str) -> set[str]:
-        found = set()
-        for name, kind in _hints(cls).items():
-            found |= keys(kind, f"{prefix}{name}.") if dataclasses.is_dataclass(kind) else {prefix + name}
-        return found
-
-    unknown = sorted(set(rules) - keys(Config, ""))
-    if unknown:
-        raise ConfigError(f"validation rules for keys that do not exist: {', '.join(unknown)}")
-
-
-check_rules(RULES)
-
-
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """Check `value` against the field's type; ints are accepted for floats."""
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:
-            value = math.inf
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be a finite number, got {shown(value)}")
-        return value
-    if kind is str and isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ConfigError(f"{key}: is not valid UTF-8 text ({value.encode('utf-8', 'replace')[:60]!r})") from None
-        return value
-    if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
-        inner = typing.get_args(kind)[0]
-        return tuple(_coerce(key, v, inner) for v in value)
-    name = getattr(kind, "__name__", str(kind))
-    if typing.get_origin(kind) is tuple:
-        name = f"a list of {typing.get_args(kind)[0].__name__}"
-    raise ConfigError(f"{key}: expected {name}, got {shown(value)}")
-
-
-def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in table.items():
-        full = prefix + str(key)
-        if key not in fields:
-            valid = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key {shown(full)} (valid keys{' in [' + prefix[:-1] + ']' if prefix else ''}: {valid})")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{full}: expected a table of options, got {shown(value)}")
-            values[key] = _build(kind, value, full + ".")
-            continue
-        values[key] = value  # coerced and checked by the dataclass itself (`_Validated.__post_init__`)
-    return cls(**values)
+def method_options_table() -> str:
+    """The README's table of the methods' own options, from their declarations."""
+    return markdown_table([ServerOptOptions, *registry.built_in_options()])
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -497,7 +315,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {shown(item)}: {k!r} is not a table")
         node[keys[-1]] = value
-    return _build(Config, table, "")
+    return build(Config, table)
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; this refuses /dev/zero and the like
@@ -542,10 +360,8 @@ def cross_check(config: Config) -> None:
     if config.method in ("genefl", "pacfl") and config.min_samples < config.clustering.p:
         raise ConfigError(f"min_samples: must be >= clustering.p = {config.clustering.p} for {config.method}, "
                           f"whose client signatures have p columns (got {config.min_samples})")
-    if _known_method(config.method):  # a [server_opt] the method would ignore fails here, before any data loads
-        from .algorithms import get
-
-        strategy = get(config.method)[0]
+    if config.method in registry.REGISTRY:  # a [server_opt] the method would ignore fails here, before any data loads
+        strategy = registry.REGISTRY[config.method][0]
         strategy.server_optimizer(config)
         robust.check_method(strategy, config)
         adversary.check_method(strategy, config)
@@ -564,8 +380,6 @@ def check_synthetic(config: Config) -> None:
     the per-client cap (a client never holds more)."""
     if config.dataset != "synthetic":
         return
-    from .data.synthetic import SIZE_CAP
-
     if config.train_subset:
         raise ConfigError(f"train_subset: dataset = synthetic is generated per client and has no subset, got {config.train_subset}")
     if config.test_subset:
@@ -588,7 +402,15 @@ def check_device(device: str) -> None:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config as one TOML table: the methods' tables sit among the others, as `[genefl]`."""
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.name == "_methods":
+            found.update({options.section: table(options) for options in config._methods})
+        else:
+            value = getattr(config, f.name)
+            found[f.name] = table(value) if isinstance(value, Options) else value
+    return found
 
 
 def run_table(config: Config) -> dict[str, Any]:
@@ -629,4 +451,4 @@ def replace(config: Config, **changes: Any) -> Config:
             if not isinstance(node, dict):
                 raise ConfigError(f"unknown config key {key!r} ({k!r} is not a table of options)")
         node[leaf] = value
-    return _build(Config, table, "")
+    return build(Config, table)

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import rng
 from .config import Config
-from .data.scenario import ClientData
+from .data.datasets import ClientData
 from .training import accuracy, batches
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 from .errors import ConfigError
+
+IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # "package.module:name"
 
 
 def import_named(spec: str, key: str) -> object:

@@ -48,7 +48,8 @@ from torch.func import functional_call
 
 from . import rng
 from .config import Config, replace
-from .data.scenario import ClientData, Scenario
+from .data.datasets import ClientData
+from .data.scenario import Scenario
 from .errors import ConfigError
 from .compression import decode_message
 from .messages import ClientUpdate, decode, encode

@@ -36,12 +36,31 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import ConfigError
+from .options import Options, check, choices, option
 
 NAMES = ("none", "avgm", "adam", "yogi", "adagrad")  # `server_opt.name`
 DEFAULTS = {"none": (1.0, 0.0), "sgd": (1.0, 0.0), "avgm": (1.0, 0.0),  # name -> Flower's (η, β1 / μ)
             "adam": (0.1, 0.9), "yogi": (0.01, 0.9), "adagrad": (0.1, 0.0)}
 USES = {"none": (), "avgm": ("lr", "momentum"), "adagrad": ("lr", "momentum", "tau"),  # the `server_opt` keys each reads
         "adam": ("lr", "momentum", "beta2", "tau"), "yogi": ("lr", "momentum", "beta2", "tau")}
+
+
+@dataclass(frozen=True)
+class ServerOptOptions(Options):
+    """The `[server_opt]` table, for fedavg, fedprox, fedlp, scaffold and genefl; fedavgm, fedadam,
+    fedyogi and fedadagrad fix `name`. Defaults are Flower's."""
+
+    section = "server_opt"
+
+    name: str = option("none", choices(NAMES), "the server's step on the averaged update Δ = mean − x: `none` (the "
+                       "mean), or Flower's `avgm`, `adam`, `yogi`, `adagrad` (equations in `server_opt.py`)")
+    lr: float = option(0.0, check(lambda v: 0 <= v <= 10, "must be in [0, 10] (0 = the optimizer's default)"),
+                       "server learning rate η; 0 = Flower's for `name`: avgm 1.0, adam 0.1, yogi 0.01, adagrad 0.1")
+    momentum: float = option(-1.0, check(lambda v: v == -1 or 0 <= v < 1, "must be in [0, 1), or -1 (the optimizer's default)"),
+                             "β1 (FedAvgM's momentum); -1 = Flower's for `name`: avgm 0.0, adam 0.9, yogi 0.9, adagrad 0.0")
+    beta2: float = option(0.99, check(lambda v: 0 <= v < 1, "must be in [0, 1)"), "β2, second-moment decay of adam and yogi")
+    tau: float = option(1e-3, check(lambda v: 0 < v <= 1, "must be in (0, 1]"),
+                        "τ, adaptivity (the ε under the square root) of adam, yogi and adagrad")
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@ from torch import nn
 
 from .. import rng
 from ..config import Config
-from ..data.scenario import ClientData
+from ..data.datasets import ClientData
 from ..layers import Layer
 from ..errors import GeneflError
 from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
 from ..models import ModelSpec
+from ..options import Options
 from ..newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
 from ..robust import Combiner
 from ..server_opt import ServerOptimizer, for_method
@@ -76,6 +77,7 @@ class Strategy(abc.ABC):
     takes_server_opt = False  # does `aggregate` end with a server-optimizer step (`[server_opt]`)?
     takes_defence = False  # does `aggregate` go through `combiner`, so that `[defence]` applies?
     fixed_server_opt: str | None = None  # the server optimizer this method always uses (fedadam: "adam")
+    options: type[Options] | None = None  # the method's own options table (an `Options` subclass), if any
 
     def __init__(self, config: Config, layers: list[Layer], initial: dict[str, torch.Tensor]):
         self.config = config

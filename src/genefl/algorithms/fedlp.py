@@ -5,17 +5,27 @@ seeded per client and round, so both runtimes upload the same layers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..layers import layer_tensors
 from ..messages import Broadcast, ClientUpdate
+from ..options import Options, fraction, option
 from ..training import snapshot, train
 from .base import ClientEnv
 from .fedavg import FedAvg, FedAvgClient
 
 
+@dataclass(frozen=True)
+class FedLPOptions(Options):
+    section = "fedlp"
+
+    p: float = option(0.5, fraction(), "probability that a client uploads a given layer")
+
+
 class FedLP(FedAvg):
-    pass
+    options = FedLPOptions
 
 
 class FedLPClient(FedAvgClient):

@@ -4,14 +4,24 @@ the server half is FedAvg's unchanged. Clients do a fixed number of epochs (no i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..messages import Broadcast, ClientUpdate
 from ..training import GradientCorrection, train
 from .base import ClientEnv, full_model_update
+from ..options import Options, option, weight
 from .fedavg import FedAvg, FedAvgClient
 
 
+@dataclass(frozen=True)
+class FedProxOptions(Options):
+    section = "fedprox"
+
+    mu: float = option(0.01, weight(), "weight μ of the proximal term (μ/2)‖θ − θ_global‖²")
+
+
 class FedProx(FedAvg):
-    pass
+    options = FedProxOptions
 
 
 class FedProxClient(FedAvgClient):

@@ -17,6 +17,7 @@ import torch
 from ..errors import ConfigError
 from ..layers import Layer, layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate
+from ..options import Options, fraction, option
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 
 
@@ -38,12 +39,21 @@ def last_body_layers(layers: list[Layer], budget_bytes: int) -> list[int]:
 
 
 @dataclass(frozen=True)
+class FLearngeneOptions(Options):
+    section = "flearngene"
+
+    gene_budget: float = option(0.25, fraction(), "learnGene size as a fraction of the model's bytes (GENE-FL's "
+                                "default); the layers are the last body layers before the head")
+
+
+@dataclass(frozen=True)
 class SharedGeneState:
     gene: dict[str, torch.Tensor]  # the learnGene layers' current values
     contacted: frozenset[int]
 
 
 class FLearngene(Strategy):
+    options = FLearngeneOptions
     takes_defence = True
 
     def __init__(self, config, layers, initial):

@@ -7,7 +7,7 @@ averages them per cluster; Stage 4 starts a newcomer from its nearest cluster's 
 other layer freshly initialised. Every client keeps a personal model: non-learnGene layers never
 leave it.
 
-Choices the paper leaves open (all options in `[genefl]` / `[clustering]`, see config.py):
+Choices the paper leaves open (all options in `[genefl]`, `GeneflOptions` below, and `[clustering]` in config.py):
 - A client's first contact downloads the full shared initial model (as FedAvg's does); afterwards
   it downloads only its cluster's learnGene layers.
 - The learnGene layer set S_k is decided per cluster from the sample-weighted mean of the scores its
@@ -33,11 +33,34 @@ from ..constraints import coefficients
 from ..errors import ConfigError
 from ..layers import layer_tensors, model_nbytes
 from ..messages import Broadcast, ClientUpdate, finite_numbers
+from ..options import Options, choices, fraction, nonneg, option, positive, weight
 from ..rng import generator
+from ..sensitivity import SELECTIONS
 from ..server_opt import Moments
 from ..training import GradientCorrection, snapshot, train
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates
 from .clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
+
+
+@dataclass(frozen=True)
+class GeneflOptions(Options):
+    section = "genefl"
+
+    fisher_samples: int = option(256, positive(), "samples for the diagonal empirical Fisher")
+    fisher_estimator: str = option("per_sample", choices(("per_sample", "batch")),
+                                   "`per_sample` (the empirical Fisher) or `batch` (squared mini-batch gradients, cheaper)")
+    fisher_top: float = option(0.2, fraction(), "fraction of each layer's parameters in the elastic mask")
+    lambda_s: float = option(0.01, weight(), "weight of the per-layer smoothing term (0 switches it off)")
+    lambda_e: float = option(1.0, weight(), "weight of the Fisher-masked quadratic term (0 switches it off)")
+    gene_budget: float = option(0.25, fraction(), "learnGene size as a fraction of the model's bytes, never exceeded")
+    gene_include_head: bool = option(False, None, "may the classifier head be part of the learnGene?")
+    gene_selection: str = option("window", choices(SELECTIONS),
+                                 "`window` (the contiguous run of body layers with the most layers, ties by stability), "
+                                 "`greedy`, `random` (ablation), or `input` / `output` (the contiguous run from that end)")
+    gene_reselect_every: int = option(0, nonneg(), "re-decide the learnGene layer set every N rounds; 0 = once, after round 1")
+    sensitivity: str = option("stability", choices(("stability", "taylor")),
+                              "layer score: `stability` (cosine of the layer before and after training) or `taylor` (the magnitude of θ·∂L/∂θ)")
+    clustering: bool = option(True, None, "false = one cluster for everybody (ablation)")
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,7 @@ def check_budget(config, layers) -> None:
 
 
 class Genefl(Strategy):
+    options = GeneflOptions
     takes_server_opt = True
     takes_defence = True
 

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..messages import Broadcast, ClientUpdate
+from ..options import Options, check, option
 from ..robust import Combiner
 from ..server_opt import Moments, ServerOptimizer
 from ..training import GradientCorrection, snapshot, train
@@ -39,7 +40,17 @@ class ScaffoldState:
     moments: Moments  # the server optimizer's state
 
 
+@dataclass(frozen=True)
+class ScaffoldOptions(Options):
+    section = "scaffold"
+
+    server_lr: float = option(1.0, check(lambda v: 0 < v <= 10, "must be in (0, 10]"),
+                              "global step size η_g on the averaged model change (with `server_opt.name` unset)")
+
+
 class Scaffold(FedAvg):
+    options = ScaffoldOptions
+
     @classmethod
     def server_optimizer(cls, config) -> ServerOptimizer:
         chosen = super().server_optimizer(config)

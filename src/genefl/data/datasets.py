@@ -76,6 +76,20 @@ STATS = {  # per-channel (mean, std) of the training images scaled to [0, 1]
 
 
 @dataclass(frozen=True)
+class ClientData:
+    """One client's data: whole tensors, already on the run's device."""
+
+    x_train: torch.Tensor  # (n, C, H, W)
+    y_train: torch.Tensor  # (n,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Whole splits as tensors. Shared by every caller (cached): never modify them in place."""
 

@@ -19,27 +19,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .. import population, rng
-from ..config import Config, PopulationOptions
 from ..errors import ConfigError
-from . import partition
-from .datasets import MD5, Dataset, load_dataset, read_checksum_file
+from . import partition, synthetic
+from .datasets import MD5, ClientData, Dataset, load_dataset, read_checksum_file
 
-
-@dataclass(frozen=True)
-class ClientData:
-    x_train: torch.Tensor  # (n, C, H, W)
-    y_train: torch.Tensor  # (n,)
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-    @property
-    def num_train(self) -> int:
-        return len(self.y_train)
+if TYPE_CHECKING:  # only named in annotations: the config imports the modules that import this one
+    from ..config import Config, PopulationOptions
 
 
 @dataclass(frozen=True)
@@ -198,8 +189,6 @@ def redraw(labels: np.ndarray, pool: np.ndarray, classes: np.ndarray, mix: np.nd
 def load_for(config: Config | ScenarioSpec) -> Dataset:
     config = ScenarioSpec.of(config)
     if config.dataset == "synthetic":  # generated per client: the pool of all of them
-        from . import synthetic
-
         return synthetic.pooled(config)
     checksums = None
     if config.checksum_file and config.dataset != "digits":
@@ -220,8 +209,6 @@ def build_scenario(config: Config | ScenarioSpec, dataset: Dataset | None = None
     on the config's dataset."""
     config = ScenarioSpec.of(config)
     if dataset is None and config.dataset == "synthetic":  # naturally federated: no partition
-        from . import synthetic
-
         if population.return_windows(config) and config.population.drift != "none":
             raise ConfigError("population.drift: synthetic clients have no class mix to redraw; use population.drift = "
                               "\"none\" with dataset = \"synthetic\"")

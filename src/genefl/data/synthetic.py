@@ -37,13 +37,16 @@ do not apply and are ignored; `train_subset` must stay 0 (config.py refuses it).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .. import rng
-from .datasets import Dataset
-from .scenario import ClientData, ScenarioSpec
+from .datasets import ClientData, Dataset
+
+if TYPE_CHECKING:
+    from .scenario import ScenarioSpec
 
 FEATURES, CLASSES = 60, 10
 INPUT_SHAPE = (1, 1, FEATURES)

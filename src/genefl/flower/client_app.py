@@ -32,7 +32,8 @@ from ..runtime.client_side import evaluate_and_send, received, send_signature, t
 from ..runtime.first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.datasets import SHAPES
-from ..data.scenario import ClientData, ScenarioSpec, client_data, load_for, partition_indices
+from ..data.datasets import ClientData
+from ..data.scenario import ScenarioSpec, client_data, load_for, partition_indices
 from ..errors import ConfigError, DataError, GeneflError
 from ..paths import checked, shown
 from ..messages import ClientUpdate

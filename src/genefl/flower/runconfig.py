@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..config import Config, _build, config_to_dict, shown, toml_value
+from ..config import Config, config_to_dict, toml_value
+from ..options import build, shown
 from ..errors import ConfigError
 
 
@@ -49,4 +50,4 @@ def config_from_run_config(run_config: dict[str, Any]) -> Config:
         if key in lists and isinstance(value, str):  # a TOML list in a string; what is not one is refused as a string
             value = toml_value(f"run config {shown(key)}", value or "[]")
         node[leaf] = value
-    return _build(Config, table, "")
+    return build(Config, table)
