@@ -35,7 +35,12 @@ The choices, each kept simple:
   signature (counted as a newcomer's is) and the method places it again (`Strategy.rejoin`).
 - evaluation: the clients present (arrived, not departed, not away), or a seeded sample of
   `eval_sample` of them; all of them after the last round. Offline clients are evaluated too:
-  evaluation is measurement, not protocol.
+  evaluation is measurement, not protocol. The absent ones (away; on Flower, a node not connected)
+  are tested on their own models where the method keeps one per client (`Strategy.configure_absent`,
+  `RoundLoop._evaluate_absent`: no message, no bytes; sampled alike from a stream of their own).
+- newcomers over time: `newcomer_cohorts` groups them by arrival round; with `local_baseline`, each
+  is compared with its own local-only model (`runtime.client_side.local_baseline`) and
+  `rounds_to_useful` counts the rounds until its model beats it.
 - Stage 0 (signatures before round 1) is enrolment: every training client takes part in it, online
   or not.
 - on Flower, the nodes themselves: a present client whose SuperNode is not connected at the start of
