@@ -300,7 +300,7 @@ def trace_of(record: dict[str, Any], num_clients: int, rounds: int) -> str:
 def rounds_to_useful(newcomer, rounds) -> int | None:
     """A newcomer's time to useful: the fewest rounds r >= 0 after its arrival round a by which its model
     beats (strictly) its own local-only model (`acc_local`, `population.local_baseline`) on its test
-    data. r = 0 counts its model after the welcome's fine-tuning (the last epoch's, the one it keeps)
+    data. r = 0 counts its model at the last epoch of the welcome's fine-tuning (`acc_by_epoch[-1]`)
     and its evaluation at the end of round a; r > 0 its evaluation at the end of round a + r. Only
     the rounds in which it was evaluated count (`eval_every`, `eval_sample`). None: no local-only
     model (the option off), or never beaten within the run. `newcomer`: a NewcomerReport; `rounds`:

@@ -54,8 +54,8 @@ def local_baseline(env: ClientEnv) -> float:
     trained under the newcomer protocol (`genefl.newcomer`: `newcomer_epochs` epochs at the newcomer's
     optimiser settings, on the same training part of its data, its validation split left out), nothing
     inherited, batches from the stream (seed, "local-baseline", its id); returns its test accuracy at
-    the last epoch (the model it would end with, as a newcomer keeps its last). The client's stored
-    state and every other stream are untouched; it runs on the shared model object after the welcome."""
+    the last epoch (as a newcomer's fine-tuning ends with its last). The client's stored state and
+    every other stream are untouched; it runs on the shared model object after the welcome."""
     c = env.config
     load_into(env.model, env.spec.build(c.seed, "local-baseline", env.cid).state_dict())
     curve = finetune(env.model, env.data, set(), FinetuneSettings.from_config(c), rng.generator(c.seed, "local-baseline", env.cid),
