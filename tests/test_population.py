@@ -18,9 +18,11 @@ from genefl.config import Config, load_config
 from genefl.data.scenario import arrival_rounds, build_scenario
 from genefl.errors import ConfigError
 from genefl.messages import ClientUpdate
-from genefl.population import Population, make_plan, refuse_in_flower, return_windows, spans_of, trace_of
+from genefl.population import (Population, make_plan, median_rounds_to_useful, refuse_in_flower, return_windows,
+                                rounds_to_useful, spans_of, trace_of)
 from genefl.results import build_results
 from genefl.runtime.assembly import assemble
+from genefl.runtime.events import Callback, NewcomerReport, RoundReport
 from genefl.runtime.simulator import Simulator
 from genefl.runtime.states import DiskStates, MemoryStates
 
@@ -29,10 +31,15 @@ from test_cli import strip_times
 BASE = ["rounds=6", "num_clients=6", "num_newcomers=2", "newcomer_epochs=1", "seed=1", "genefl.fisher_samples=16"]
 
 
-def run(*overrides: str):
-    """(simulator, RunResult, results.json document) of BASE with `overrides`."""
+def run(*overrides: str, callbacks=(), before=None):
+    """(simulator, RunResult, results.json document) of BASE with `overrides`; `before(sim)` is called
+    before it runs."""
     config = load_config(None, BASE + list(overrides))
-    sim = Simulator(config, build_scenario(config))
+    sim = Simulator(config, build_scenario(config), list(callbacks))
+    for cb in callbacks:
+        cb.sim = sim
+    if before:
+        before(sim)
     result = sim.run()
     return sim, result, build_results(result)
 
@@ -281,6 +288,10 @@ def test_flower_refuses_the_simulators_shares_of_departures_and_returns():
     for key in ("departures=0.2", "returns=0.2"):
         with pytest.raises(ConfigError, match=f"population.{key.split('=')[0]}: simulator only; on Flower"):
             refuse_in_flower(load_config(None, [f"population.{key}"]))
+    with pytest.raises(ConfigError, match="population.local_baseline: simulator only"):
+        refuse_in_flower(load_config(None, ["population.local_baseline=true"]))
+    with pytest.raises(ConfigError, match="population.local_baseline: not used without newcomers"):
+        load_config(None, ["population.local_baseline=true", "num_newcomers=0"])
     refuse_in_flower(load_config(None, ["population.arrivals=poisson", "population.availability=diurnal",
                                         "population.eval_sample=2"]))  # the round loop's alone
 
@@ -294,7 +305,7 @@ def test_a_plan_depends_on_the_config_alone():
 
 # ---- kill and resume mid-population (a real `genefl run` process SIGKILLs itself: GENEFL_FAULT) ----
 RESUMABLE = ["method=genefl", "rounds=6", "num_clients=5", "num_newcomers=3", "newcomer_epochs=1", "seed=0",
-             "genefl.fisher_samples=16", "clustering.num_clusters=2", *DYNAMIC]
+             "genefl.fisher_samples=16", "clustering.num_clusters=2", "population.local_baseline=true", *DYNAMIC]
 
 
 def test_a_run_killed_mid_population_and_resumed_equals_the_uninterrupted_run(tmp_path, capsys):
@@ -308,6 +319,10 @@ def test_a_run_killed_mid_population_and_resumed_equals_the_uninterrupted_run(tm
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     events = want["population"]
     assert [d["round"] for d in events["departures"]] == [4, 4] and [r["back"] for r in events["returns"]] == [4, 6]
+    assert [r["absent"] for r in want["rounds"]] == [0, 1, 2, 1, 1, 0]  # clients 1 and 4 away (see the docstring)
+    assert all((r["acc_absent"] is None) == (r["absent"] == 0) for r in want["rounds"])
+    assert len(want["newcomers"]) == 3 and all(n["acc_local"] is not None for n in want["newcomers"])
+    assert want["newcomer_cohorts"] and "rounds_to_useful" in want["newcomers"][0]
     out = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-m", "genefl.cli", "run", *args, "--out", str(out)], capture_output=True,
                           text=True, env={**os.environ, "GENEFL_FAULT": "round:4"}, timeout=300)
@@ -333,3 +348,152 @@ def test_unreachable_nodes_are_returns_and_departures_and_a_trace():
     assert record["unreachable"] == [{"client": 2, "rounds": [3, 4]}, {"client": 3, "rounds": [6]}]
     assert trace_of(record, 3, 6) == "client,online_from,online_until\n0,1,6\n1,1,6\n2,1,2\n2,5,6\n3,3,5\n"
     assert spans_of([7, 3, 4]) == [(3, 4), (7, 7)] and spans_of([]) == []
+
+
+# ---- evaluation over time: absent clients, time to useful, cohorts, the plot ----
+class StoredModels(Callback):
+    """After each round, every away client's stored model tested by hand on its own test data then."""
+
+    def __init__(self):
+        self.sim, self.by_round = None, {}
+
+    def after_round(self, report) -> None:
+        from genefl.training import accuracy, load_into
+
+        sim, model = self.sim, self.sim.spec.build(0, "by-hand")
+        accs = {}
+        for cid in sorted(sim.loop.population.away):
+            load_into(model, sim.clients.states.open(cid)["model"])
+            data = sim.scenario.data(cid, report.round)
+            accs[cid] = accuracy(model, data.x_test, data.y_test)
+        self.by_round[report.round] = accs
+
+
+def without_absent(doc):
+    """A results.json document less what absent clients' evaluation adds."""
+    doc = strip_times(doc)
+    for r in doc["rounds"]:
+        r.pop("acc_absent")
+    return doc
+
+
+@pytest.mark.parametrize("method", ["genefl", "local"])
+def test_an_absent_client_is_its_own_stored_model_on_its_own_test_data_and_costs_nothing(method):
+    """4 clients, one away in rounds 4-5 (seed 1): in those rounds its accuracy is its stored model's,
+    tested by hand; the same run with absent clients not evaluated is identical in everything else:
+    accuracies, bytes (eval bytes too), newcomers, final models, client states."""
+    common = [f"method={method}", "num_clients=4", "population.returns=0.25", "population.absence=2"]
+    hand = StoredModels()
+    sim, result, doc = run(*common, callbacks=[hand])
+    (cid, (left, back)), = sim.scenario.returns.items()
+    assert (cid, left, back) == (3, 4, 6)
+    for r in result.rounds:
+        away = left <= r.round < back
+        assert r.absent == away and (r.acc_absent_by_client == hand.by_round[r.round] if away else r.acc_absent_by_client is None)
+    assert [row["acc_absent"] for row in doc["rounds"]] == [None] * 3 + [hand.by_round[t][cid] for t in (4, 5)] + [None]
+    assert [row["absent"] for row in doc["rounds"]] == [0, 0, 0, 1, 1, 0]
+    assert not [t for t in result.ledger.transfers if t.client == cid and left <= t.round < back]  # no bytes counted
+
+    def no_absent(s):
+        s.loop.strategy.configure_absent = lambda state, c: None
+
+    quiet, plain, plain_doc = run(*common, before=no_absent)
+    assert all(r.acc_absent_by_client is None for r in plain.rounds)
+    assert without_absent(doc) == without_absent(plain_doc)
+    assert [(t.round, t.client, t.direction, t.kind, t.nbytes) for t in result.ledger.transfers] == \
+        [(t.round, t.client, t.direction, t.kind, t.nbytes) for t in plain.ledger.transfers]
+    assert all(torch.equal(v, plain.final_weights[k]) for k, v in result.final_weights.items())
+    mine, theirs = dict(sim.clients.states.items()), dict(quiet.clients.states.items())
+    assert mine.keys() == theirs.keys() and all(torch.equal(v, theirs[c]["model"][k])
+                                                for c, state in mine.items() for k, v in state["model"].items())
+
+
+def test_absent_clients_of_methods_without_personal_models_are_null_and_pacfls_are_their_clusters():
+    _, result, doc = run("method=fedavg", "population.returns=0.34", "population.absence=2")
+    assert any(r["absent"] for r in doc["rounds"]) and all(r["acc_absent"] is None for r in doc["rounds"])
+    _, result, doc = run("method=pacfl", "population.returns=0.34", "population.absence=2")
+    assert all((r["acc_absent"] is None) == (not r["absent"]) for r in doc["rounds"])
+    _, _, static = run("method=local", "rounds=3")
+    assert all(r["absent"] == 0 and r["acc_absent"] is None for r in static["rounds"])
+
+
+def reports(arrival: int, by_epoch: list[float], local: float | None, accs: dict[int, float]):
+    """Newcomer 9 arriving at `arrival`, and rounds 1..6 with its accuracy in `accs` (others: not evaluated)."""
+    newcomer = NewcomerReport(9, arrival, "random", 0, 0.1, by_epoch, acc_local=local)
+    rounds = [RoundReport(t, [], [], {9: accs[t]} if t in accs else {}, 4, 0, 0, 0.0) for t in range(1, 7)]
+    return newcomer, rounds
+
+
+def test_rounds_to_useful_by_hand():
+    nan = float("nan")
+    cases = [((3, [0.4, 0.5], 0.6, {3: 0.55, 5: 0.6, 6: 0.7}), 3),  # 0.6 ties (no win); not evaluated in round 4
+             ((3, [0.4, 0.65], 0.6, {3: 0.1}), 0),  # its fine-tuned model already beats it
+             ((3, [0.4, 0.5], 0.6, {3: 0.61}), 0),  # so does its evaluation at the end of its arrival round
+             ((3, [0.4, 0.5], 0.6, {2: 0.9, 4: 0.61}), 1),  # a round before its arrival does not count
+             ((3, [0.4, 0.5], 0.6, {4: 0.5, 6: nan}), None),  # never within the run; NaN never beats
+             ((3, [0.9], None, {3: 0.9}), None),  # no local-only model (the option off)
+             ((3, [0.4], nan, {3: 0.9}), None)]  # a local-only model with an empty test split
+    for args, want in cases:
+        assert rounds_to_useful(*reports(*args)) == want, args
+    assert median_rounds_to_useful([0, 3, None]) == 3 and median_rounds_to_useful([1, 2]) == 1.5
+    assert median_rounds_to_useful([0, None]) is None and median_rounds_to_useful([None, None, 2]) is None
+    assert median_rounds_to_useful([]) is None
+
+
+def test_the_local_only_model_is_as_defined_and_changes_nothing_else():
+    from genefl import rng
+    from genefl.newcomer import FinetuneSettings, finetune, newcomer_split_generator
+
+    common = ["method=genefl", "newcomer_epochs=2"]
+    sim, result, doc = run(*common, "population.local_baseline=true")
+    _, _, off = run(*common)
+    c = sim.config
+    for n in result.newcomers:  # a fresh seeded model, the newcomer protocol on its own data, nothing inherited
+        model = sim.spec.build(c.seed, "local-baseline", n.id)
+        curve = finetune(model, sim.scenario.data(n.id, n.arrival_round), set(), FinetuneSettings.from_config(c),
+                         rng.generator(c.seed, "local-baseline", n.id), newcomer_split_generator(c.seed, n.id))
+        assert n.acc_local == curve.test[-1]
+    assert [n["rounds_to_useful"] for n in doc["newcomers"]] == [rounds_to_useful(n, result.rounds) for n in result.newcomers]
+    assert doc["summary"]["newcomers_rounds_to_useful_median"] == \
+        median_rounds_to_useful([rounds_to_useful(n, result.rounds) for n in result.newcomers])
+    assert all(n["acc_local"] is None and n["rounds_to_useful"] is None for n in off["newcomers"])
+    assert off["summary"]["newcomers_rounds_to_useful_median"] is None
+    on = strip_times(doc)
+    on["summary"].pop("newcomers_rounds_to_useful_median"), strip_times(off)["summary"].pop("newcomers_rounds_to_useful_median")
+    for d in (on, off):
+        for n in d["newcomers"] + d["newcomer_cohorts"]:
+            n.pop("acc_local", None), n.pop("rounds_to_useful", None), n.pop("rounds_to_useful_median", None)
+    assert on == off
+
+
+def test_newcomer_cohorts_group_by_arrival_round():
+    _, result, doc = run("method=fedavg", "num_newcomers=3", "newcomer_rounds=[3, 3, 5]", "newcomer_epochs=2",
+                         "population.local_baseline=true")
+    news = {n["id"]: n for n in doc["newcomers"]}
+    cohorts = doc["newcomer_cohorts"]
+    assert [(k["arrival_round"], k["clients"]) for k in cohorts] == [(3, [6, 7]), (5, [8])]
+    first = cohorts[0]
+    assert first["acc_init"] == pytest.approx((news[6]["acc_init"] + news[7]["acc_init"]) / 2)
+    assert first["acc_by_epoch"] == pytest.approx([(a + b) / 2 for a, b in zip(news[6]["acc_by_epoch"], news[7]["acc_by_epoch"])])
+    rounds = {r.round: r for r in result.rounds}
+    assert first["acc_by_round"] == [[t, pytest.approx((rounds[t].acc_by_client[6] + rounds[t].acc_by_client[7]) / 2)]
+                                     for t in range(3, 7)]
+    assert cohorts[1]["acc_by_epoch"] == news[8]["acc_by_epoch"] and [t for t, _ in cohorts[1]["acc_by_round"]] == [5, 6]
+    assert cohorts[1]["rounds_to_useful_median"] == news[8]["rounds_to_useful"]
+    assert first["rounds_to_useful_median"] == median_rounds_to_useful([news[6]["rounds_to_useful"], news[7]["rounds_to_useful"]])
+
+
+def test_genefl_plot_draws_present_and_absent_accuracy_for_a_changing_population(tmp_path):
+    from genefl.plots import plot_all, population_changed
+    from genefl.results import results_problem
+
+    _, _, moving = run("method=local", "population.returns=0.34", "population.absence=2")
+    _, _, static = run("method=local", "rounds=3")
+    assert population_changed(moving) and not population_changed(static)
+    assert results_problem(moving) is None
+    (tmp_path / "a").mkdir()
+    names = [p.name for p in plot_all([{**static, "label": "static"}], tmp_path / "a")]
+    assert "population_accuracy.png" not in names and not (tmp_path / "a" / "population_accuracy.png").exists()
+    (tmp_path / "b").mkdir()
+    paths = plot_all([{**moving, "label": "local"}, {**static, "label": "static"}], tmp_path / "b")
+    assert paths[-1].name == "population_accuracy.png" and paths[-1].stat().st_size > 1000

@@ -135,6 +135,7 @@ class PopulationOptions(Options):
     drift: str = option("dirichlet", choices(("dirichlet", "swap", "none")))  # returns: its data when back: "dirichlet" (a new Dir(alpha) class mix) | "swap" (another client's mix) | "none"
     recluster: bool = option(False)  # returns: a client back with drifted data sends a new signature and joins its nearest cluster again
     eval_sample: int = option(0, nonneg())  # evaluate a seeded sample of this many present clients (everyone after the last round); 0 = everyone
+    local_baseline: bool = option(False)  # per newcomer, also train a local-only model (an extra fine-tuning each): its rounds to beat it
 
 
 @dataclass(frozen=True)

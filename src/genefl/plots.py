@@ -1,6 +1,8 @@
 """The comparison's plots, drawn from saved results.json files (so `genefl plot DIR` can redraw):
 accuracy vs round, accuracy vs cumulative MB (the communication-efficiency curve), and newcomer
-accuracy vs fine-tuning epoch. Curves are means over seeds; shaded bands are ± one std."""
+accuracy vs fine-tuning epoch. Curves are means over seeds; shaded bands are ± one std. Runs whose
+population changed (`population_changed`) add a fourth: the accuracy of the clients present and of
+those absent over rounds (`population_accuracy.png`)."""
 
 from __future__ import annotations
 
@@ -52,6 +54,28 @@ def _band(ax, x, mean, std, label):
     ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=line.get_color())
 
 
+def population_changed(doc: dict) -> bool:
+    """Did this run's population move beyond the static default: departures, returns, unreachable
+    nodes, newcomers that never arrived, clients offline in some round, or absent clients measured?"""
+    pop = doc.get("population")
+    moved = isinstance(pop, dict) and any(pop.get(k) for k in ("departures", "returns", "unreachable", "not_arrived"))
+    return moved or any(isinstance(r, dict) and (r.get("acc_absent") is not None or
+                                                 (isinstance(r.get("online"), int) and isinstance(r.get("present"), int)
+                                                  and r["online"] < r["present"])) for r in doc["rounds"])
+
+
+def _by_round(runs: list[dict], key: str):
+    """Mean and std over the seeds that have `key` in a round, round by round (seeds draw different
+    populations, so a round may have an absent client in one seed and none in another)."""
+    values: dict[int, list[float]] = {}
+    for doc in runs:
+        for r in doc["rounds"]:
+            if r.get(key) is not None:
+                values.setdefault(r["round"], []).append(r[key] * 100)
+    x = np.array(sorted(values))
+    return (x, np.array([np.mean(values[t]) for t in x]), np.array([np.std(values[t]) for t in x]))
+
+
 def plot_all(docs: list[dict], out: Path) -> list[Path]:
     groups = _by_label(docs)
     paths = []
@@ -88,6 +112,23 @@ def plot_all(docs: list[dict], out: Path) -> list[Path]:
     ax.set(xlabel="newcomer fine-tuning epoch (0 = at initialisation)", ylabel="newcomer test accuracy (%)",
            title="Newcomers: accuracy while fine-tuning")
     paths.append(_save(fig, ax, out / "newcomer_accuracy.png"))
+
+    moving = {label: [d for d in runs if population_changed(d)] for label, runs in groups.items()}
+    if any(moving.values()):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, runs in moving.items():
+            if not runs:
+                continue
+            x, mean, std = _by_round(runs, "acc_clients")
+            line, = ax.plot(x, mean, label=shown(f"{label}: present", 60), marker="o", markersize=3)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=line.get_color())
+            x, mean, std = _by_round(runs, "acc_absent")
+            if len(x):
+                ax.plot(x, mean, label=shown(f"{label}: absent", 60), marker="s", markersize=3, linestyle="--",
+                        color=line.get_color())
+        ax.set(xlabel="communication round", ylabel="mean accuracy on own test data (%)",
+               title="A changing population: clients present and absent")
+        paths.append(_save(fig, ax, out / "population_accuracy.png"))
     return paths
 
 

@@ -35,7 +35,12 @@ The choices, each kept simple:
   signature (counted as a newcomer's is) and the method places it again (`Strategy.rejoin`).
 - evaluation: the clients present (arrived, not departed, not away), or a seeded sample of
   `eval_sample` of them; all of them after the last round. Offline clients are evaluated too:
-  evaluation is measurement, not protocol.
+  evaluation is measurement, not protocol. The absent ones (away; on Flower, a node not connected)
+  are tested on their own models where the method keeps one per client (`Strategy.configure_absent`,
+  `RoundLoop._evaluate_absent`: no message, no bytes; sampled alike from a stream of their own).
+- newcomers over time: `newcomer_cohorts` groups them by arrival round; with `local_baseline`, each
+  is compared with its own local-only model (`runtime.client_side.local_baseline`) and
+  `rounds_to_useful` counts the rounds until its model beats it.
 - Stage 0 (signatures before round 1) is enrolment: every training client takes part in it, online
   or not.
 - on Flower, the nodes themselves: a present client whose SuperNode is not connected at the start of
@@ -221,12 +226,13 @@ class Population:
     def reachable(self, round: int, present: list[int]) -> list[int]:
         return [c for c in present if self.online(c, round)]
 
-    def evaluated(self, round: int, present: list[int]) -> list[int]:
-        """Who is evaluated: everyone present, or a seeded sample of `eval_sample` (not after the last round)."""
+    def evaluated(self, round: int, present: list[int], stream: str = "eval-sample") -> list[int]:
+        """Who is evaluated: everyone present, or a seeded sample of `eval_sample` (not after the last
+        round). `stream`: the purpose its sample is drawn for (the absent clients have their own)."""
         n = self.config.population.eval_sample
         if not n or n >= len(present) or round == self.config.rounds:
             return present
-        order = torch.randperm(len(present), generator=rng.generator(self.config.seed, "eval-sample", round))
+        order = torch.randperm(len(present), generator=rng.generator(self.config.seed, stream, round))
         return sorted(present[i] for i in order[:n].tolist())
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -291,6 +297,65 @@ def trace_of(record: dict[str, Any], num_clients: int, rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rounds_to_useful(newcomer, rounds) -> int | None:
+    """A newcomer's time to useful: the fewest rounds r >= 0 after its arrival round a by which its model
+    beats (strictly) its own local-only model (`acc_local`, `population.local_baseline`) on its test
+    data. r = 0 counts its model at the last epoch of the welcome's fine-tuning (`acc_by_epoch[-1]`)
+    and its evaluation at the end of round a; r > 0 its evaluation at the end of round a + r. Only
+    the rounds in which it was evaluated count (`eval_every`, `eval_sample`). None: no local-only
+    model (the option off), or never beaten within the run. `newcomer`: a NewcomerReport; `rounds`:
+    the RoundReports."""
+    local, a = newcomer.acc_local, newcomer.arrival_round
+    if local is None:
+        return None
+    if newcomer.acc_by_epoch and newcomer.acc_by_epoch[-1] > local:
+        return 0
+    for r in rounds:
+        acc = r.acc_by_client.get(newcomer.id)
+        if r.round >= a and acc is not None and acc > local:  # NaN (an empty test split) never beats
+            return r.round - a
+    return None
+
+
+def median_rounds_to_useful(values: list[int | None]) -> float | None:
+    """The median over newcomers with a local-only model of their rounds to useful, those that never got
+    there counted as later than any; None when that median is "never", or nobody had such a model."""
+    if not values:
+        return None
+    ordered = sorted(math.inf if v is None else v for v in values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return median if math.isfinite(median) else None
+
+
+def newcomer_cohorts(newcomers, rounds) -> list[dict[str, Any]]:
+    """Newcomers grouped by arrival round (a cohort): its `clients`, the mean `acc_init` and mean
+    `acc_by_epoch` (epoch by epoch) of their fine-tuning curves, their mean accuracy in each evaluated
+    round from arrival on (`acc_by_round`: [round, mean over the cohort's clients evaluated then]),
+    and with `population.local_baseline` the median of their rounds to useful (`median_rounds_to_useful`).
+    Means leave out NaN (an empty test split)."""
+    def mean(values):
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return sum(values) / len(values) if values else None
+
+    by_round = defaultdict(list)
+    for n in newcomers:
+        by_round[n.arrival_round].append(n)
+    cohorts = []
+    for a, members in sorted(by_round.items()):
+        ids = {n.id for n in members}
+        epochs = max(len(n.acc_by_epoch) for n in members)
+        later = [[r.round, mean([acc for cid, acc in r.acc_by_client.items() if cid in ids])]
+                 for r in rounds if r.round >= a and ids & set(r.acc_by_client)]
+        with_local = [n for n in members if n.acc_local is not None]
+        cohorts.append({"arrival_round": a, "clients": sorted(ids), "acc_init": mean([n.acc_init for n in members]),
+                        "acc_by_epoch": [mean([n.acc_by_epoch[e] for n in members if e < len(n.acc_by_epoch)])
+                                         for e in range(epochs)],
+                        "acc_by_round": later,
+                        "rounds_to_useful_median": median_rounds_to_useful([rounds_to_useful(n, rounds) for n in with_local])})
+    return cohorts
+
+
 def check(config) -> None:
     """One-line errors for `[population]` settings that cannot work or would be ignored."""
     opts, defaults = config.population, type(config.population)()
@@ -305,6 +370,8 @@ def check(config) -> None:
                                  "online_fraction": ("availability", "diurnal")}.items():
         if getattr(opts, key) != getattr(defaults, key) and getattr(opts, switch) != value:
             raise ConfigError(f"population.{key}: not used unless population.{switch} = {value!r}")
+    if opts.local_baseline and config.num_newcomers == 0:
+        raise ConfigError("population.local_baseline: not used without newcomers (num_newcomers = 0)")
     if opts.returns == 0:
         for key in ("absence", "drift", "recluster"):
             if getattr(opts, key) != getattr(defaults, key):
@@ -322,9 +389,13 @@ def check(config) -> None:
 def refuse_in_flower(config) -> None:
     """On Flower, departures and returns are what the nodes do (a SuperNode stopped for good, or stopped
     and restarted; see the module doc), so the simulator's drawn shares of them (and the drift and
-    reclustering that go with returns) are refused in one line rather than ignored. Arrivals,
-    availability and `eval_sample` are the round loop's alone and apply in Flower as in the simulator."""
+    reclustering that go with returns) are refused in one line rather than ignored, as is
+    `local_baseline` (trained in the simulator's process). Arrivals, availability and `eval_sample` are
+    the round loop's alone and apply in Flower as in the simulator."""
     for key in ("departures", "returns"):
         if getattr(config.population, key) > 0:
             raise ConfigError(f"population.{key}: simulator only; on Flower, departures and returns are the "
                               "SuperNodes that stop, or stop and restart (run the share with genefl run)")
+    if config.population.local_baseline:
+        raise ConfigError("population.local_baseline: simulator only (a newcomer's local-only model is trained "
+                          "in the simulator's process; run it with genefl run)")

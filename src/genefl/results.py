@@ -4,11 +4,16 @@ interrupted run keeps what it finished) and `results.json` (schema below, writte
 results.json: {method, dataset, seed, summary{acc_clients, acc_newcomers_first_epoch,
 acc_newcomers_last_epoch, bytes_up, bytes_down, bytes_total, bytes_eval, bytes_newcomer_init_mean,
 model_bytes, wall_s, ...}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
-newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, ...}], method_info{...},
-population{arrivals, not_arrived, departures, returns, unreachable}}. Accuracies are fractions in [0, 1];
-`acc_clients` is the mean over the training clients evaluated in the last evaluated round (those
-present: `genefl.population`); newcomer accuracies are means over newcomers. Each round also counts
-the clients `online`, `present` and `departed` by then.
+newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, acc_local, rounds_to_useful, ...}],
+newcomer_cohorts[{arrival_round, clients, acc_init, acc_by_epoch, acc_by_round, rounds_to_useful_median}],
+method_info{...}, population{arrivals, not_arrived, departures, returns, unreachable}}. Accuracies are
+fractions in [0, 1]; `acc_clients` is the mean over the training clients evaluated in the last
+evaluated round (those present: `genefl.population`); newcomer accuracies are means over newcomers.
+Each round also counts the clients `online`, `present`, `absent` and `departed` by then, and in
+evaluated rounds gives `acc_absent`, the mean accuracy of the absent clients' own models on their own
+test data (`RoundLoop._evaluate_absent`; null when nobody is absent or the method keeps no model of a
+client's own). `acc_local`, `rounds_to_useful` and `newcomers_rounds_to_useful_median` are null
+unless `population.local_baseline` (`population.rounds_to_useful`); cohorts: `population.newcomer_cohorts`.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from .adversary import run_attackers
 from .defence import epsilon_per_upload
 from .errors import ConfigError
 from .paths import shown
+from .population import median_rounds_to_useful, newcomer_cohorts, rounds_to_useful
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
-ROUND_FIELDS = ["round", "acc_clients", "acc_all", "bytes_up", "bytes_down", "participants", "dropped", "online", "present",
-                "departed", "wall_s"]
+ROUND_FIELDS = ["round", "acc_clients", "acc_all", "acc_absent", "bytes_up", "bytes_down", "participants", "dropped", "online",
+                "present", "absent", "departed", "wall_s"]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -40,16 +46,19 @@ def _mean(values: list[float]) -> float | None:
 def round_row(r: RoundReport, attackers: frozenset[int] = frozenset()) -> dict[str, Any]:
     backdoor = {"backdoor_success": r.mean_backdoor(attackers)} if r.backdoor_by_client else {}
     return {"round": r.round, "acc_clients": r.mean_acc(), "acc_all": r.mean_acc(training_only=False),
-            "bytes_up": r.bytes_up, "bytes_down": r.bytes_down, "participants": len(r.participants),
-            "dropped": len(r.dropped), "online": r.online, "present": r.present, "departed": r.departed,
+            "acc_absent": r.mean_absent(), "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+            "participants": len(r.participants), "dropped": len(r.dropped), "online": r.online, "present": r.present,
+            "absent": r.absent, "departed": r.departed,
             "wall_s": round(r.wall_s, 4), **backdoor, **({"notes": r.notes} if r.notes else {})}
 
 
-def newcomer_row(n: NewcomerReport) -> dict[str, Any]:
+def newcomer_row(n: NewcomerReport, rounds: list[RoundReport] = ()) -> dict[str, Any]:
+    """A newcomer's results.json entry; `rounds` (the run's) give its `rounds_to_useful`."""
     return {"id": n.id, "arrival_round": n.arrival_round, "init": n.init, "init_bytes": n.init_bytes,
             "signature_bytes": n.signature_bytes,
             "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, "val_by_epoch": n.val_by_epoch,
             "chosen_epoch": n.chosen_epoch, "acc_chosen": n.acc_chosen,
+            "acc_local": n.acc_local, "rounds_to_useful": rounds_to_useful(n, rounds),
             **({"backdoor_success": n.backdoor_success} if n.backdoor_success is not None else {}), **n.info}
 
 
@@ -67,6 +76,8 @@ def build_results(result) -> dict[str, Any]:
         "acc_newcomers_first_epoch": _mean([n.acc_by_epoch[0] for n in news if n.acc_by_epoch]),
         "acc_newcomers_last_epoch": _mean([n.acc_by_epoch[-1] for n in news if n.acc_by_epoch]),
         "acc_newcomers_val_chosen": _mean([n.acc_chosen for n in news]),
+        "newcomers_rounds_to_useful_median": median_rounds_to_useful(
+            [rounds_to_useful(n, result.rounds) for n in news if n.acc_local is not None]),
         "bytes_up": ledger.total("up"),
         "bytes_down": ledger.total("down"),
         "bytes_total": ledger.total(),
@@ -90,7 +101,8 @@ def build_results(result) -> dict[str, Any]:
     return {
         "method": config.method, "dataset": result.dataset or config.dataset, "seed": config.seed, "summary": summary,
         "rounds": [round_row(r, attackers) for r in result.rounds],
-        "newcomers": [newcomer_row(n) for n in news],
+        "newcomers": [newcomer_row(n, result.rounds) for n in news],
+        "newcomer_cohorts": newcomer_cohorts(news, result.rounds),
         "method_info": info,
         "population": result.population,
     }
@@ -171,7 +183,7 @@ def results_problem(doc) -> str | None:
         return "rounds or newcomers missing or not lists"
     for r in rounds:
         if not (isinstance(r, dict) and integer_in(r.get("round")) and integer_in(r.get("bytes_up"))
-                and integer_in(r.get("bytes_down")) and accuracy_in(r.get("acc_clients"))):
+                and integer_in(r.get("bytes_down")) and accuracy_in(r.get("acc_clients")) and accuracy_in(r.get("acc_absent"))):
             return "a round without an integer round, bytes_up and bytes_down and an accuracy in [0, 1]"
     for n in newcomers:
         if not (isinstance(n, dict) and "acc_init" in n and accuracy_in(n["acc_init"])

@@ -133,6 +133,17 @@ class Strategy(abc.ABC):
     def configure_evaluate(self, state: Any, cid: int) -> Broadcast:
         return self.configure_train(state, 0, cid)
 
+    def configure_absent(self, state: Any, cid: int) -> Broadcast | None:
+        """What client `cid`'s own model is, while it is absent (away in a return, `population.returns`),
+        for measuring it on its own test data; None when the method keeps no model of the client's own
+        (the default: a method whose clients are sent the server's model each round, which an absent
+        client does not have). A method whose clients keep their own model between rounds returns an
+        empty Broadcast once the client holds one (it evaluates its stored model as it stands, having
+        received nothing while away); one whose server keeps the model a client is served (PACFL's per
+        cluster) returns that model. This is no message: the round loop evaluates it apart from the
+        protocol and counts no bytes for it."""
+        return None
+
     def first_contact(self, contacted: frozenset[int], cid: int, meta: dict | None = None) -> Broadcast | None:
         """For methods whose clients keep their own model (and so only ever receive part of one): a
         client not yet `contacted` is sent the whole initial model, else None. Usage:

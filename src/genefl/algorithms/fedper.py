@@ -35,6 +35,9 @@ class FedPer(Strategy):
     def configure_train(self, state: SharedBase, round: int, cid: int) -> Broadcast:
         return self.first_contact(state.contacted, cid) or Broadcast(tensors=state.base)
 
+    def configure_absent(self, state: SharedBase, cid: int) -> Broadcast | None:
+        return Broadcast() if cid in state.contacted else None  # its own model, as it stands
+
     def aggregate(self, state: SharedBase, round: int, updates: Updates) -> SharedBase:
         base, reported = sample_weighted_mean(state.base, updates, self.combiner(state, round))
         return replace(state, base=base, contacted=state.contacted | reported)

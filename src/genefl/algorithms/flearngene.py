@@ -70,6 +70,9 @@ class FLearngene(Strategy):
         meta = {"gene_layers": self.gene_layers()}
         return self.first_contact(state.contacted, cid, meta) or Broadcast(tensors=state.gene, meta=meta)
 
+    def configure_absent(self, state: SharedGeneState, cid: int) -> Broadcast | None:
+        return Broadcast() if cid in state.contacted else None  # its own model, as it stands
+
     def aggregate(self, state: SharedGeneState, round: int, updates: Updates) -> SharedGeneState:
         gene, reported = sample_weighted_mean(state.gene, updates, self.combiner(state, round))
         return replace(state, gene=gene, contacted=state.contacted | reported)

@@ -139,6 +139,9 @@ class Genefl(Strategy):
     def configure_evaluate(self, state: GeneflState, cid: int) -> Broadcast:
         return self.configure_train(state, 0, cid)
 
+    def configure_absent(self, state: GeneflState, cid: int) -> Broadcast | None:
+        return Broadcast() if cid in state.contacted else None  # its own model, as it stands
+
     def aggregate(self, state: GeneflState, round: int, updates: Updates) -> GeneflState:
         k_total = len(state.genes)
         means = [self.combiner(state, round, f", cluster {k}") for k in range(k_total)]

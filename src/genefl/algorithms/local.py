@@ -18,6 +18,9 @@ class Local(Strategy):
     def configure_train(self, state: frozenset, round: int, cid: int) -> Broadcast:
         return self.first_contact(state, cid) or Broadcast()
 
+    def configure_absent(self, state: frozenset, cid: int) -> Broadcast | None:
+        return Broadcast() if cid in state else None  # its own model, as it stands
+
     def aggregate(self, state: frozenset, round: int, updates) -> frozenset:
         return state | {cid for cid, _ in updates}
 

@@ -36,6 +36,9 @@ class PACFL(Strategy):
     def configure_train(self, state: ClusterModels, round: int, cid: int) -> Broadcast:
         return Broadcast(tensors=state.models[state.cluster_of.get(cid, 0)])
 
+    def configure_absent(self, state: ClusterModels, cid: int) -> Broadcast | None:
+        return Broadcast(tensors=state.models[state.cluster_of[cid]]) if cid in state.cluster_of else None  # its cluster's
+
     def aggregate(self, state: ClusterModels, round: int, updates: Updates) -> ClusterModels:
         means = [self.combiner(state, round, f", cluster {k}") for k in range(len(state.models))]
         for cid, update in updates:

@@ -160,6 +160,12 @@ class FlowerClients:
         return {cid: {k: float(v) for k, v in u.meta.items()} for cid, u in replies
                 if self._fields_ok(cid, u, EVALUATE_FIELDS)}
 
+    def evaluate_absent(self, round: int, models: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
+        return {}  # an absent node is not connected: it cannot be asked (results.json: acc_absent null)
+
+    def local_baseline(self, round: int, cid: int) -> float | None:
+        raise GeneflError("population.local_baseline: simulator only")  # refused at start
+
     def _fields_ok(self, cid: int, reply: ClientUpdate, fields: dict) -> bool:
         if isinstance(reply.meta, dict) and "backdoor" in reply.meta:  # only in backdoor-attacked runs
             fields = {**fields, **BACKDOOR_FIELD}

@@ -8,12 +8,13 @@ client half's methods directly.
 
 from __future__ import annotations
 
-from .. import adversary
+from .. import adversary, rng
 from ..algorithms.base import ClientAlgorithm, ClientEnv
 from ..compression import RESIDUAL, decode_message, encode_message
 from ..defence import protect
 from ..messages import Broadcast, ClientUpdate
-from ..newcomer import NewcomerCurve
+from ..newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
+from ..training import load_into
 from .first_contact import SEED_FLAG, InitialMismatch, resolve_seed, seeded_initial
 
 def train_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
@@ -45,6 +46,21 @@ def welcome_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadca
     curve = client.welcome(env, broadcast)
     curve.backdoor = adversary.measured(env).get("backdoor")
     return curve
+
+
+def local_baseline(env: ClientEnv) -> float:
+    """A newcomer's local-only model (`population.local_baseline`): what it would have from its own data
+    alone with the budget of its fine-tuning. A fresh model, seeded by (seed, "local-baseline", its id),
+    trained under the newcomer protocol (`genefl.newcomer`: `newcomer_epochs` epochs at the newcomer's
+    optimiser settings, on the same training part of its data, its validation split left out), nothing
+    inherited, batches from the stream (seed, "local-baseline", its id); returns its test accuracy at
+    the last epoch (as a newcomer's fine-tuning ends with its last). The client's stored state and
+    every other stream are untouched; it runs on the shared model object after the welcome."""
+    c = env.config
+    load_into(env.model, env.spec.build(c.seed, "local-baseline", env.cid).state_dict())
+    curve = finetune(env.model, env.data, set(), FinetuneSettings.from_config(c), rng.generator(c.seed, "local-baseline", env.cid),
+                     newcomer_split_generator(c.seed, env.cid))
+    return curve.test[-1]
 
 
 def send_signature(client: ClientAlgorithm, env: ClientEnv) -> ClientUpdate:

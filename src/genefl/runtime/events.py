@@ -24,10 +24,17 @@ class RoundReport:
     online: int = 0  # clients present that could be reached this round (`genefl.population`)
     present: int = 0  # clients in the federation this round: arrived, not departed, not away
     departed: int = 0  # clients gone for good by this round
+    absent: int = 0  # clients in the federation but not present: away (a return), or a Flower node not connected
+    acc_absent_by_client: dict[int, float] | None = None  # absent clients' own models, evaluated (`RoundLoop._evaluate_absent`)
 
     def mean_acc(self, training_only: bool = True) -> float | None:
         accs = [a for c, a in self.acc_by_client.items()  # NaN: an empty test split, left out
                 if (c < self.num_training_clients or not training_only) and not math.isnan(a)]
+        return sum(accs) / len(accs) if accs else None
+
+    def mean_absent(self) -> float | None:
+        """The mean accuracy of the absent clients' own models on their own test data (None: none measured)."""
+        accs = [a for a in (self.acc_absent_by_client or {}).values() if not math.isnan(a)]
         return sum(accs) / len(accs) if accs else None
 
     def mean_backdoor(self, attackers: frozenset[int] = frozenset()) -> float | None:
@@ -50,6 +57,7 @@ class NewcomerReport:
     chosen_epoch: int = 0  # the epoch (1-based) its validation split picks; the last without one
     signature_bytes: int = 0  # the part of init_bytes that was its signature upload
     backdoor_success: float | None = None  # a backdoor's success on its fine-tuned model (backdoor runs)
+    acc_local: float | None = None  # its local-only model's test accuracy (`population.local_baseline`; None: off)
 
     @property
     def acc_chosen(self) -> float | None:

@@ -43,6 +43,11 @@ class Transport(Protocol):
     def welcome(self, round: int, cid: int, broadcast: Broadcast) -> NewcomerCurve | ClientUpdate | None: ...
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]: ...  # "acc", ...
     def depart(self, round: int, cid: int) -> None: ...  # a client left for good: drop its state
+    # `evaluate_absent`: absent clients' own models (`Strategy.configure_absent`) tested where they are; no
+    # message, nothing counted; {} where they cannot be reached (an offline Flower node)
+    def evaluate_absent(self, round: int, models: dict[int, Broadcast]) -> dict[int, dict[str, float]]: ...
+    # `local_baseline`: a newcomer's local-only model's test accuracy (`population.local_baseline`)
+    def local_baseline(self, round: int, cid: int) -> float | None: ...
 
 
 @dataclass
@@ -186,8 +191,10 @@ class RoundLoop:
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, received)
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
+        local = self.transport.local_baseline(round, cid) if self.config.population.local_baseline else None
         return state, NewcomerReport(cid, round, str(broadcast.meta.get("init", "method")), init_bytes, curve.test[0],
-                                     curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes, curve.backdoor)
+                                     curve.test[1:], info, curve.val, curve.chosen_epoch, hello_bytes, curve.backdoor,
+                                     local)
 
     def _membership(self, state: Any, t: int, active: list[int], waiting: list[int]) -> Any:
         """This round's departures and returns (`genefl.population`), before anyone arrives or is sampled."""
@@ -269,7 +276,11 @@ class RoundLoop:
         failed = sorted(set(participants) - set(reported) - set(rejected))
         for cid in failed:
             self.notes.append(f"round {t}: client {cid} dropped: {self.transport.failures.get(cid, 'no reply')}")
-        metrics = self._evaluate(state, t, self.population.evaluated(t, present)) if is_eval_round(self.config, t) else {}
+        absent = sorted(set(active) - set(present)) + [c for c in present if c not in connected]
+        metrics, absent_accs = {}, None
+        if is_eval_round(self.config, t):
+            metrics = self._evaluate(state, t, self.population.evaluated(t, present))
+            absent_accs = self._evaluate_absent(state, t, absent)
         accs = {cid: m["acc"] for cid, m in metrics.items()}
         new = self.ledger.transfers[mark:]
         report = RoundReport(
@@ -278,7 +289,7 @@ class RoundLoop:
             sum(x.nbytes for x in new if x.direction == "down" and x.kind != "eval"),
             time.perf_counter() - t0, self.notes[notes_mark:], sorted(rejected),
             {cid: m["backdoor"] for cid, m in metrics.items() if "backdoor" in m},
-            len(online), len(present), len(self.population.departed),
+            len(online), len(present), len(self.population.departed), len(absent), absent_accs,
         )
         return state, report
 
@@ -288,6 +299,20 @@ class RoundLoop:
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
         return self.transport.evaluate(t, broadcasts)
+
+    def _evaluate_absent(self, state: Any, t: int, absent: list[int]) -> dict[int, float] | None:
+        """The absent clients' own models (`Strategy.configure_absent`; a seeded sample of them with
+        `population.eval_sample`, from a stream of its own) tested on their own test data: client id ->
+        accuracy, None when there is nothing to test (nobody absent, or the method keeps no model of
+        a client's own). Not communication: no message is sent, nothing enters the ledger (so neither
+        `bytes_total` nor `bytes_eval`), and it draws from no stream that training, sampling or the
+        present clients' evaluation use, so every other result is as without it. On Flower an absent
+        node is not connected and cannot be asked: {} (null in results.json)."""
+        models = {cid: b for cid in self.population.evaluated(t, absent, "eval-sample-absent")
+                  if (b := self.strategy.configure_absent(state, cid)) is not None}
+        if not models:
+            return None
+        return {cid: m["acc"] for cid, m in self.transport.evaluate_absent(t, models).items()}
 
     def run(self, start_info: dict[str, Any], resume: dict[str, Any] | None = None,
             checkpoint: Callable[[dict[str, Any]], None] | None = None) -> RunResult:

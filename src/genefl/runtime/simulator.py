@@ -17,7 +17,7 @@ from typing import Any
 
 from ..algorithms.base import ClientEnv
 from ..models import ModelSpec
-from .client_side import evaluate_and_send, received, send_signature, train_and_send, welcome_and_send
+from .client_side import evaluate_and_send, local_baseline, received, send_signature, train_and_send, welcome_and_send
 from .first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.scenario import Scenario
@@ -81,6 +81,14 @@ class InProcessClients:
         self.decoded = {}
         evaluate = functools.partial(evaluate_and_send, self.client)
         return {cid: self.call(evaluate, cid, round, b) for cid, b in broadcasts.items()}
+
+    def evaluate_absent(self, round: int, models: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
+        """An absent client's own model, tested here as a present one's is (the same client half, its
+        state and its data as of `round`); the state is left as it was."""
+        return self.evaluate(round, models)
+
+    def local_baseline(self, round: int, cid: int) -> float:
+        return self.call(local_baseline, cid, round)
 
 
 class Simulator:
