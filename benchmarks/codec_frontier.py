@@ -38,6 +38,7 @@ VARIANTS = {
     "genefl_int4": ["method=genefl", "codec.up=int4", "codec.down=int4", *CODEC8],
     "genefl_int2": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8],
     "genefl_int2_both": ["method=genefl", "codec.up=int2", "codec.down=int2", *CODEC8],
+    "genefl_int2_min0": ["method=genefl", "codec.up=int2", "codec.down=int2", *CODEC8, "codec.min_numel=0"],
     "genefl_int2_seed": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8, "first_contact=seed"],
     "flearngene": ["method=flearngene"],
     "fedper": ["method=fedper"],
