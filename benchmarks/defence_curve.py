@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genefl.comparison import Variant
+from genefl.experiments.comparison import Variant
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
 
     import genefl
     from genefl.config import load_config, replace
-    from genefl.privacy import attack_methods
+    from genefl.experiments.privacy import attack_methods
 
     base = load_config(Path("configs/newcomers_mnist_alpha0.1.toml"),
                        [f'model="{args.model}"', f"rounds={args.rounds}", f"seed={args.seed}"])

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from genefl import clustering
+from genefl.algorithms import clustering
 
 
 def test_identical_subspaces_are_0_degrees_orthogonal_are_90():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genefl.constraints import coefficients, penalty
+from genefl.algorithms.genefl.constraints import coefficients, penalty
 from genefl.layers import Layer
 from genefl.training import GradientCorrection
 

@@ -484,7 +484,7 @@ def test_newcomer_cohorts_group_by_arrival_round():
 
 
 def test_genefl_plot_draws_present_and_absent_accuracy_for_a_changing_population(tmp_path):
-    from genefl.plots import plot_all, population_changed
+    from genefl.experiments.plots import plot_all, population_changed
     from genefl.results import results_problem
 
     _, _, moving = run("method=local", "population.returns=0.34", "population.absence=2")

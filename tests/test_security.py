@@ -17,7 +17,8 @@ from genefl.adversary import alie, alie_z, attackers, collude, poisoned, stamp
 from genefl.algorithms.base import ClientEnv
 from genefl.runtime.client_side import train_and_send
 from genefl.config import DefenceOptions, load_config
-from genefl import clustering, rng
+from genefl import rng
+from genefl.algorithms import clustering
 from genefl.data.scenario import build_scenario, load_for
 from genefl.errors import ConfigError
 from genefl.messages import Broadcast, ClientUpdate

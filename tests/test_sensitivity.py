@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from genefl import sensitivity
+from genefl.algorithms.genefl import sensitivity
 from genefl.errors import ConfigError
 from genefl.layers import Layer
 

@@ -4,7 +4,7 @@ Top-level keys are flat (`rounds = 30`); each table of options has its own TOML 
 (`[codec]`, `[genefl]`, ...) and is reached from the command line as `--set genefl.fisher_top=0.3`.
 Every field is declared once, with its default and its check (`genefl.options`): the run's general
 keys and tables here, each method's own options beside the method (`GeneflOptions` in
-`algorithms/genefl.py`, `FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in
+`algorithms/genefl/`, `FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in
 `server_opt.py`), which names them as its server half's `options`.
 
 A `Config` holds the table of every built-in method, whichever is chosen (a config file may set

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import clustering, rng
+from . import clustering
+from .. import rng
 from ..config import Config
 from ..messages import ClientUpdate
 

@@ -28,18 +28,18 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .. import fisher, sensitivity
-from ..constraints import coefficients
-from ..errors import ConfigError
-from ..layers import layer_tensors, model_nbytes
-from ..messages import Broadcast, ClientUpdate, finite_numbers
-from ..options import Options, choices, fraction, nonneg, option, positive, weight
-from ..rng import generator
-from ..sensitivity import SELECTIONS
-from ..server_opt import Moments
-from ..training import GradientCorrection, snapshot, train
-from .base import ClientEnv, PersonalModelClient, Strategy, Updates
-from .clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
+from . import fisher, sensitivity
+from .constraints import coefficients
+from ...errors import ConfigError
+from ...layers import layer_tensors, model_nbytes
+from ...messages import Broadcast, ClientUpdate, finite_numbers
+from ...options import Options, choices, fraction, nonneg, option, positive, weight
+from ...rng import generator
+from .sensitivity import SELECTIONS
+from ...server_opt import Moments
+from ...training import GradientCorrection, snapshot, train
+from ..base import ClientEnv, PersonalModelClient, Strategy, Updates
+from ..clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 
 
 @dataclass(frozen=True)
