@@ -1,4 +1,4 @@
-"""The defence curve of BENCHMARKS.md 5.1: clip-and-noise (`dp_clip`, `dp_noise`, `genefl.defence`)
+"""The defence curve of BENCHMARKS.md 5.1: clip-and-noise (`dp_clip`, `dp_noise`, `genefl.protocol.defence`)
 against the noise level, for GENE-FL and FedAvg: the attack's PSNR on each method's exact (defended)
 uploads, and the training clients' and newcomers' accuracy of the same configuration, in one plot.
 

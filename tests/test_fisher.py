@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from genefl.algorithms.genefl import fisher
-from genefl.layers import Layer, model_layers
+from genefl.protocol.layers import Layer, model_layers
 
 
 def brute_force_fisher(model, x, y):

@@ -17,9 +17,7 @@ PACKAGE = Path(genefl.__file__).parent
 # any lower one, never from a higher one.
 LAYERS: list[tuple[str, ...]] = [
     ("genefl.errors", "genefl.paths", "genefl.rng", "genefl.own_code", "genefl.options", "genefl.registry"),
-    ("genefl.data", "genefl.config", "genefl.messages", "genefl.ledger", "genefl.layers", "genefl.models",
-     "genefl.training", "genefl.compression", "genefl.aggregate", "genefl.robust", "genefl.defence",
-     "genefl.server_opt", "genefl.population", "genefl.adversary", "genefl.newcomer"),
+    ("genefl.protocol", "genefl.data", "genefl.config"),
     ("genefl.algorithms",),
     ("genefl.runtime", "genefl.results", "genefl.tensorboard"),
     ("genefl.flower",),

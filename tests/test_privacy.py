@@ -17,7 +17,7 @@ import torch
 from genefl.cli import main
 from genefl.config import Config
 from genefl.data.datasets import load_dataset
-from genefl.messages import encode
+from genefl.protocol.messages import encode
 from genefl.experiments.privacy import attack_payload, exact_payloads, image_scores, observed_gradient, run_attack
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from genefl.algorithms.genefl import sensitivity
 from genefl.errors import ConfigError
-from genefl.layers import Layer
+from genefl.protocol.layers import Layer
 
 
 def layer(name, nbytes, numel=None):

@@ -9,9 +9,9 @@ import statistics
 import torch
 from scipy.stats import t
 
-from genefl import compression
+from genefl.protocol import compression
 from genefl.config import Config
-from genefl.messages import Broadcast, nbytes
+from genefl.protocol.messages import Broadcast, nbytes
 
 from test_cli import genefl
 from test_compare import is_png

@@ -3,7 +3,7 @@
 An honest-but-curious server holds a client's upload and the model it broadcast, and tries to
 recover the client's images. The upload is not re-implemented here: `exact_payloads` runs the real
 simulator for one round on a scenario whose clients each hold the attacked batch, records every
-reply as the bytes the wire format sends (`genefl.messages.encode`, what the ledger counts and
+reply as the bytes the wire format sends (`genefl.protocol.messages.encode`, what the ledger counts and
 Flower ships) and decodes them as the server would. So a method that uploads a learnGene of two
 layers is attacked on those two layers only, and FedLP on the layers it happened to send.
 
@@ -51,8 +51,8 @@ from ..config import Config, replace
 from ..data.datasets import ClientData
 from ..data.scenario import Scenario
 from ..errors import ConfigError
-from ..compression import decode_message
-from ..messages import ClientUpdate, decode, encode
+from ..protocol.compression import decode_message
+from ..protocol.messages import ClientUpdate, decode, encode
 
 ATTACKS = ("dlg", "idlg", "cosine")
 
@@ -77,7 +77,7 @@ def local_steps(config: Config, batch: int, case: str) -> tuple[int, int, int]:
     as Inverting Gradients' multi-step experiments do; B = 8 is 4 steps an epoch, B = 1 one step."""
     if case == "one_step":
         return max(batch, 2), 1, 1
-    from ..training import batches
+    from ..protocol.training import batches
 
     size = min(config.batch_size, max(2, batch // 4))
     per_epoch = len(batches(batch, size, torch.Generator(), "cpu"))  # the training loop's own batching
@@ -350,7 +350,7 @@ def membership_auc(config: Config, methods: tuple[str, ...] = ("fedavg", "genefl
     from ..data.scenario import build_scenario
     from ..runtime.simulator import Simulator
     from .starts import StartRecorder
-    from ..training import load_into
+    from ..protocol.training import load_into
 
     scenario = build_scenario(config)
     train = [scenario.clients[c] for c in range(scenario.num_clients)]

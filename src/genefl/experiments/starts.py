@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..messages import Broadcast
+from ..protocol.messages import Broadcast
 from ..runtime.events import Callback
 
 STARTS_FILE = "newcomer_starts.pt"  # what each newcomer was sent, kept for the newcomer study

@@ -20,7 +20,7 @@ signature upload included); for the control and the quantized starts, the bytes 
 would carry them (plus the learnGene's signature upload where the start needs the cluster).
 
 Fresh layers are the same seeded tensors for every start, and every start of a newcomer is
-fine-tuned with the same protocol, batches and validation split (`genefl.newcomer`), so the starts
+fine-tuned with the same protocol, batches and validation split (`genefl.protocol.newcomer`), so the starts
 are paired: for each start the study reports the mean paired difference to the learnGene start
 with a 95% t-interval over (seeds x newcomers). Replicate 0 uses the very generator the run used,
 so on CPU the `learngene` and `global` rows equal GENE-FL's and FedAvg's own newcomer numbers
@@ -41,17 +41,17 @@ from typing import Any
 import torch
 
 from .. import rng
-from ..newcomer import newcomer_split_generator
+from ..protocol.newcomer import newcomer_split_generator
 from .comparison import Variant, run_comparison, variant_config
 from .starts import STARTS_FILE
 from ..config import Config
 from ..errors import ConfigError, GeneflError
 from ..paths import shown, writing
 from ..results import accuracy_in, integer_in, number_in, read_results
-from ..compression import decode_message, encode_message
-from ..messages import Broadcast, nbytes
-from ..newcomer import FinetuneSettings, finetune
-from ..training import load_into
+from ..protocol.compression import decode_message, encode_message
+from ..protocol.messages import Broadcast, nbytes
+from ..protocol.newcomer import FinetuneSettings, finetune
+from ..protocol.training import load_into
 
 STUDY_METHODS = ("genefl", "fedavg", "flearngene", "pacfl")
 QUANTIZED = {"global": (8, 4, 3, 2), "learngene": (8, 4)}  # starts also tried through an int codec

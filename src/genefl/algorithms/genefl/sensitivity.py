@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...layers import Layer
+from ...protocol.layers import Layer
 
 SELECTIONS = ("window", "greedy", "random", "input", "output")
 
