@@ -1,4 +1,6 @@
-"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025); README "GENE-FL, as implemented" maps stages to modules.
+"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025): the Strategy and client half. Its stage math
+is beside it (`fisher`, `constraints`, `sensitivity`), the clustering in `algorithms.clustering`;
+README "GENE-FL, as implemented" maps stages to modules.
 
 Stage 0 clusters clients by PACFL signatures; Stage 1 trains locally under a Fisher-masked
 quadratic constraint and a per-layer smoothing term around the model held at the start of training;
