@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genefl import clustering
+from genefl.algorithms import clustering
 from genefl.config import load_config
 from genefl.data import synthetic
 from genefl.data.scenario import ScenarioSpec

@@ -1,4 +1,4 @@
-"""What the payload codecs cost: encode + decode time as a share of a round (`genefl.compression`).
+"""What the payload codecs cost: encode + decode time as a share of a round (`genefl.protocol.compression`).
 
 The workload is the default CNN on Fashion-MNIST (20 clients, FedAvg, one local epoch). For each
 codec, one run is timed round by round (median of the timed rounds; the first warms up and the last
@@ -23,10 +23,10 @@ import time
 
 import torch
 
-from genefl import compression
+from genefl.protocol import compression
 from genefl.config import load_config
 from genefl.data.scenario import build_scenario
-from genefl.messages import Broadcast, ClientUpdate
+from genefl.protocol.messages import Broadcast, ClientUpdate
 from genefl.runtime.simulator import Simulator
 
 from common import RoundWalls, add_workload_arguments

@@ -1,4 +1,4 @@
-"""What robust aggregation costs at 100 participants, as a share of a round (`genefl.robust`; goal <= 10%).
+"""What robust aggregation costs at 100 participants, as a share of a round (`genefl.protocol.robust`; goal <= 10%).
 
 The round it is compared with: 100 clients' local training, one after another as the simulator runs
 them. One client's is measured (FedAvg's client half, `client.train`: load the broadcast, one local
@@ -34,8 +34,8 @@ from genefl.algorithms.base import ClientEnv
 from genefl.config import DefenceOptions, load_config
 from genefl.data.datasets import load_dataset
 from genefl.data.scenario import ClientData
-from genefl.messages import Broadcast
-from genefl.robust import Combiner
+from genefl.protocol.messages import Broadcast
+from genefl.protocol.robust import Combiner
 from genefl.runtime.assembly import assemble
 
 SAMPLES = 600  # one client's training images (Fashion-MNIST's 60,000 over 100 clients)

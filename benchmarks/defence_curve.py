@@ -1,4 +1,4 @@
-"""The defence curve of BENCHMARKS.md 5.1: clip-and-noise (`dp_clip`, `dp_noise`, `genefl.defence`)
+"""The defence curve of BENCHMARKS.md 5.1: clip-and-noise (`dp_clip`, `dp_noise`, `genefl.protocol.defence`)
 against the noise level, for GENE-FL and FedAvg: the attack's PSNR on each method's exact (defended)
 uploads, and the training clients' and newcomers' accuracy of the same configuration, in one plot.
 
@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genefl.comparison import Variant
+from genefl.experiments.comparison import Variant
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
 
     import genefl
     from genefl.config import load_config, replace
-    from genefl.privacy import attack_methods
+    from genefl.experiments.privacy import attack_methods
 
     base = load_config(Path("configs/newcomers_mnist_alpha0.1.toml"),
                        [f'model="{args.model}"', f"rounds={args.rounds}", f"seed={args.seed}"])

@@ -19,13 +19,13 @@ import time
 
 import torch
 
-from genefl import fisher, sensitivity
+from genefl.algorithms.genefl import fisher, sensitivity
 from genefl.config import load_config
-from genefl.constraints import coefficients
+from genefl.algorithms.genefl.constraints import coefficients
 from genefl.data.scenario import build_scenario
-from genefl.layers import model_layers
+from genefl.protocol.layers import model_layers
 from genefl.runtime.assembly import model_spec
-from genefl.training import GradientCorrection, TrainSettings, snapshot, train
+from genefl.protocol.training import GradientCorrection, TrainSettings, snapshot, train
 
 
 def timed(fn) -> float:

@@ -17,9 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from genefl.comparison import parallel_map
+from genefl.experiments.comparison import parallel_map
 from genefl.config import load_config, replace
-from genefl.study import analyse, study_seed
+from genefl.experiments.study import analyse, study_seed
 
 PROTOCOLS = {
     "training lr 0.05, no momentum (old)": dict(newcomer_lr=0.0, newcomer_momentum=0.0, newcomer_schedule="constant"),

@@ -6,9 +6,9 @@ finished with their recorded starts kept, e.g. after the phase itself was interr
 import argparse
 from pathlib import Path
 
-from genefl.comparison import Variant, parse_variants, variant_config
+from genefl.experiments.comparison import Variant, parse_variants, variant_config
 from genefl.config import load_config
-from genefl.study import add_run_bytes, analyse, study_seed, write_report
+from genefl.experiments.study import add_run_bytes, analyse, study_seed, write_report
 
 
 def main() -> None:

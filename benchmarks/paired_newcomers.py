@@ -18,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from genefl.study import t_interval
+from genefl.experiments.study import t_interval
 
 METRICS = {"epoch 1": lambda n: n["acc_by_epoch"][0], "last": lambda n: n["acc_by_epoch"][-1],
            "val.-chosen": lambda n: n["acc_chosen"]}

@@ -1,6 +1,6 @@
 """The leakage table of BENCHMARKS.md 5: the exact uploads of FedAvg, FedProx, SCAFFOLD, FedLP, PACFL,
 FLearngene and GENE-FL (with and without the head; `--methods`) attacked (iDLG by default,
-`--attack`; `genefl.privacy`) on the same images, per dataset x model family x seed x batch size x
+`--attack`; `genefl.experiments.privacy`) on the same images, per dataset x model family x seed x batch size x
 threat case; results and image grids under OUT/<dataset>_<model>/seed<S>_B<B>_<case>/ (one `genefl
 attack` folder each: attack.json + grids), then OUT/table.md with mean ± std over seeds. Finished
 cells are skipped, so the script can be stopped and rerun; each finished (dataset, model) can be
@@ -35,9 +35,9 @@ METHODS = "fedavg,fedprox,scaffold,fedlp,pacfl,flearngene,genefl,genefl[genefl.g
 
 
 def run_cell(dataset: str, model: str, seed: int, batch: int, case: str, args, folder: Path) -> None:
-    from genefl.comparison import parse_variants
+    from genefl.experiments.comparison import parse_variants
     from genefl.config import load_config
-    from genefl.privacy import attack_methods
+    from genefl.experiments.privacy import attack_methods
 
     config = load_config(None, [f'dataset="{dataset}"', f'model="{model}"', f"seed={seed}", *args.set])
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def unrelated_baseline(config, images: int, batch: int) -> dict:
 
     from genefl import rng
     from genefl.data.scenario import load_for
-    from genefl.privacy import attack_images, image_scores
+    from genefl.experiments.privacy import attack_images, image_scores
 
     x, _ = attack_images(config, images)
     data = load_for(config)
@@ -77,7 +77,7 @@ def unrelated_baseline(config, images: int, batch: int) -> dict:
 def duplicate(case: str, batch: int, args) -> bool:
     """The realistic case with a single local step is the best case again: not run twice."""
     from genefl.config import Config
-    from genefl.privacy import local_steps
+    from genefl.experiments.privacy import local_steps
 
     return case != "one_step" and "one_step" in args.cases and local_steps(Config(), batch, case)[2] == 1
 

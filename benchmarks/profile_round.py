@@ -19,17 +19,17 @@ from genefl.runtime.simulator import Simulator
 
 # (label, file suffix, function name): cumulative time of these functions
 COMPONENTS = [
-    ("local training (forward/backward/step)", "genefl/training.py", "train"),
-    ("Fisher (per-sample gradients)", "genefl/fisher.py", "diagonal_fisher"),
-    ("elastic mask + normalisation", "genefl/fisher.py", "elastic_mask"),
-    ("constraint coefficients", "genefl/constraints.py", "coefficients"),
-    ("sensitivity scores", "genefl/sensitivity.py", "stability"),
-    ("snapshots of the model", "genefl/training.py", "snapshot"),
-    ("loading broadcasts into the model", "genefl/training.py", "load_into"),
-    ("checking updates", "genefl/messages.py", "check_update"),
-    ("byte ledger", "genefl/ledger.py", "record"),
-    ("aggregation", "genefl/aggregate.py", "add"),
-    ("evaluation", "genefl/training.py", "accuracy"),
+    ("local training (forward/backward/step)", "genefl/protocol/training.py", "train"),
+    ("Fisher (per-sample gradients)", "genefl/algorithms/genefl/fisher.py", "diagonal_fisher"),
+    ("elastic mask + normalisation", "genefl/algorithms/genefl/fisher.py", "elastic_mask"),
+    ("constraint coefficients", "genefl/algorithms/genefl/constraints.py", "coefficients"),
+    ("sensitivity scores", "genefl/algorithms/genefl/sensitivity.py", "stability"),
+    ("snapshots of the model", "genefl/protocol/training.py", "snapshot"),
+    ("loading broadcasts into the model", "genefl/protocol/training.py", "load_into"),
+    ("checking updates", "genefl/protocol/messages.py", "check_update"),
+    ("byte ledger", "genefl/protocol/ledger.py", "record"),
+    ("aggregation", "genefl/protocol/aggregate.py", "add"),
+    ("evaluation", "genefl/protocol/training.py", "accuracy"),
 ]
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from genefl.aggregate import LayerwiseMean
+from genefl.protocol.aggregate import LayerwiseMean
 
 
 def test_weighted_mean_of_full_updates():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from genefl import clustering
+from genefl.algorithms import clustering
 
 
 def test_identical_subspaces_are_0_degrees_orthogonal_are_90():
@@ -138,7 +138,7 @@ def test_a_group_the_sample_missed_is_clustered_on_its_own():
 def test_genefl_and_pacfl_sample_only_above_clustering_sample():
     from genefl.algorithms.clustered import cluster_clients
     from genefl.config import load_config
-    from genefl.messages import ClientUpdate
+    from genefl.protocol.messages import ClientUpdate
 
     sigs = random_subspaces(120)
     updates = {c: ClientUpdate(extras={"signature": s}) for c, s in enumerate(sigs)}
@@ -155,7 +155,7 @@ def test_genefl_and_pacfl_sample_only_above_clustering_sample():
 def test_a_newcomer_among_more_members_than_the_sample_joins_as_the_sample_left_out_ones_do():
     from genefl.algorithms.clustered import join_cluster
     from genefl.config import load_config
-    from genefl.messages import ClientUpdate
+    from genefl.protocol.messages import ClientUpdate
 
     sigs, truth = planted(61, 4)
     members, newcomer = dict(enumerate(sigs[:60])), ClientUpdate(extras={"signature": sigs[60]})

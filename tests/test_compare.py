@@ -71,7 +71,7 @@ def test_a_variant_with_its_own_dataset_trains_on_it_whatever_the_jobs(tmp_path,
     (An MLP on MNIST and no plots: the same code paths in a few seconds.)"""
     import torch
 
-    from genefl.comparison import parse_variants, run_comparison, threads_per_job
+    from genefl.experiments.comparison import parse_variants, run_comparison, threads_per_job
 
     base = load_config(None, ["rounds=1", "num_clients=3", "num_newcomers=1", "newcomer_epochs=1", "train_subset=300",
                               f"data_dir={json.dumps(str(shared_data))}"])

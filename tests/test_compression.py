@@ -1,4 +1,4 @@
-"""Payload codecs (`genefl.compression`): error bounds, unbiasedness, exact byte counts, error
+"""Payload codecs (`genefl.protocol.compression`): error bounds, unbiasedness, exact byte counts, error
 feedback by hand, and compressed runs that reproduce and resume exactly."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from conftest import small_config
 from test_cli import strip_times
-from genefl import compression
+from genefl.protocol import compression
 from genefl.config import load_config
 from genefl.errors import ConfigError, GeneflError
-from genefl.messages import ClientUpdate, Packed, decode, encode, nbytes
+from genefl.protocol.messages import ClientUpdate, Packed, decode, encode, nbytes
 
 OPTS = load_config(None, ["codec.min_numel=0"]).codec
 

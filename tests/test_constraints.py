@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from genefl.constraints import coefficients, penalty
-from genefl.layers import Layer
-from genefl.training import GradientCorrection
+from genefl.algorithms.genefl.constraints import coefficients, penalty
+from genefl.protocol.layers import Layer
+from genefl.protocol.training import GradientCorrection
 
 LAYERS = [Layer("a", ("a.w",), ("a.w",), 2, 8), Layer("b", ("b.w",), ("b.w",), 1, 4)]
 

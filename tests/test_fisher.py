@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from genefl import fisher
-from genefl.layers import Layer, model_layers
+from genefl.algorithms.genefl import fisher
+from genefl.protocol.layers import Layer, model_layers
 
 
 def brute_force_fisher(model, x, y):
@@ -78,7 +78,7 @@ def test_model_layers_are_in_forward_order_with_bytes():
 
 
 def test_batch_estimator_is_the_mean_squared_minibatch_gradient():
-    from genefl.fisher import batch_fisher
+    from genefl.algorithms.genefl.fisher import batch_fisher
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))

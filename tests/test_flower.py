@@ -25,7 +25,7 @@ from readme import tls_certificate_commands, tls_node_flags, tls_superlink_comma
 
 from genefl.config import load_config  # noqa: E402
 from genefl.data.scenario import build_scenario  # noqa: E402
-from genefl.population import trace_of  # noqa: E402
+from genefl.protocol.population import trace_of  # noqa: E402
 from genefl.results import build_results  # noqa: E402
 from genefl.runtime.simulator import Simulator  # noqa: E402
 

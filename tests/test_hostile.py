@@ -504,7 +504,7 @@ def test_a_model_that_does_not_fit_is_refused_at_assembly(tmp_path, capsys, monk
 @pytest.mark.parametrize("name", ["lenet5", "fedavg_cnn"])
 def test_built_in_models_fit_non_square_images(name):
     """Their fully connected size was computed from the height alone."""
-    from genefl.models import build_model, check_model
+    from genefl.protocol.models import build_model, check_model
 
     model = build_model(name, (1, 12, 20), 3, 0)
     check_model(model, name, (1, 12, 20), 3)
@@ -667,7 +667,7 @@ def _property_test(max_examples: int = 80, derandomize: bool = True):
     from hypothesis import strategies as st
 
     from genefl.algorithms import REGISTRY
-    from genefl.compression import CODECS
+    from genefl.protocol.compression import CODECS
 
     def toml(value) -> str:
         if isinstance(value, float):

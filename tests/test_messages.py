@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from genefl.errors import GeneflError
-from genefl.ledger import Ledger
-from genefl.messages import Broadcast, ClientUpdate, check_update, decode, encode, nbytes
+from genefl.protocol.ledger import Ledger
+from genefl.protocol.messages import Broadcast, ClientUpdate, check_update, decode, encode, nbytes
 
 
 def sample_update():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genefl.layers import model_layers
-from genefl.models import build_model
+from genefl.protocol.layers import model_layers
+from genefl.protocol.models import build_model
 
 COUNTS = {"lenet5": 61_706, "fedavg_cnn": 1_663_370, "resnet8": 77_754, "cnn": 28_106}
 

@@ -9,8 +9,8 @@ import torch
 
 from conftest import small_config
 from genefl.data.scenario import build_scenario
-from genefl.models import build_model
-from genefl.newcomer import FinetuneSettings, NewcomerCurve, finetune, lr_factor, validation_split
+from genefl.protocol.models import build_model
+from genefl.protocol.newcomer import FinetuneSettings, NewcomerCurve, finetune, lr_factor, validation_split
 from genefl.results import build_results
 from genefl.runtime.simulator import Simulator
 
@@ -133,7 +133,7 @@ def test_a_client_whose_seeded_model_differs_asks_for_the_tensors():
     mismatch, asks once, is sent the tensors and goes on exactly as with `first_contact = "tensors"`;
     the asking and the resending are counted and noted."""
     from genefl.runtime.first_contact import NEED_INITIAL, seeded_initial
-    from genefl.messages import ClientUpdate, nbytes
+    from genefl.protocol.messages import ClientUpdate, nbytes
 
     for method in ("fedavg", "local"):
         docs = {}

@@ -167,7 +167,7 @@ def in_cycles(graph: dict[str, set[str]]) -> set[str]:
 
 def test_the_config_the_methods_the_scenario_and_the_newcomer_protocol_import_no_cycle():
     graph = runtime_imports()
-    watched = {"genefl.config", "genefl.options", "genefl.registry", "genefl.data.scenario", "genefl.newcomer",
+    watched = {"genefl.config", "genefl.options", "genefl.registry", "genefl.data.scenario", "genefl.protocol.newcomer",
                *(m for m in graph if m.startswith("genefl.algorithms"))}
     assert "genefl.algorithms.genefl" in watched and "genefl.registry" in graph["genefl.config"]
     assert not in_cycles(graph) & watched, sorted(in_cycles(graph) & watched)

@@ -1,4 +1,4 @@
-"""The population process (`[population]`, genefl/population.py): arrivals, departures, availability,
+"""The population process (`[population]`, genefl/protocol/population.py): arrivals, departures, availability,
 returns with drifted data and evaluation at scale, each checked in short real digits runs against
 the seeded plan it must follow; GENE-FL's clusters under departures and returns; same seed, same
 results; a run killed mid-population and resumed equals the uninterrupted one."""
@@ -17,8 +17,8 @@ from genefl.algorithms.clustered import join_cluster, leave_cluster, rejoin_clus
 from genefl.config import Config, load_config
 from genefl.data.scenario import arrival_rounds, build_scenario
 from genefl.errors import ConfigError
-from genefl.messages import ClientUpdate
-from genefl.population import (Population, make_plan, median_rounds_to_useful, refuse_in_flower, return_windows,
+from genefl.protocol.messages import ClientUpdate
+from genefl.protocol.population import (Population, make_plan, median_rounds_to_useful, refuse_in_flower, return_windows,
                                 rounds_to_useful, spans_of, trace_of)
 from genefl.results import build_results
 from genefl.runtime.assembly import assemble
@@ -136,7 +136,7 @@ def test_a_trace_file_sets_who_is_online_and_when_newcomers_arrive(tmp_path):
 
 def test_trace_file_rows_are_checked_naming_the_line(tmp_path):
     from genefl.errors import DataError
-    from genefl.population import read_trace
+    from genefl.protocol.population import read_trace
 
     cases = {"id,from,to\n": "line 1: expected the header 'client,online_from,online_until'",
              "client,online_from,online_until\n0,1\n": "line 2: expected three whole numbers",
@@ -358,7 +358,7 @@ class StoredModels(Callback):
         self.sim, self.by_round = None, {}
 
     def after_round(self, report) -> None:
-        from genefl.training import accuracy, load_into
+        from genefl.protocol.training import accuracy, load_into
 
         sim, model = self.sim, self.sim.spec.build(0, "by-hand")
         accs = {}
@@ -442,7 +442,7 @@ def test_rounds_to_useful_by_hand():
 
 def test_the_local_only_model_is_as_defined_and_changes_nothing_else():
     from genefl import rng
-    from genefl.newcomer import FinetuneSettings, finetune, newcomer_split_generator
+    from genefl.protocol.newcomer import FinetuneSettings, finetune, newcomer_split_generator
 
     common = ["method=genefl", "newcomer_epochs=2"]
     sim, result, doc = run(*common, "population.local_baseline=true")
@@ -484,7 +484,7 @@ def test_newcomer_cohorts_group_by_arrival_round():
 
 
 def test_genefl_plot_draws_present_and_absent_accuracy_for_a_changing_population(tmp_path):
-    from genefl.plots import plot_all, population_changed
+    from genefl.experiments.plots import plot_all, population_changed
     from genefl.results import results_problem
 
     _, _, moving = run("method=local", "population.returns=0.34", "population.absence=2")

@@ -17,8 +17,8 @@ import torch
 from genefl.cli import main
 from genefl.config import Config
 from genefl.data.datasets import load_dataset
-from genefl.messages import encode
-from genefl.privacy import attack_payload, exact_payloads, image_scores, observed_gradient, run_attack
+from genefl.protocol.messages import encode
+from genefl.experiments.privacy import attack_payload, exact_payloads, image_scores, observed_gradient, run_attack
 
 
 def digits(n: int):
@@ -94,7 +94,7 @@ def test_attack_cli_writes_records_and_grids_and_refuses_bad_input(tmp_path, cap
 
 
 def test_membership_inference_on_what_a_newcomer_is_handed():
-    from genefl.privacy import membership_auc
+    from genefl.experiments.privacy import membership_auc
 
     config = Config(rounds=3, num_clients=4, num_newcomers=1, newcomer_epochs=1)
     records = membership_auc(config, ("fedavg", "genefl"), limit=300)
@@ -108,7 +108,7 @@ def test_membership_auc_on_a_hand_built_model():
     large loss. Members all labelled 0 -> AUC 1; members all labelled 1 -> 0; a 2-of-4 overlap by hand."""
     from torch import nn
 
-    from genefl.privacy import loss_threshold_auc
+    from genefl.experiments.privacy import loss_threshold_auc
 
     model = nn.Linear(2, 2)
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_clip_and_noise_defence_bounds_the_change_and_blinds_the_attack():
 
 
 def test_realistic_case_counts_the_local_steps_it_attacks():
-    from genefl.privacy import local_steps
+    from genefl.experiments.privacy import local_steps
 
     config = Config(method="fedavg", batch_size=8, local_epochs=2)
     assert local_steps(config, 4, "one_step") == (4, 1, 1)

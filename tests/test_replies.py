@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from conftest import small_config
 from genefl.algorithms import REGISTRY
 from genefl.errors import GeneflError
-from genefl.layers import model_layers
-from genefl import compression
+from genefl.protocol.layers import model_layers
+from genefl.protocol import compression
 from genefl.config import Config
-from genefl.messages import ClientUpdate, Packed
+from genefl.protocol.messages import ClientUpdate, Packed
 from genefl.runtime.loop import RoundLoop
 from genefl.runtime.assembly import model_spec
 

@@ -156,8 +156,8 @@ def test_checkpointed_ledger_and_signatures_come_back_as_they_were():
 
     from genefl.algorithms.genefl import GeneflState
     from genefl.algorithms.pacfl import ClusterModels
-    from genefl.ledger import Ledger, Transfer
-    from genefl.server_opt import Moments
+    from genefl.protocol.ledger import Ledger, Transfer
+    from genefl.protocol.server_opt import Moments
 
     sigs = {3: torch.randn(4, 2), 1: torch.randn(5, 2), 2: torch.randn(4, 2).double()}
     ledger = Ledger([Transfer(0, 3, "up", "signature", 80), Transfer(1, 1, "down", "train", 12)])

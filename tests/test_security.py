@@ -1,4 +1,4 @@
-"""Attacks (`genefl.adversary`) and robust aggregation (`genefl.robust`): each aggregator against numbers
+"""Attacks (`genefl.protocol.adversary`) and robust aggregation (`genefl.protocol.robust`): each aggregator against numbers
 computed by hand on 2-3-element tensors, each attack against the honest update of the same client,
 and small seeded digits runs in which an attack hurts an undefended FedAvg and a defence restores it."""
 
@@ -12,17 +12,18 @@ import pytest
 import torch
 
 from conftest import REPO, small_config
-from genefl import adversary
-from genefl.adversary import alie, alie_z, attackers, collude, poisoned, stamp
+from genefl.protocol import adversary
+from genefl.protocol.adversary import alie, alie_z, attackers, collude, poisoned, stamp
 from genefl.algorithms.base import ClientEnv
 from genefl.runtime.client_side import train_and_send
 from genefl.config import DefenceOptions, load_config
-from genefl import clustering, rng
+from genefl import rng
+from genefl.algorithms import clustering
 from genefl.data.scenario import build_scenario, load_for
 from genefl.errors import ConfigError
-from genefl.messages import Broadcast, ClientUpdate
+from genefl.protocol.messages import Broadcast, ClientUpdate
 from genefl.results import build_results
-from genefl.robust import Combiner, pairwise_distances
+from genefl.protocol.robust import Combiner, pairwise_distances
 from genefl.runtime.assembly import assemble
 from genefl.runtime.simulator import Simulator
 
@@ -278,7 +279,7 @@ def test_attackers_are_a_pure_function_of_seed_clients_and_fraction():
     assert attackers(0, 10, 0.3) == frozenset({4, 6, 9})
     assert len(attackers(5, 20, 0.25)) == 5 and attackers(5, 20, 0.25) != attackers(6, 20, 0.25)
     assert len(attackers(0, 3, 0.9)) == 2  # at least one client stays honest
-    code = "from genefl.adversary import attackers; print(sorted(attackers(0, 10, 0.3)), sorted(attackers(5, 20, 0.25)))"
+    code = "from genefl.protocol.adversary import attackers; print(sorted(attackers(0, 10, 0.3)), sorted(attackers(5, 20, 0.25)))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONPATH": str(REPO / "src"), "PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1"})
     assert other.stdout.split("] [")[0] + "]" == "[4, 6, 9]"

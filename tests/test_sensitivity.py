@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from genefl import sensitivity
+from genefl.algorithms.genefl import sensitivity
 from genefl.errors import ConfigError
-from genefl.layers import Layer
+from genefl.protocol.layers import Layer
 
 
 def layer(name, nbytes, numel=None):

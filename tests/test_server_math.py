@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import small_config
 from genefl.algorithms.base import ClientEnv
-from genefl.models import ModelSpec
+from genefl.protocol.models import ModelSpec
 from genefl.algorithms.fedavg import FedAvg
 from genefl.algorithms.fedlp import FedLP
 from genefl.algorithms.fedprox import FedProxClient
@@ -17,9 +17,9 @@ from genefl.algorithms.genefl import Genefl
 from genefl.algorithms.pacfl import PACFL, ClusterModels
 from genefl.algorithms.scaffold import Scaffold, ScaffoldClient
 from genefl.data.scenario import ClientData
-from genefl.layers import model_layers
-from genefl.messages import Broadcast, ClientUpdate
-from genefl.server_opt import Moments
+from genefl.protocol.layers import model_layers
+from genefl.protocol.messages import Broadcast, ClientUpdate
+from genefl.protocol.server_opt import Moments
 
 
 def tiny():
@@ -190,7 +190,7 @@ def test_scaffold_counts_welcomed_newcomers_in_n():
     assert all(torch.allclose(v, torch.ones_like(v)) for v in new.control.values())  # c = mean(Δc), no overshoot
 
 
-# ---- the server optimizer (genefl.server_opt), Flower's equations, two rounds so the moments matter ----
+# ---- the server optimizer (genefl.protocol.server_opt), Flower's equations, two rounds so the moments matter ----
 # One 3-element tensor x0 = [0, 1, 2]; round 1's clients [2, 1, 6] (1 sample) and [2, 5, 2] (3 samples)
 # average to [2, 4, 3], so Δ1 = [2, 3, 1]; round 2's clients average to MEAN2 = [0.1, 3, 0].
 ROUND1 = ((2.0, 1.0, 6.0), (2.0, 5.0, 2.0))

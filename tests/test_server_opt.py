@@ -1,4 +1,4 @@
-"""The server-optimizer seam (`genefl.server_opt`): the same numbers as Flower's own FedAvgM, FedAdam,
+"""The server-optimizer seam (`genefl.protocol.server_opt`): the same numbers as Flower's own FedAvgM, FedAdam,
 FedYogi and FedAdagrad strategies, the methods and the `[server_opt]` option giving the same run, and
 one-line errors for options that would be ignored. Hand-computed numbers are in test_server_math.py."""
 
@@ -16,7 +16,7 @@ from genefl.algorithms import REGISTRY
 from genefl.algorithms.fedavg import FedAvg
 from genefl.algorithms.scaffold import Scaffold
 from genefl.errors import ConfigError
-from genefl.messages import ClientUpdate
+from genefl.protocol.messages import ClientUpdate
 from test_cli import FAST, strip_times
 
 

@@ -9,9 +9,9 @@ import statistics
 import torch
 from scipy.stats import t
 
-from genefl import compression
+from genefl.protocol import compression
 from genefl.config import Config
-from genefl.messages import Broadcast, nbytes
+from genefl.protocol.messages import Broadcast, nbytes
 
 from test_cli import genefl
 from test_compare import is_png
@@ -80,7 +80,7 @@ def test_starts_are_built_from_the_recorded_tensors():
     """The control is FedAvg's tensors at exactly the learnGene's layers; a quantized start is the
     int codec's decoding of the recorded start; init bytes come from the runs' ledgers (signature
     included) or, for derived starts, from the message that would carry them."""
-    from genefl.study import starts_for
+    from genefl.experiments.study import starts_for
 
     g = torch.Generator().manual_seed(0)
     model = {name: torch.randn(shape, generator=g) for name, shape in (("a.weight", (20, 20)), ("a.bias", (20,)), ("b.weight", (10, 20)))}

@@ -100,8 +100,8 @@ def compare(config: Config | str | Path | dict | None = None, methods: str = "ge
     """`genefl compare` from Python: each of `methods` on the identical scenario per seed; writes the same
     folder (runs, summary.csv/.md, plots) and returns its table. `dataset`: your own, as in `run`;
     `out` holding results already is refused unless `force=True`."""
-    from .comparison import check_jobs, check_seeds, check_variants, parse_variants, run_comparison, summarize
-    from .plots import plot_all
+    from .experiments.comparison import check_jobs, check_seeds, check_variants, parse_variants, run_comparison, summarize
+    from .experiments.plots import plot_all
 
     base, dataset = _config(config), _dataset(dataset)
     variants, seeds, jobs = parse_variants(methods), check_seeds(seeds), check_jobs(jobs)

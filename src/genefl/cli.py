@@ -159,7 +159,7 @@ def print_summary(doc: dict, out: Path) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
-    from .comparison import check_seeds
+    from .experiments.comparison import check_seeds
 
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -174,8 +174,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from .comparison import check_jobs, check_variants, parse_variants, run_comparison
-    from .plots import plot_all
+    from .experiments.comparison import check_jobs, check_variants, parse_variants, run_comparison
+    from .experiments.plots import plot_all
 
     config = load_config(args.config, args.overrides)
     variants, seeds, jobs = parse_variants(args.methods), parse_seeds(args.seeds), check_jobs(args.jobs)
@@ -189,9 +189,9 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_newcomers(args: argparse.Namespace) -> int:
-    from .comparison import check_jobs, load_runs, parse_variants
-    from .plots import plot_all
-    from .study import check_study, run_study
+    from .experiments.comparison import check_jobs, load_runs, parse_variants
+    from .experiments.plots import plot_all
+    from .experiments.study import check_study, run_study
 
     config = load_config(args.config, args.overrides)
     seeds, jobs = parse_seeds(args.seeds), check_jobs(args.jobs)
@@ -209,8 +209,8 @@ def command_newcomers(args: argparse.Namespace) -> int:
 
 
 def command_attack(args: argparse.Namespace) -> int:
-    from .comparison import check_variants, parse_variants
-    from .privacy import ATTACKS, CASES, attack_methods
+    from .experiments.comparison import check_variants, parse_variants
+    from .experiments.privacy import ATTACKS, CASES, attack_methods
 
     config = load_config(args.config, args.overrides)
     variants = parse_variants(args.methods)  # e.g. genefl[genefl.gene_include_head=true]
@@ -243,10 +243,10 @@ def command_attack(args: argparse.Namespace) -> int:
 
 
 def command_plot(args: argparse.Namespace) -> int:
-    from .comparison import load_runs, write_summary
-    from .plots import plot_all
+    from .experiments.comparison import load_runs, write_summary
+    from .experiments.plots import plot_all
 
-    from .study import redraw, study_records
+    from .experiments.study import redraw, study_records
 
     folder = checked("plot", args.dir, GeneflError)
     if folder.exists() and not folder.is_dir():

@@ -4,8 +4,8 @@ Top-level keys are flat (`rounds = 30`); each table of options has its own TOML 
 (`[codec]`, `[genefl]`, ...) and is reached from the command line as `--set genefl.fisher_top=0.3`.
 Every field is declared once, with its default and its check (`genefl.options`): the run's general
 keys and tables here, each method's own options beside the method (`GeneflOptions` in
-`algorithms/genefl.py`, `FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in
-`server_opt.py`), which names them as its server half's `options`.
+`algorithms/genefl/`, `FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in
+`protocol/server_opt.py`), which names them as its server half's `options`.
 
 A `Config` holds the table of every built-in method, whichever is chosen (a config file may set
 several methods' tables, and `compare` runs several methods from one), the chosen method's table when
@@ -28,18 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import adversary, paths, population, registry, robust
-from . import models as _model_names
-from .adversary import KINDS as ATTACKS
-from .compression import CODECS, QUANTIZERS
+from .protocol import adversary, population, robust
+from . import paths, registry
+from .protocol import models as _model_names
+from .protocol.adversary import KINDS as ATTACKS
+from .protocol.compression import CODECS, QUANTIZERS
 from .data.datasets import DATASETS
 from .data.synthetic import SIZE_CAP
 from .errors import ConfigError
 from .options import (Options, build, check, checked, choices, fraction, markdown_table, nonneg, option, positive,
                       probability, shown, table, weight)
 from .own_code import IMPORT_SPEC
-from .robust import AGGREGATORS
-from .server_opt import ServerOptOptions
+from .protocol.robust import AGGREGATORS
+from .protocol.server_opt import ServerOptOptions
 
 PARTITIONS = ("iid", "dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
@@ -63,7 +64,7 @@ class ClusteringOptions(Options):
 
 @dataclass(frozen=True)
 class CodecOptions(Options):
-    """Payload codecs between every method and the wire (`genefl.compression`)."""
+    """Payload codecs between every method and the wire (`genefl.protocol.compression`)."""
 
     section = "codec"
 
@@ -85,7 +86,7 @@ _BOUNDED = check(lambda v: abs(v) <= 1e6, "must be in [-1e6, 1e6]")
 
 @dataclass(frozen=True)
 class AdversaryOptions(Options):
-    """Simulated attackers among the training clients (adversary.py): who they are and what they send."""
+    """Simulated attackers among the training clients (protocol/adversary.py): who they are and what they send."""
 
     section = "adversary"
 
@@ -105,7 +106,7 @@ class AdversaryOptions(Options):
 
 @dataclass(frozen=True)
 class DefenceOptions(Options):
-    """Robust aggregation at the server (robust.py), for every method that averages."""
+    """Robust aggregation at the server (protocol/robust.py), for every method that averages."""
 
     section = "defence"
 
@@ -118,7 +119,7 @@ class DefenceOptions(Options):
 
 @dataclass(frozen=True)
 class PopulationOptions(Options):
-    """Who is in the federation, round by round (`genefl.population`): arrivals, departures,
+    """Who is in the federation, round by round (`genefl.protocol.population`): arrivals, departures,
     availability, returns with drifted data; all seeded. The defaults are a static population."""
 
     section = "population"
@@ -199,7 +200,7 @@ class Config(Options):
     newcomer_val_fraction: float = option(0.2, probability())  # share of a newcomer's training data held out to choose its epoch
     newcomer_freeze_epochs: int = option(0, nonneg())  # inherited layers frozen for the first k epochs (when some layers are fresh)
     newcomer_inherited_lr: float = option(1.0, check(lambda v: 0 <= v <= 1, "must be in [0, 1] (a multiplier that slows inherited layers down)"))  # lr multiplier of inherited layers (when some layers are fresh)
-    dp_clip: float = option(0.0, weight())  # defence: clip each upload's change to this L2 norm (0 = off; see defence.py)
+    dp_clip: float = option(0.0, weight())  # defence: clip each upload's change to this L2 norm (0 = off; see protocol/defence.py)
     dp_noise: float = option(0.0, weight())  # defence: Gaussian noise std as a multiple of dp_clip
     first_contact: str = option("seed", choices(("tensors", "seed")))  # a full model equal to the seeded initial one is sent as "seed" (and a digest) | "tensors"
     checkpoint_every: int = option(1, nonneg())  # save a checkpoint (DIR/checkpoint.pt) every N rounds; 0 = never

@@ -1,7 +1,7 @@
 """Options: typed, frozen dataclasses whose every field carries its own check.
 
 One declaration per table of options, beside the code that reads it (pfl-research's `*Params`): a
-method's own (`FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in `server_opt.py`),
+method's own (`FedProxOptions` in `algorithms/fedprox.py`, `ServerOptOptions` in `protocol/server_opt.py`),
 and the run's general ones in `config.py`. A field is
 
     mu: float = option(0.01, weight(), "proximal term weight")

@@ -8,7 +8,7 @@ newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, acc_loca
 newcomer_cohorts[{arrival_round, clients, acc_init, acc_by_epoch, acc_by_round, rounds_to_useful_median}],
 method_info{...}, population{arrivals, not_arrived, departures, returns, unreachable}}. Accuracies are
 fractions in [0, 1]; `acc_clients` is the mean over the training clients evaluated in the last
-evaluated round (those present: `genefl.population`); newcomer accuracies are means over newcomers.
+evaluated round (those present: `genefl.protocol.population`); newcomer accuracies are means over newcomers.
 Each round also counts the clients `online`, `present`, `absent` and `departed` by then, and in
 evaluated rounds gives `acc_absent`, the mean accuracy of the absent clients' own models on their own
 test data (`RoundLoop._evaluate_absent`; null when nobody is absent or the method keeps no model of a
@@ -27,11 +27,11 @@ from typing import Any
 import tomli_w
 
 from .config import Config, config_to_dict
-from .adversary import run_attackers
-from .defence import epsilon_per_upload
+from .protocol.adversary import run_attackers
+from .protocol.defence import epsilon_per_upload
 from .errors import ConfigError
 from .paths import shown
-from .population import median_rounds_to_useful, newcomer_cohorts, rounds_to_useful
+from .protocol.population import median_rounds_to_useful, newcomer_cohorts, rounds_to_useful
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
 ROUND_FIELDS = ["round", "acc_clients", "acc_all", "acc_absent", "bytes_up", "bytes_down", "participants", "dropped", "online",

@@ -22,15 +22,15 @@ from torch import nn
 from .. import rng
 from ..config import Config
 from ..data.datasets import ClientData
-from ..layers import Layer
+from ..protocol.layers import Layer
 from ..errors import GeneflError
-from ..messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
-from ..models import ModelSpec
+from ..protocol.messages import MAX_SAMPLES, Broadcast, ClientUpdate, check_fields, check_update, sample_count
+from ..protocol.models import ModelSpec
 from ..options import Options
-from ..newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
-from ..robust import Combiner
-from ..server_opt import ServerOptimizer, for_method
-from ..training import TrainSettings, accuracy, load_into, snapshot, train
+from ..protocol.newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
+from ..protocol.robust import Combiner
+from ..protocol.server_opt import ServerOptimizer, for_method
+from ..protocol.training import TrainSettings, accuracy, load_into, snapshot, train
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Strategy(abc.ABC):
 
     def combiner(self, state: Any, round: int, where: str = "") -> Combiner:
         """A fresh aggregate for one round's updates (or one cluster's): the streaming weighted mean, or
-        the robust aggregator and norm bound of `[defence]` (`genefl.robust`). A client's change is
+        the robust aggregator and norm bound of `[defence]` (`genefl.protocol.robust`). A client's change is
         measured from what `configure_train` sends it from this `state`."""
         return Combiner(self.config.defence, self.notes, f"round {round}{where}",
                         lambda cid: self.configure_train(state, round, cid).tensors)
@@ -99,7 +99,7 @@ class Strategy(abc.ABC):
 
     @classmethod
     def server_optimizer(cls, config: Config) -> ServerOptimizer:
-        """The step applied to the aggregated pseudo-gradient (`genefl.server_opt`); a ConfigError for
+        """The step applied to the aggregated pseudo-gradient (`genefl.protocol.server_opt`); a ConfigError for
         a `[server_opt]` this method would ignore."""
         return for_method(config, cls.takes_server_opt, cls.fixed_server_opt)
 
@@ -233,7 +233,7 @@ class ClientAlgorithm:
         """Persist what a newcomer keeps after fine-tuning (nothing for global-model methods)."""
 
     def welcome(self, env: ClientEnv, broadcast: Broadcast) -> NewcomerCurve:
-        """Newcomer: start from `broadcast`, fine-tune with the newcomer protocol (`genefl.newcomer`,
+        """Newcomer: start from `broadcast`, fine-tune with the newcomer protocol (`genefl.protocol.newcomer`,
         plain cross-entropy), test after every epoch, then keep what the method keeps."""
         self.start_newcomer(env, broadcast)
         curve = finetune(env.model, env.data, set(broadcast.tensors), FinetuneSettings.from_config(env.config),

@@ -3,7 +3,7 @@ signatures (`clustering.method`: every pairwise angle, or above `clustering.samp
 sample of them with the rest assigned), and place a newcomer in the cluster whose members are on
 average nearest.
 
-Membership changes (`genefl.population`): a client that leaves for good is forgotten, so a cluster
+Membership changes (`genefl.protocol.population`): a client that leaves for good is forgotten, so a cluster
 may shrink or empty; an empty cluster keeps its model but is never chosen again, since a newcomer is
 compared with the members there are (cluster 0 when there are none). A client back with changed
 data joins its nearest cluster again, compared with the others only."""
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import clustering, rng
+from . import clustering
+from .. import rng
 from ..config import Config
-from ..messages import ClientUpdate
+from ..protocol.messages import ClientUpdate
 
 
 class PacksSignatures:

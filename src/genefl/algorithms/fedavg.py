@@ -1,5 +1,5 @@
 """FedAvg (McMahan et al., AISTATS 2017): sample-weighted mean of full local models, then the
-server optimizer's step (`[server_opt]`, `genefl.server_opt`; "none", the default, keeps the mean).
+server optimizer's step (`[server_opt]`, `genefl.protocol.server_opt`; "none", the default, keeps the mean).
 
 Choices: every client evaluates the current global model on its own test split; a newcomer starts
 from the current global model (its whole size counts as init bytes), or from random weights.
@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..messages import Broadcast
-from ..server_opt import Moments
-from ..training import load_into, train
+from ..protocol.messages import Broadcast
+from ..protocol.server_opt import Moments
+from ..protocol.training import load_into, train
 from .base import ClientAlgorithm, ClientEnv, Strategy, Updates, full_model_update, sample_weighted_mean
 
 

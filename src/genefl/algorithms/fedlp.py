@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..layers import layer_tensors
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.layers import layer_tensors
+from ..protocol.messages import Broadcast, ClientUpdate
 from ..options import Options, fraction, option
-from ..training import snapshot, train
+from ..protocol.training import snapshot, train
 from .base import ClientEnv
 from .fedavg import FedAvg, FedAvgClient
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..layers import layer_tensors
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.layers import layer_tensors
+from ..protocol.messages import Broadcast, ClientUpdate
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..messages import Broadcast, ClientUpdate
-from ..training import GradientCorrection, train
+from ..protocol.messages import Broadcast, ClientUpdate
+from ..protocol.training import GradientCorrection, train
 from .base import ClientEnv, full_model_update
 from ..options import Options, option, weight
 from .fedavg import FedAvg, FedAvgClient

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import ConfigError
-from ..layers import Layer, layer_tensors, model_nbytes
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.layers import Layer, layer_tensors, model_nbytes
+from ..protocol.messages import Broadcast, ClientUpdate
 from ..options import Options, fraction, option
 from .base import ClientEnv, PersonalModelClient, Strategy, Updates, sample_weighted_mean
 

@@ -7,7 +7,7 @@ model per client and nothing more. Each client keeps its whole model in its stor
 
 from __future__ import annotations
 
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.messages import Broadcast, ClientUpdate
 from .base import ClientEnv, PersonalModelClient, Strategy
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.messages import Broadcast, ClientUpdate
 from .base import ClientEnv, Strategy, Updates
 from .clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 from .fedavg import FedAvgClient

@@ -10,7 +10,7 @@ overshot). Both control variates travel with the model, so a
 round costs twice FedAvg's bytes; the ledger counts them. Choices: ȳ is sample-weighted like
 FedAvg's mean (the paper uses a plain mean); buffers (BatchNorm statistics) are averaged without
 control variates; a newcomer starts from x with c_i = 0. The server step x + η_g (ȳ − x) is the
-server optimizer "sgd" (`genefl.server_opt`); with `server_opt.name` set, that optimizer steps x instead
+server optimizer "sgd" (`genefl.protocol.server_opt`); with `server_opt.name` set, that optimizer steps x instead
 (and `server_opt.lr` replaces η_g). c is always updated as above.
 """
 
@@ -21,11 +21,11 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import ConfigError
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.messages import Broadcast, ClientUpdate
 from ..options import Options, check, option
-from ..robust import Combiner
-from ..server_opt import Moments, ServerOptimizer
-from ..training import GradientCorrection, snapshot, train
+from ..protocol.robust import Combiner
+from ..protocol.server_opt import Moments, ServerOptimizer
+from ..protocol.training import GradientCorrection, snapshot, train
 from .base import ClientEnv, Updates
 from .fedavg import FedAvg, FedAvgClient
 

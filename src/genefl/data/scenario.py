@@ -6,7 +6,7 @@ is disjoint from every training client's (`dataset = "synthetic"` has no partiti
 data is generated on its own, see synthetic.py). Each client's data is whole tensors, loaded once and
 already on the configured device; training batches are index slices of them.
 
-Training clients that go away and come back (`population.returns`, `genefl.population`) come back
+Training clients that go away and come back (`population.returns`, `genefl.protocol.population`) come back
 with changed data (`population.drift`), built here with the rest, so that every run of the scenario
 sees the same: a new class mix (a fresh Dirichlet(alpha) draw, or another seeded training client's
 mix), and training and test sets of the old sizes redrawn to it from the whole training pool and
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import population, rng
+from ..protocol import population
+from .. import rng
 from ..errors import ConfigError
 from . import partition, synthetic
 from .datasets import MD5, ClientData, Dataset, load_dataset, read_checksum_file

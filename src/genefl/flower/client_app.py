@@ -36,7 +36,7 @@ from ..data.datasets import ClientData
 from ..data.scenario import ScenarioSpec, client_data, load_for, partition_indices
 from ..errors import ConfigError, DataError, GeneflError
 from ..paths import checked, shown
-from ..messages import ClientUpdate
+from ..protocol.messages import ClientUpdate
 from ..runtime.assembly import Assembly, assemble
 from .codec import decode_store, encode_store, from_content, reply_content, resumed_from, store_from_state, store_to_state
 from .node_store import NodeStore

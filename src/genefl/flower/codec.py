@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from ..messages import Broadcast, ClientUpdate, Message, decode, encode
+from ..protocol.messages import Broadcast, ClientUpdate, Message, decode, encode
 
 PAYLOAD, HEADER, STORE = "genefl", "genefl-header", "genefl-store"
 

@@ -6,7 +6,7 @@ node ids. A node that errors, disappears or misses `flower.round_timeout` is dro
 and the run goes on; a reply that is malformed (undecodable, wrong keys, shapes, dtypes, NaN/inf) is
 rejected and never aggregated. Both are recorded in results.json (`rounds[].notes`). A node not
 connected when a round starts is not sampled that round: one stopped and restarted is a return, one
-stopped for good a departure, one started late a newcomer's arrival (`genefl.population`).
+stopped for good a departure, one started late a newcomer's arrival (`genefl.protocol.population`).
 
 Like `genefl run`, the ServerApp checkpoints the loop every `checkpoint_every` rounds (to
 `flower.out/checkpoint.pt`); a new `flwr run` with `flower.resume = true` and the same config
@@ -26,14 +26,14 @@ from flwr.serverapp import Grid, ServerApp
 from ..data.datasets import SHAPES
 from ..runtime.first_contact import asks_for_initial
 from ..errors import GeneflError
-from ..messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
-from ..newcomer import NewcomerCurve
+from ..protocol.messages import Broadcast, ClientUpdate, accuracy_list, accuracy_value, check_fields, encode
+from ..protocol.newcomer import NewcomerCurve
 from ..results import ResultWriter
 from ..runtime import checkpoint
 from ..runtime.loop import RoundLoop
 from ..runtime.assembly import assemble
 from ..data.scenario import arrival_rounds
-from ..population import refuse_in_flower
+from ..protocol.population import refuse_in_flower
 from .codec import from_content, to_content
 from .runconfig import config_from_run_config
 

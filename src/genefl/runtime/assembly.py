@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import adversary, robust
+from ..protocol import adversary, robust
 from ..algorithms import get as get_method
 from ..algorithms.base import ClientAlgorithm, Strategy
 from ..config import Config
-from ..layers import Layer, model_layers, model_nbytes
-from ..models import ModelSpec, check_model, default_model
+from ..protocol.layers import Layer, model_layers, model_nbytes
+from ..protocol.models import ModelSpec, check_model, default_model
 
 
 def model_spec(config: Config, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:

@@ -26,8 +26,8 @@ import torch
 
 from ..config import Config, run_table, table_differences
 from ..errors import GeneflError
-from ..ledger import Ledger
-from ..population import EVENTS
+from ..protocol.ledger import Ledger
+from ..protocol.population import EVENTS
 from .events import NewcomerReport, RoundReport
 
 FILE = "checkpoint.pt"

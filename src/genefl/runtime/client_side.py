@@ -1,25 +1,26 @@
 """What every client does around its method's half, the same in both runtimes: the broadcast
 decoded and its seeded tensors rebuilt (`received`), then the method's training, evaluation or
 newcomer fine-tuning wrapped in what a run adds to it: an attacker's tampering
-(`genefl.adversary`), the clip-and-noise defence (`genefl.defence`) and the upload codec
-(`genefl.compression`). The simulator's transport and the Flower ClientApp call these, never a
+(`genefl.protocol.adversary`), the clip-and-noise defence (`genefl.protocol.defence`) and the upload codec
+(`genefl.protocol.compression`). The simulator's transport and the Flower ClientApp call these, never a
 client half's methods directly.
 """
 
 from __future__ import annotations
 
-from .. import adversary, rng
+from ..protocol import adversary
+from .. import rng
 from ..algorithms.base import ClientAlgorithm, ClientEnv
-from ..compression import RESIDUAL, decode_message, encode_message
-from ..defence import protect
-from ..messages import Broadcast, ClientUpdate
-from ..newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
-from ..training import load_into
+from ..protocol.compression import RESIDUAL, decode_message, encode_message
+from ..protocol.defence import protect
+from ..protocol.messages import Broadcast, ClientUpdate
+from ..protocol.newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
+from ..protocol.training import load_into
 from .first_contact import SEED_FLAG, InitialMismatch, resolve_seed, seeded_initial
 
 def train_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
     """What a client sends after training: its method's update (an attacker's: trained on its poisoned
-    data and tampered with, `genefl.adversary`), through the optional clip-and-noise defence (`dp_clip`,
+    data and tampered with, `genefl.protocol.adversary`), through the optional clip-and-noise defence (`dp_clip`,
     `dp_noise`), then the upload codec (`codec.up`). Both runtimes call this, never `client.train` directly."""
     if env.cid in adversary.run_attackers(env.config):
         update = adversary.tamper(client.train(adversary.poisoned(env), broadcast), broadcast, env)
@@ -51,7 +52,7 @@ def welcome_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadca
 def local_baseline(env: ClientEnv) -> float:
     """A newcomer's local-only model (`population.local_baseline`): what it would have from its own data
     alone with the budget of its fine-tuning. A fresh model, seeded by (seed, "local-baseline", its id),
-    trained under the newcomer protocol (`genefl.newcomer`: `newcomer_epochs` epochs at the newcomer's
+    trained under the newcomer protocol (`genefl.protocol.newcomer`: `newcomer_epochs` epochs at the newcomer's
     optimiser settings, on the same training part of its data, its validation split left out), nothing
     inherited, batches from the stream (seed, "local-baseline", its id); returns its test accuracy at
     the last epoch (as a newcomer's fine-tuning ends with its last). The client's stored state and

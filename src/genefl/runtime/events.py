@@ -21,7 +21,7 @@ class RoundReport:
     notes: list[str] = field(default_factory=list)  # e.g. why a reply was rejected
     rejected: list[int] = field(default_factory=list)  # clients whose reply failed the checks (also in dropped)
     backdoor_by_client: dict[int, float] = field(default_factory=dict)  # a backdoor's success per client (backdoor runs)
-    online: int = 0  # clients present that could be reached this round (`genefl.population`)
+    online: int = 0  # clients present that could be reached this round (`genefl.protocol.population`)
     present: int = 0  # clients in the federation this round: arrived, not departed, not away
     departed: int = 0  # clients gone for good by this round
     absent: int = 0  # clients in the federation but not present: away (a return), or a Flower node not connected

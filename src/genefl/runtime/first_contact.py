@@ -14,8 +14,8 @@ import hashlib
 import torch
 
 from ..errors import GeneflError
-from ..messages import Broadcast, ClientUpdate
-from ..models import ModelSpec
+from ..protocol.messages import Broadcast, ClientUpdate
+from ..protocol.models import ModelSpec
 
 SEED_FLAG = "from_seed"  # Broadcast.meta key: the missing tensors are the run's seeded initial model; its value, their digest
 NEED_INITIAL = "need_initial"  # a client's whole reply's meta key: "my seeded initial model differs: send the tensors"

@@ -16,14 +16,15 @@ from typing import Any, Protocol
 
 import torch
 
-from .. import adversary, rng
+from ..protocol import adversary
+from .. import rng
 from ..algorithms.base import Strategy
 from ..config import Config
 from ..errors import GeneflError
-from ..ledger import Ledger
-from ..messages import Broadcast, ClientUpdate
-from ..newcomer import NewcomerCurve
-from ..population import Population, share
+from ..protocol.ledger import Ledger
+from ..protocol.messages import Broadcast, ClientUpdate
+from ..protocol.newcomer import NewcomerCurve
+from ..protocol.population import Population, share
 from .events import Callback, NewcomerReport, RoundReport
 from .checkpoint import check_snapshot
 from .wire import Wire
@@ -36,7 +37,7 @@ class Transport(Protocol):
     failures: dict[int, str]
 
     # `available`: the ids that can be reached now (a connected SuperNode); the others are not sampled,
-    # nor evaluated, that round, and are recorded as "unreachable" (`genefl.population`)
+    # nor evaluated, that round, and are recorded as "unreachable" (`genefl.protocol.population`)
     def available(self, ids: list[int]) -> list[int]: ...
     def signatures(self, round: int, ids: list[int]) -> dict[int, ClientUpdate]: ...
     def train(self, round: int, broadcasts: dict[int, Broadcast]) -> Iterator[tuple[int, ClientUpdate]]: ...
@@ -197,7 +198,7 @@ class RoundLoop:
                                      local)
 
     def _membership(self, state: Any, t: int, active: list[int], waiting: list[int]) -> Any:
-        """This round's departures and returns (`genefl.population`), before anyone arrives or is sampled."""
+        """This round's departures and returns (`genefl.protocol.population`), before anyone arrives or is sampled."""
         population = self.population
         for cid in population.departing(t):
             if cid in waiting:  # kept offline past its departure round: it never arrives

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..algorithms.base import ClientEnv
-from ..models import ModelSpec
+from ..protocol.models import ModelSpec
 from .client_side import evaluate_and_send, local_baseline, received, send_signature, train_and_send, welcome_and_send
 from .first_contact import NEED_INITIAL, InitialMismatch
 from ..config import Config
 from ..data.scenario import Scenario
-from ..messages import Broadcast, ClientUpdate
-from ..newcomer import NewcomerCurve
+from ..protocol.messages import Broadcast, ClientUpdate
+from ..protocol.newcomer import NewcomerCurve
 from . import checkpoint
 from .assembly import assemble
 from .events import Callback

@@ -11,9 +11,9 @@ import torch
 
 from .. import rng
 from ..algorithms.base import Strategy
-from ..compression import QUANTIZERS, decode_message, encode_message, rebase
+from ..protocol.compression import QUANTIZERS, decode_message, encode_message, rebase
 from ..config import Config
-from ..messages import Broadcast, ClientUpdate
+from ..protocol.messages import Broadcast, ClientUpdate
 from .first_contact import asks_for_initial, initial_digest, resolve_seed, send_initial_as_seed
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .layers import Layer
+from ...protocol.layers import Layer
 
 
 def coefficients(param_names: list[str], layers: list[Layer], xi: list[float], masked_fisher: dict[str, torch.Tensor] | None,

@@ -1,4 +1,6 @@
-"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025); README "GENE-FL, as implemented" maps stages to modules.
+"""GENE-FL (Guo, Lv, Wang, Geng; arXiv 2504.14628, 2025): the Strategy and client half. Its stage math
+is beside it (`fisher`, `constraints`, `sensitivity`), the clustering in `algorithms.clustering`;
+README "GENE-FL, as implemented" maps stages to modules.
 
 Stage 0 clusters clients by PACFL signatures; Stage 1 trains locally under a Fisher-masked
 quadratic constraint and a per-layer smoothing term around the model held at the start of training;
@@ -17,7 +19,7 @@ Choices the paper leaves open (all options in `[genefl]`, `GeneflOptions` below,
 - ξ (the smoothing weights) always come from stability; `sensitivity = "taylor"` changes only which
   layers form the learnGene (higher importance first).
 - Newcomers fine-tune with plain cross-entropy (no constraint: they have no earlier model to keep).
-- Stage 3 may end with a server optimizer step (`[server_opt]`, `genefl.server_opt`; default "none",
+- Stage 3 may end with a server optimizer step (`[server_opt]`, `genefl.protocol.server_opt`; default "none",
   the plain mean): per cluster, with its own moments, over the learnGene tensors its clients sent.
 """
 
@@ -28,18 +30,18 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .. import fisher, sensitivity
-from ..constraints import coefficients
-from ..errors import ConfigError
-from ..layers import layer_tensors, model_nbytes
-from ..messages import Broadcast, ClientUpdate, finite_numbers
-from ..options import Options, choices, fraction, nonneg, option, positive, weight
-from ..rng import generator
-from ..sensitivity import SELECTIONS
-from ..server_opt import Moments
-from ..training import GradientCorrection, snapshot, train
-from .base import ClientEnv, PersonalModelClient, Strategy, Updates
-from .clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
+from . import fisher, sensitivity
+from .constraints import coefficients
+from ...errors import ConfigError
+from ...protocol.layers import layer_tensors, model_nbytes
+from ...protocol.messages import Broadcast, ClientUpdate, finite_numbers
+from ...options import Options, choices, fraction, nonneg, option, positive, weight
+from ...rng import generator
+from .sensitivity import SELECTIONS
+from ...protocol.server_opt import Moments
+from ...protocol.training import GradientCorrection, snapshot, train
+from ..base import ClientEnv, PersonalModelClient, Strategy, Updates
+from ..clustered import PacksSignatures, cluster_clients, cluster_report, join_cluster, leave_cluster, rejoin_cluster, signature_update
 
 
 @dataclass(frozen=True)

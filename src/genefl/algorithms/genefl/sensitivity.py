@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .layers import Layer
+from ...errors import ConfigError
+from ...protocol.layers import Layer
 
 SELECTIONS = ("window", "greedy", "random", "input", "output")
 

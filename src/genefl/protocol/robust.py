@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from .aggregate import LayerwiseMean
-from .errors import ConfigError
+from ..errors import ConfigError
 
 AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multikrum")
 USES = {"mean": (), "median": (), "trimmed_mean": ("trim",), "krum": ("byzantine",),

@@ -12,7 +12,7 @@ same number for the same payload. Layout:
 
 The header holds the message kind, the scalar `meta` dict and, per tensor, its section, name,
 dtype and shape; tensor bytes follow in header order. A tensor compressed by a payload codec
-(`genefl.compression`) travels as a `Packed`: its entry has dtype "packed", the byte count as its
+(`genefl.protocol.compression`) travels as a `Packed`: its entry has dtype "packed", the byte count as its
 shape and a fifth element, the codec's small JSON description; its bytes are the codec's bytes.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import GeneflError
+from ..errors import GeneflError
 
 Scalar = int | float | str | bool
 MAGIC = b"GFL1"
@@ -42,7 +42,7 @@ PACKED = "packed"  # the dtype name of a `Packed` entry (its bytes are a codec's
 @dataclass(frozen=True)
 class Packed:
     """A tensor in a payload codec's bytes: `data` (uint8, 1-D) is exactly what is sent, `spec` what
-    the receiver needs to rebuild it (codec name, shape, dtype, ...; see `genefl.compression`)."""
+    the receiver needs to rebuild it (codec name, shape, dtype, ...; see `genefl.protocol.compression`)."""
 
     data: torch.Tensor
     spec: dict

@@ -22,14 +22,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .config import Config, parse_override, replace, shown
-from .errors import ConfigError
-from .paths import shown as shown_path
-from .paths import writing
-from .results import ResultWriter, read_results, write_json
-from .runtime.progress import ProgressBar
+from ..config import Config, parse_override, replace, shown
+from ..errors import ConfigError
+from ..paths import shown as shown_path
+from ..paths import writing
+from ..results import ResultWriter, read_results, write_json
+from ..runtime.progress import ProgressBar
+from .starts import STARTS_FILE, StartRecorder
 
-STARTS_FILE = "newcomer_starts.pt"  # what each newcomer was sent, kept for the newcomer study
 MANIFEST = "comparison.json"  # the runs of the comparison last written to a folder: what `plot` reads
 MAX_FOLDER = 200  # bytes of a variant's folder name (a file name may hold 255; grid_<folder>.png must fit)
 MAX_JOBS = 1024
@@ -128,8 +128,8 @@ def check_variants(base: Config, variants: list[Variant], seeds: list[int], data
     """Every (variant, seed) config, validated, and each variant's method and model imported and its
     model checked (`models.check_model`) on the dataset's shape: a mistake in any entry is one line
     before an output folder or progress bar exists. Returns the configs by (label, seed)."""
-    from .data.datasets import SHAPES
-    from .runtime.assembly import assemble
+    from ..data.datasets import SHAPES
+    from ..runtime.assembly import assemble
 
     configs = {(v.label, s): variant_config(base, v, s) for v in variants for s in seeds}
     checked = set()
@@ -167,7 +167,7 @@ def run_comparison(base: Config, variants: list[Variant], seeds: list[int], out:
 
 
 def _run_here(tasks: list, record_starts: bool, bar, dataset=None) -> list[dict]:
-    from .data.scenario import ScenarioSpec, build_scenario
+    from ..data.scenario import ScenarioSpec, build_scenario
 
     scenarios, docs = {}, []
     for variant, seed, config, folder in tasks:
@@ -184,9 +184,8 @@ def _run_here(tasks: list, record_starts: bool, bar, dataset=None) -> list[dict]
 def run_one(config: Config, folder: Path, label: str, record_starts: bool, scenario=None, progress=None,
             dataset=None) -> dict:
     """One simulator run writing its result files into `folder`; returns its results.json document."""
-    from .data.scenario import build_scenario
-    from .runtime.simulator import Simulator
-    from .study import StartRecorder
+    from ..data.scenario import build_scenario
+    from ..runtime.simulator import Simulator
 
     callbacks = [c for c in (progress, ResultWriter(folder)) if c is not None]
     if record_starts:

@@ -16,7 +16,7 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .paths import shown, writing  # noqa: E402
+from ..paths import shown, writing  # noqa: E402
 
 
 def _by_label(docs: list[dict]) -> dict[str, list[dict]]:

@@ -20,7 +20,7 @@ signature upload included); for the control and the quantized starts, the bytes 
 would carry them (plus the learnGene's signature upload where the start needs the cluster).
 
 Fresh layers are the same seeded tensors for every start, and every start of a newcomer is
-fine-tuned with the same protocol, batches and validation split (`genefl.newcomer`), so the starts
+fine-tuned with the same protocol, batches and validation split (`genefl.protocol.newcomer`), so the starts
 are paired: for each start the study reports the mean paired difference to the learnGene start
 with a 95% t-interval over (seeds x newcomers). Replicate 0 uses the very generator the run used,
 so on CPU the `learngene` and `global` rows equal GENE-FL's and FedAvg's own newcomer numbers
@@ -40,18 +40,18 @@ from typing import Any
 
 import torch
 
-from . import rng
-from .newcomer import newcomer_split_generator
-from .comparison import STARTS_FILE, Variant, run_comparison, variant_config
-from .config import Config
-from .errors import ConfigError, GeneflError
-from .paths import shown, writing
-from .results import accuracy_in, integer_in, number_in, read_results
-from .compression import decode_message, encode_message
-from .messages import Broadcast, nbytes
-from .newcomer import FinetuneSettings, finetune
-from .runtime.events import Callback
-from .training import load_into
+from .. import rng
+from ..protocol.newcomer import newcomer_split_generator
+from .comparison import Variant, run_comparison, variant_config
+from .starts import STARTS_FILE
+from ..config import Config
+from ..errors import ConfigError, GeneflError
+from ..paths import shown, writing
+from ..results import accuracy_in, integer_in, number_in, read_results
+from ..protocol.compression import decode_message, encode_message
+from ..protocol.messages import Broadcast, nbytes
+from ..protocol.newcomer import FinetuneSettings, finetune
+from ..protocol.training import load_into
 
 STUDY_METHODS = ("genefl", "fedavg", "flearngene", "pacfl")
 QUANTIZED = {"global": (8, 4, 3, 2), "learngene": (8, 4)}  # starts also tried through an int codec
@@ -59,23 +59,6 @@ STARTS = ("learngene", "global", "random", "fedavg_layers", "flearngene", "pacfl
           *(f"{start}_int{bits}" for start, widths in QUANTIZED.items() for bits in widths))
 REPLICATED = ("learngene", "global", "random")
 METRICS = ("first", "last", "chosen")  # after epoch 1, after the last epoch, at the validation-chosen epoch
-
-
-class StartRecorder(Callback):
-    """Keeps what every newcomer was sent (tensors and meta) and saves it at the end of the run."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.starts = (Path(path) if path is not None else None), {}
-
-    def on_newcomer_start(self, round: int, cid: int, broadcast: Broadcast) -> None:
-        self.starts[cid] = {"round": round, "meta": dict(broadcast.meta),
-                            "tensors": {k: v.detach().cpu().clone() for k, v in broadcast.tensors.items()}}
-
-    def on_end(self, result: Any) -> None:
-        if self.path is None:  # kept in memory only
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.starts, self.path)
 
 
 @dataclass(frozen=True)
@@ -114,8 +97,8 @@ def starts_for(cid: int, recorded: dict[str, dict], ledger: dict[str, dict], cod
 
 def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant, ...] = ()) -> list[dict]:
     """Fine-tune every newcomer of one seed from every start; one record per (newcomer, start, replicate)."""
-    from .data.scenario import build_scenario
-    from .runtime.assembly import model_spec
+    from ..data.scenario import build_scenario
+    from ..runtime.assembly import model_spec
 
     scenario = build_scenario(config)
     spec = model_spec(config, scenario.input_shape, scenario.num_classes)

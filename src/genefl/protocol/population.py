@@ -64,9 +64,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import rng
-from .errors import ConfigError, DataError
-from .paths import read_small_text, shown
+from .. import rng
+from ..errors import ConfigError, DataError
+from ..paths import read_small_text, shown
 
 EVENTS = ("arrived", "departed", "away", "back", "signature", "unreachable")  # what `Population.events` records
 TRACE_HEADER = ["client", "online_from", "online_until"]

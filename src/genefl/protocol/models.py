@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .own_code import import_named
-from .rng import seeded_global_rng
+from ..errors import ConfigError
+from ..own_code import import_named
+from ..rng import seeded_global_rng
 
 MODELS = ("logreg", "mlp", "cnn", "lenet5", "fedavg_cnn", "resnet8", "resnet18")
 

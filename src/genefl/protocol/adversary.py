@@ -53,10 +53,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from . import rng
-from .errors import ConfigError
-from .data.scenario import load_for
-from .own_code import import_named
+from .. import rng
+from ..errors import ConfigError
+from ..data.scenario import load_for
+from ..own_code import import_named
 from .messages import ClientUpdate
 from .training import accuracy
 
@@ -219,7 +219,7 @@ def check(config) -> None:
               if k not in USES.get(kind, ()) and getattr(opts, k) != getattr(defaults, k)]
     if unused:
         raise ConfigError(f"adversary.{unused[0]}: not used by attack {opts.kind!r}")
-    from .data.datasets import SHAPES
+    from ..data.datasets import SHAPES
 
     classes = SHAPES.get(config.dataset, (None, None))[1]
     if opts.kind == "backdoor" and classes is not None and opts.target_label >= classes:

@@ -3,7 +3,7 @@
 An honest-but-curious server holds a client's upload and the model it broadcast, and tries to
 recover the client's images. The upload is not re-implemented here: `exact_payloads` runs the real
 simulator for one round on a scenario whose clients each hold the attacked batch, records every
-reply as the bytes the wire format sends (`genefl.messages.encode`, what the ledger counts and
+reply as the bytes the wire format sends (`genefl.protocol.messages.encode`, what the ledger counts and
 Flower ships) and decodes them as the server would. So a method that uploads a learnGene of two
 layers is attacked on those two layers only, and FedLP on the layers it happened to send.
 
@@ -46,13 +46,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import rng
-from .config import Config, replace
-from .data.datasets import ClientData
-from .data.scenario import Scenario
-from .errors import ConfigError
-from .compression import decode_message
-from .messages import ClientUpdate, decode, encode
+from .. import rng
+from ..config import Config, replace
+from ..data.datasets import ClientData
+from ..data.scenario import Scenario
+from ..errors import ConfigError
+from ..protocol.compression import decode_message
+from ..protocol.messages import ClientUpdate, decode, encode
 
 ATTACKS = ("dlg", "idlg", "cosine")
 
@@ -77,7 +77,7 @@ def local_steps(config: Config, batch: int, case: str) -> tuple[int, int, int]:
     as Inverting Gradients' multi-step experiments do; B = 8 is 4 steps an epoch, B = 1 one step."""
     if case == "one_step":
         return max(batch, 2), 1, 1
-    from .training import batches
+    from ..protocol.training import batches
 
     size = min(config.batch_size, max(2, batch // 4))
     per_epoch = len(batches(batch, size, torch.Generator(), "cpu"))  # the training loop's own batching
@@ -88,7 +88,7 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
                    case: str = "one_step") -> tuple[list[Payload], Any]:
     """One round of `config.method` with len(images) / batch clients holding `batch` images each;
     returns every client's upload as sent, and the simulator (for its model spec and initial weights)."""
-    from .runtime.simulator import Simulator
+    from ..runtime.simulator import Simulator
 
     if config.method == "local":
         raise ConfigError("method: 'local' sends nothing upward; there is no upload to attack")
@@ -123,7 +123,7 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
 
 
 def config_classes(config: Config) -> int:
-    from .data.datasets import SHAPES
+    from ..data.datasets import SHAPES
 
     return SHAPES[config.dataset][1]
 
@@ -318,8 +318,8 @@ def signature_leak(config: Config, clients: int = 4, images: int = 4) -> dict[st
     `clients` training clients, PSNR/SSIM of x against (a) its projection U Uᵀ x onto the sent
     subspace (how much of the image the subspace holds) and (b) the best single sent vector, sign and
     scale fitted (the closest thing to an image the server holds without any prior)."""
-    from .clustering import signature
-    from .data.scenario import build_scenario
+    from ..algorithms.clustering import signature
+    from ..data.scenario import build_scenario
 
     scenario = build_scenario(config)
     originals, projected, single = [], [], []
@@ -347,10 +347,10 @@ def membership_auc(config: Config, methods: tuple[str, ...] = ("fedavg", "genefl
     data? Scored on the model a newcomer is handed (the last newcomer's start, other layers fresh as
     it gets them): members are training clients' training samples, non-members the held-out test
     splits, equal counts (at most `limit` each, seeded); AUC of −loss (0.5 = no leak)."""
-    from .data.scenario import build_scenario
-    from .runtime.simulator import Simulator
-    from .study import StartRecorder
-    from .training import load_into
+    from ..data.scenario import build_scenario
+    from ..runtime.simulator import Simulator
+    from .starts import StartRecorder
+    from ..protocol.training import load_into
 
     scenario = build_scenario(config)
     train = [scenario.clients[c] for c in range(scenario.num_clients)]
@@ -392,7 +392,7 @@ def loss_threshold_auc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, is_me
 
 def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` seeded training images of the config's dataset (the same for every method)."""
-    from .data.scenario import load_for
+    from ..data.scenario import load_for
 
     data = load_for(config)
     if count > len(data.y_train):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .layers import Layer
+from ...protocol.layers import Layer
 
 
 # Per-sample gradients of one chunk hold chunk x (number of parameters) floats: cap that at 2^26

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import ConfigError
-from .options import Options, check, choices, option
+from ..errors import ConfigError
+from ..options import Options, check, choices, option
 
 NAMES = ("none", "avgm", "adam", "yogi", "adagrad")  # `server_opt.name`
 DEFAULTS = {"none": (1.0, 0.0), "sgd": (1.0, 0.0), "avgm": (1.0, 0.0),  # name -> Flower's (η, β1 / μ)
@@ -53,7 +53,7 @@ class ServerOptOptions(Options):
     section = "server_opt"
 
     name: str = option("none", choices(NAMES), "the server's step on the averaged update Δ = mean − x: `none` (the "
-                       "mean), or Flower's `avgm`, `adam`, `yogi`, `adagrad` (equations in `server_opt.py`)")
+                       "mean), or Flower's `avgm`, `adam`, `yogi`, `adagrad` (equations in `protocol/server_opt.py`)")
     lr: float = option(0.0, check(lambda v: 0 <= v <= 10, "must be in [0, 10] (0 = the optimizer's default)"),
                        "server learning rate η; 0 = Flower's for `name`: avgm 1.0, adam 0.1, yogi 0.01, adagrad 0.1")
     momentum: float = option(-1.0, check(lambda v: v == -1 or 0 <= v < 1, "must be in [0, 1), or -1 (the optimizer's default)"),

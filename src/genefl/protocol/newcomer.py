@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import rng
-from .config import Config
-from .data.datasets import ClientData
+from .. import rng
+from ..config import Config
+from ..data.datasets import ClientData
 from .training import accuracy, batches
 
 

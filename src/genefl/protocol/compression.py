@@ -44,7 +44,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .errors import GeneflError
+from ..errors import GeneflError
 from .messages import Broadcast, ClientUpdate, Message, Packed
 
 CODECS = ("none", "fp16", "bf16", "int8", "int4", "int3", "int2", "mixed", "qsgd", "topk", "randk")
