@@ -172,3 +172,48 @@ def test_checkpointed_ledger_and_signatures_come_back_as_they_were():
     assert list(state.signatures) == [3, 1, 2] and state.contacted == frozenset({1}) and state.cluster_of == {3: 0, 1: 1, 2: 0}
     assert all(torch.equal(state.signatures[c], sigs[c]) and state.signatures[c].dtype == sigs[c].dtype for c in sigs)
     assert back["states"][1].signatures == {}
+
+
+def test_a_checkpoint_pickled_before_the_modules_moved_still_resumes(tmp_path, capsys):
+    """Checkpoints name their classes by module path; one written when the protocol modules were at
+    the package's top (genefl.ledger, genefl.messages, ...) resumes to the uninterrupted result."""
+    import importlib
+    import sys
+
+    import torch
+
+    from genefl.cli import main
+    from genefl.runtime import checkpoint
+
+    args = ["--set", "method=genefl"]
+    assert main(["run", *TINY, *args, "--out", str(tmp_path / "whole")]) == 0
+    want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
+    out = tmp_path / "killed"
+    assert killed_run(out, "round:3", *args).returncode == -9
+    payload = torch.load(out / "checkpoint.pt", weights_only=False)
+    renamed = []  # write it again as the old layout would have: its classes under their old module names
+    try:
+        for old, new in checkpoint.MOVED.items():
+            module = importlib.import_module(new)
+            sys.modules[old] = module
+            for value in vars(module).values():
+                if isinstance(value, type) and value.__module__ == new:
+                    value.__module__ = old
+                    renamed.append((value, new))
+        torch.save(payload, out / "checkpoint.pt")
+    finally:
+        for cls, new in renamed:
+            cls.__module__ = new
+        for old in checkpoint.MOVED:
+            sys.modules.pop(old, None)
+    assert any(b"genefl.ledger" in data for data in _zip_members(out / "checkpoint.pt"))  # really the old names
+    code, err = resume_here(capsys, out)
+    assert code == 0, err
+    assert strip_times(json.loads((out / "results.json").read_text())) == want
+
+
+def _zip_members(path):
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return [archive.read(name) for name in archive.namelist()]

@@ -312,7 +312,7 @@ def test_the_flower_run_config_names_the_same_attackers():
     (["defence.trim=0.2"], "defence.trim: not used by aggregator 'mean'"),
     (["defence.aggregator=\"krum\"", "defence.byzantine=4"], "defence.byzantine: krum with f = 4 needs more than 2f + 2 = 10 clients"),
     (["defence.aggregator=\"multikrum\"", "defence.multikrum_m=11"], "defence.multikrum_m: 11 is more than num_clients = 10"),
-    (["method=\"local\"", "defence.aggregator=\"median\""], "defence: method local does not aggregate through genefl.robust"),
+    (["method=\"local\"", "defence.aggregator=\"median\""], "defence: method local does not aggregate through genefl.protocol.robust"),
 ])
 def test_bad_settings_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as info:

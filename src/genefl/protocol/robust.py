@@ -252,5 +252,5 @@ def check(config) -> None:
 def check_method(strategy_cls, config) -> None:
     """A `[defence]` set for a method whose server does not aggregate through a `Combiner` is an error."""
     if not strategy_cls.takes_defence and config.defence != type(config.defence)():
-        raise ConfigError(f"defence: method {config.method} does not aggregate through genefl.robust "
+        raise ConfigError(f"defence: method {config.method} does not aggregate through genefl.protocol.robust "
                           "(Strategy.takes_defence), so [defence] would be ignored")

@@ -17,7 +17,9 @@ mixed into results that no single config produced.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,21 @@ from .events import NewcomerReport, RoundReport
 
 FILE = "checkpoint.pt"
 VERSION = 1
+# Modules that moved when the package was laid out in layers: a checkpoint pickled before the move
+# names its classes by the old paths, and still resumes.
+MOVED = {f"genefl.{name}": f"genefl.protocol.{name}" for name in (
+    "adversary", "aggregate", "compression", "defence", "layers", "ledger", "messages", "models", "newcomer",
+    "population", "robust", "server_opt", "training")}
+MOVED.update({f"genefl.{name}": f"genefl.algorithms.genefl.{name}" for name in ("constraints", "fisher", "sensitivity")})
+MOVED.update({"genefl.clustering": "genefl.algorithms.clustering"})
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED.get(module, module), name)
+
+
+_PICKLE = types.SimpleNamespace(**{**vars(pickle), "Unpickler": _Unpickler})  # pickle, but finding moved classes
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
@@ -62,7 +79,7 @@ def load(path: Path, config: Config) -> dict[str, Any]:
         raise GeneflError(f"resume: checkpoint {path} is not a file")
     try:
         # our own file, written by `save`: it holds the strategy's state dataclasses, hence full unpickling
-        payload = torch.load(path, weights_only=False)
+        payload = torch.load(path, weights_only=False, pickle_module=_PICKLE)
     except Exception as exc:  # a damaged file can fail in many ways
         raise GeneflError(f"checkpoint {path} is unreadable ({type(exc).__name__}); rerun from the start with --force") from None
     if not isinstance(payload, dict) or payload.get("version") != VERSION:
