@@ -16,9 +16,6 @@ import pytest
 import torch
 
 pytest.importorskip("flwr")
-# one pytest-xdist worker runs these one after another while the other runs everything else: they
-# mostly wait on Flower's 3-second polls, so they overlap with CPU-bound tests instead of adding to them
-pytestmark = pytest.mark.xdist_group("flower")
 
 from flower_harness import Federation  # noqa: E402
 from readme import tls_certificate_commands, tls_node_flags, tls_superlink_command, write_own_packages  # noqa: E402
