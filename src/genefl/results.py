@@ -13,7 +13,7 @@ Each round also counts the clients `online`, `present`, `absent` and `departed` 
 evaluated rounds gives `acc_absent`, the mean accuracy of the absent clients' own models on their own
 test data (`RoundLoop._evaluate_absent`; null when nobody is absent or the method keeps no model of a
 client's own). `acc_local`, `rounds_to_useful` and `newcomers_rounds_to_useful_median` are null
-unless `population.local_baseline` (`population.rounds_to_useful`); cohorts: `population.newcomer_cohorts`.
+unless `population.local_baseline` (`population.rounds_to_useful`); cohorts: `newcomer_cohorts`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from .protocol.adversary import run_attackers
 from .protocol.defence import epsilon_per_upload
 from .errors import ConfigError
 from .paths import shown
-from .protocol.population import median_rounds_to_useful, newcomer_cohorts, rounds_to_useful
+from .protocol.population import median_rounds_to_useful, rounds_to_useful
 from .runtime.events import Callback, NewcomerReport, RoundReport
 
 ROUND_FIELDS = ["round", "acc_clients", "acc_all", "acc_absent", "bytes_up", "bytes_down", "participants", "dropped", "online",
@@ -52,14 +53,39 @@ def round_row(r: RoundReport, attackers: frozenset[int] = frozenset()) -> dict[s
             "wall_s": round(r.wall_s, 4), **backdoor, **({"notes": r.notes} if r.notes else {})}
 
 
-def newcomer_row(n: NewcomerReport, rounds: list[RoundReport] = ()) -> dict[str, Any]:
-    """A newcomer's results.json entry; `rounds` (the run's) give its `rounds_to_useful`."""
+def newcomer_row(n: NewcomerReport, useful: int | None = None) -> dict[str, Any]:
+    """A newcomer's results.json entry; `useful`: its `rounds_to_useful` (`population.rounds_to_useful`)."""
     return {"id": n.id, "arrival_round": n.arrival_round, "init": n.init, "init_bytes": n.init_bytes,
             "signature_bytes": n.signature_bytes,
             "acc_init": n.acc_init, "acc_by_epoch": n.acc_by_epoch, "val_by_epoch": n.val_by_epoch,
             "chosen_epoch": n.chosen_epoch, "acc_chosen": n.acc_chosen,
-            "acc_local": n.acc_local, "rounds_to_useful": rounds_to_useful(n, rounds),
+            "acc_local": n.acc_local, "rounds_to_useful": useful,
             **({"backdoor_success": n.backdoor_success} if n.backdoor_success is not None else {}), **n.info}
+
+
+def newcomer_cohorts(newcomers: list[NewcomerReport], rounds: list[RoundReport],
+                     useful: dict[int, int | None]) -> list[dict[str, Any]]:
+    """Newcomers grouped by arrival round (a cohort): its `clients`, the mean `acc_init` and mean
+    `acc_by_epoch` (epoch by epoch) of their fine-tuning curves, their mean accuracy in each evaluated
+    round from arrival on (`acc_by_round`: [round, mean over the cohort's clients evaluated then]),
+    and with `population.local_baseline` the median of their rounds to useful (`useful`, by newcomer id;
+    `population.median_rounds_to_useful`). Means leave out NaN (an empty test split)."""
+    by_round = defaultdict(list)
+    for n in newcomers:
+        by_round[n.arrival_round].append(n)
+    cohorts = []
+    for a, members in sorted(by_round.items()):
+        ids = {n.id for n in members}
+        epochs = max(len(n.acc_by_epoch) for n in members)
+        later = [[r.round, _mean([acc for cid, acc in r.acc_by_client.items() if cid in ids])]
+                 for r in rounds if r.round >= a and ids & set(r.acc_by_client)]
+        cohorts.append({"arrival_round": a, "clients": sorted(ids), "acc_init": _mean([n.acc_init for n in members]),
+                        "acc_by_epoch": [_mean([n.acc_by_epoch[e] for n in members if e < len(n.acc_by_epoch)])
+                                         for e in range(epochs)],
+                        "acc_by_round": later,
+                        "rounds_to_useful_median": median_rounds_to_useful(
+                            [useful[n.id] for n in members if n.acc_local is not None])})
+    return cohorts
 
 
 def build_results(result) -> dict[str, Any]:
@@ -69,6 +95,7 @@ def build_results(result) -> dict[str, Any]:
     evaluated = [r for r in result.rounds if r.acc_by_client]
     last = evaluated[-1] if evaluated else None
     news = result.newcomers
+    useful = {n.id: rounds_to_useful(n, result.rounds) for n in news}
     summary = {
         "acc_clients": last.mean_acc() if last else None,
         "acc_all": last.mean_acc(training_only=False) if last else None,
@@ -76,8 +103,7 @@ def build_results(result) -> dict[str, Any]:
         "acc_newcomers_first_epoch": _mean([n.acc_by_epoch[0] for n in news if n.acc_by_epoch]),
         "acc_newcomers_last_epoch": _mean([n.acc_by_epoch[-1] for n in news if n.acc_by_epoch]),
         "acc_newcomers_val_chosen": _mean([n.acc_chosen for n in news]),
-        "newcomers_rounds_to_useful_median": median_rounds_to_useful(
-            [rounds_to_useful(n, result.rounds) for n in news if n.acc_local is not None]),
+        "newcomers_rounds_to_useful_median": median_rounds_to_useful([useful[n.id] for n in news if n.acc_local is not None]),
         "bytes_up": ledger.total("up"),
         "bytes_down": ledger.total("down"),
         "bytes_total": ledger.total(),
@@ -101,8 +127,8 @@ def build_results(result) -> dict[str, Any]:
     return {
         "method": config.method, "dataset": result.dataset or config.dataset, "seed": config.seed, "summary": summary,
         "rounds": [round_row(r, attackers) for r in result.rounds],
-        "newcomers": [newcomer_row(n, result.rounds) for n in news],
-        "newcomer_cohorts": newcomer_cohorts(news, result.rounds),
+        "newcomers": [newcomer_row(n, useful[n.id]) for n in news],
+        "newcomer_cohorts": newcomer_cohorts(news, result.rounds, useful),
         "method_info": info,
         "population": result.population,
     }

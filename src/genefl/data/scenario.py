@@ -159,7 +159,7 @@ def drifted_indices(config: ScenarioSpec, dataset: Dataset, train_parts: list[np
     if config.population.drift == "none":
         return {}
     y_train, y_test = dataset.y_train.numpy(), dataset.y_test.numpy()
-    pool = training_pool(config, y_train)
+    pool, tests = training_pool(config, y_train), testing_pool(config, y_test)
     classes = np.unique(y_train[pool])
     drifted = {}
     for cid in population.return_windows(config):
@@ -171,7 +171,7 @@ def drifted_indices(config: ScenarioSpec, dataset: Dataset, train_parts: list[np
             mix = np.array([(y_train[train_parts[other]] == k).sum() for k in classes], dtype=float)
         mix = mix / mix.sum() if np.isfinite(mix).all() and mix.sum() > 0 else np.full(len(classes), 1 / len(classes))
         drifted[cid] = (redraw(y_train, pool, classes, mix, len(train_parts[cid]), gen),
-                        redraw(y_test, testing_pool(config, y_test), classes, mix, len(test_parts[cid]), gen))
+                        redraw(y_test, tests, classes, mix, len(test_parts[cid]), gen))
     return drifted
 
 

@@ -38,7 +38,7 @@ The choices, each kept simple:
   evaluation is measurement, not protocol. The absent ones (away; on Flower, a node not connected)
   are tested on their own models where the method keeps one per client (`Strategy.configure_absent`,
   `RoundLoop._evaluate_absent`: no message, no bytes; sampled alike from a stream of their own).
-- newcomers over time: `newcomer_cohorts` groups them by arrival round; with `local_baseline`, each
+- newcomers over time: results.json's `newcomer_cohorts` groups them by arrival round; with `local_baseline`, each
   is compared with its own local-only model (`runtime.client_side.local_baseline`) and
   `rounds_to_useful` counts the rounds until its model beats it.
 - Stage 0 (signatures before round 1) is enrolment: every training client takes part in it, online
@@ -326,34 +326,6 @@ def median_rounds_to_useful(values: list[int | None]) -> float | None:
     mid = len(ordered) // 2
     median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
     return median if math.isfinite(median) else None
-
-
-def newcomer_cohorts(newcomers, rounds) -> list[dict[str, Any]]:
-    """Newcomers grouped by arrival round (a cohort): its `clients`, the mean `acc_init` and mean
-    `acc_by_epoch` (epoch by epoch) of their fine-tuning curves, their mean accuracy in each evaluated
-    round from arrival on (`acc_by_round`: [round, mean over the cohort's clients evaluated then]),
-    and with `population.local_baseline` the median of their rounds to useful (`median_rounds_to_useful`).
-    Means leave out NaN (an empty test split)."""
-    def mean(values):
-        values = [v for v in values if v is not None and not math.isnan(v)]
-        return sum(values) / len(values) if values else None
-
-    by_round = defaultdict(list)
-    for n in newcomers:
-        by_round[n.arrival_round].append(n)
-    cohorts = []
-    for a, members in sorted(by_round.items()):
-        ids = {n.id for n in members}
-        epochs = max(len(n.acc_by_epoch) for n in members)
-        later = [[r.round, mean([acc for cid, acc in r.acc_by_client.items() if cid in ids])]
-                 for r in rounds if r.round >= a and ids & set(r.acc_by_client)]
-        with_local = [n for n in members if n.acc_local is not None]
-        cohorts.append({"arrival_round": a, "clients": sorted(ids), "acc_init": mean([n.acc_init for n in members]),
-                        "acc_by_epoch": [mean([n.acc_by_epoch[e] for n in members if e < len(n.acc_by_epoch)])
-                                         for e in range(epochs)],
-                        "acc_by_round": later,
-                        "rounds_to_useful_median": median_rounds_to_useful([rounds_to_useful(n, rounds) for n in with_local])})
-    return cohorts
 
 
 def check(config) -> None:
