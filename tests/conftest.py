@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -44,16 +45,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def cli(capsys):
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """`genefl ARGS...` run by the CLI's own main() in this process: (exit status, stdout, stderr).
     For tests whose subject is not the process itself (a few tests start real processes for that)."""
     from genefl.cli import main
 
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
-    return run
+
+@pytest.fixture
+def cli(capsys):
+    """`run_cli` bound to this test's captured output."""
+    return functools.partial(run_cli, capsys)

@@ -24,17 +24,12 @@ import torch
 import genefl
 from genefl.cli import main
 from genefl.errors import ConfigError, DataError, GeneflError
+from conftest import run_cli
 
 TINY = ["--set", "rounds=1", "--set", "num_clients=3"]
 DEEP = "[" * 2000 + "1" + "]" * 2000
 LONG = "x" * 300  # one name over the 255-byte limit
 NOUSER = "~genefl_no_such_user"
-
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    err = capsys.readouterr().err
-    return code, err
 
 
 def one_line_exit_2(code, err, fragment):
@@ -175,7 +170,7 @@ CONFIG_CASES = [
 @pytest.mark.parametrize("args, fragment", CONFIG_CASES, ids=[" ".join(a)[:40] for a, _ in CONFIG_CASES])
 def test_bad_config_values_are_one_line_exit_2(tmp_path, capsys, args, fragment):
     prepare(tmp_path)
-    code, err = run_cli(capsys, "run", *TINY, *filled(args, tmp_path), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(capsys, "run", *TINY, *filled(args, tmp_path), "--out", str(tmp_path / "o"))
     one_line_exit_2(code, err, fragment)
     assert not (tmp_path / "o").exists()  # not even an empty folder
 
@@ -204,7 +199,7 @@ PATH_CASES = [
 def test_bad_paths_are_one_line_exit_2(tmp_path, capsys, args, fragment):
     prepare(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    code, err = run_cli(capsys, "run", *TINY, *filled(args, tmp_path))
+    code, _, err = run_cli(capsys, "run", *TINY, *filled(args, tmp_path))
     one_line_exit_2(code, err, fragment)
     assert sorted(tmp_path.rglob("*")) == before  # nothing created, not even the --out folder
 
@@ -231,14 +226,14 @@ COMMAND_CASES = [
 def test_bad_command_arguments_are_one_line_exit_2(tmp_path, capsys, args, fragment):
     """Each refused before an output folder or a progress bar exists (its line used to be glued to the bar)."""
     prepare(tmp_path)
-    code, err = run_cli(capsys, *filled(args, tmp_path))
+    code, _, err = run_cli(capsys, *filled(args, tmp_path))
     one_line_exit_2(code, err, fragment)
     assert not (tmp_path / "o").exists()
 
 
 def test_a_run_that_fails_before_it_starts_leaves_no_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --out is runs/<method>-<dataset>-<time>
-    code, err = run_cli(capsys, "run", *TINY, "--set", "dataset=mnist", "--set", f"data_dir={tmp_path}")
+    code, _, err = run_cli(capsys, "run", *TINY, "--set", "dataset=mnist", "--set", f"data_dir={tmp_path}")
     one_line_exit_2(code, err, "missing data file")
     assert list(tmp_path.iterdir()) == []
 
@@ -266,7 +261,7 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_forced(tmp_path, ca
     assert main(["run", *TINY, "--set", "num_newcomers=0", "--out", out]) == 0
     first = (tmp_path / "o" / "results.json").read_text()
     capsys.readouterr()
-    code, err = run_cli(capsys, "run", *TINY, "--set", "num_newcomers=0", "--set", "seed=3", "--out", out)
+    code, _, err = run_cli(capsys, "run", *TINY, "--set", "num_newcomers=0", "--set", "seed=3", "--out", out)
     assert code == 2 and "already holds results" in err and "--force" in err
     assert (tmp_path / "o" / "results.json").read_text() == first  # untouched
     assert main(["run", *TINY, "--set", "num_newcomers=0", "--set", "seed=3", "--out", out, "--force"]) == 0
@@ -283,7 +278,7 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_forced(tmp_path, ca
     ("fedavg[lr=0.1],fedavg[lr:0.1]", "expected key=value"),
 ])
 def test_bad_method_lists_are_one_line_exit_2(tmp_path, capsys, methods, fragment):
-    code, err = run_cli(capsys, "compare", *TINY, "--methods", methods, "--out", str(tmp_path / "c"))
+    code, _, err = run_cli(capsys, "compare", *TINY, "--methods", methods, "--out", str(tmp_path / "c"))
     one_line_exit_2(code, err, fragment)
 
 
@@ -420,7 +415,7 @@ def test_plot_on_edited_results_files(compared, tmp_path, capsys, name, edit, fr
     shutil.copytree(compared, folder)
     edit(folder)
     capsys.readouterr()
-    code, err = run_cli(capsys, "plot", str(folder))
+    code, _, err = run_cli(capsys, "plot", str(folder))
     if fragment is None:
         assert code == 0 and err == "", err
     else:
@@ -435,14 +430,14 @@ def test_plot_refuses_broken_results_files(compared, tmp_path, capsys):
     for broken in (good[: len(good) // 2], "[]", json.dumps({"seed": 0, "rounds": [], "newcomers": []}), "\x00\xff\x01"):
         path.write_text(broken, errors="surrogateescape")
         capsys.readouterr()
-        code, err = run_cli(capsys, "plot", str(folder))
+        code, _, err = run_cli(capsys, "plot", str(folder))
         one_line_exit_2(code, err, "results.json")
 
 
 def test_argument_errors_name_the_right_help(capsys):
-    code, err = run_cli(capsys, "run", "--bogus")
+    code, _, err = run_cli(capsys, "run", "--bogus")
     assert code == 2 and "see 'genefl run --help'" in err
-    code, err = run_cli(capsys, "frobnicate")
+    code, _, err = run_cli(capsys, "frobnicate")
     assert code == 2 and "see 'genefl --help'" in err
 
 
@@ -495,7 +490,7 @@ def test_a_model_that_does_not_fit_is_refused_at_assembly(tmp_path, capsys, monk
     (tmp_path / "hostile_models.py").write_text(MODELS)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "hostile_models", raising=False)
-    code, err = run_cli(capsys, "run", *TINY, "--set", f"method={method}", "--set", f"model={model}",
+    code, _, err = run_cli(capsys, "run", *TINY, "--set", f"method={method}", "--set", f"model={model}",
                         "--out", str(tmp_path / "o"))
     one_line_exit_2(code, err, fragment)
     assert not (tmp_path / "o").exists()

@@ -30,13 +30,11 @@ def killed_run(out, fault: str, *args) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("method, faults", [("genefl", ("round:3", "newcomer:3", "checkpoint:2")),
                                             ("scaffold", ("round:3", "newcomer:3", "checkpoint:2")),
                                             ("fedavg", ("round:3",)), ("fedadam", ("round:3",))])
-def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, capsys, method, faults):
+def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, cli, method, faults):
     """The killed runs are real processes; the uninterrupted run and the resumes run `genefl run` in
     this process (the same code path, without a process start each)."""
-    from genefl.cli import main
-
     args = ["--set", f"method={method}"]
-    assert main(["run", *TINY, *args, "--out", str(tmp_path / "whole")]) == 0
+    assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     assert not (tmp_path / "whole" / "checkpoint.pt").exists()  # removed once the run is complete
     for fault in faults:
@@ -44,7 +42,7 @@ def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, capsys, meth
         proc = killed_run(out, fault, *args)
         assert proc.returncode == -9, proc.stderr  # it really died by SIGKILL
         assert not (out / "results.json").exists() and (out / "checkpoint.pt").exists()
-        code, err = resume_here(capsys, out)
+        code, _, err = cli("run", "--resume", str(out))
         assert code == 0, err
         got = strip_times(json.loads((out / "results.json").read_text()))
         assert got == want, fault
@@ -52,27 +50,16 @@ def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, capsys, meth
         assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]  # no round twice, none missing
 
 
-def test_resume_refuses_a_finished_run_and_extra_arguments(tmp_path, capsys):
-    from genefl.cli import main
-
+def test_resume_refuses_a_finished_run_and_extra_arguments(tmp_path, cli):
     out = tmp_path / "r"
-    assert main(["run", *TINY, "--set", "method=fedavg", "--out", str(out)]) == 0
-    capsys.readouterr()
+    assert cli("run", *TINY, "--set", "method=fedavg", "--out", str(out))[0] == 0
     for args, expected in ((["--resume", str(out)], ["already finished"]),
                            (["--resume", str(out), "--set", "rounds=9"], ["takes no --config, --set"]),
                            (["--resume", str(tmp_path / "nothing")], ["no config.toml"]),
                            ([*TINY, "--out", str(out)], ["--resume", "--force"])):
-        assert main(["run", *args]) == 2, args
-        err = capsys.readouterr().err
+        code, _, err = cli("run", *args)
+        assert code == 2, args
         assert all(text in err for text in expected) and err.count("\n") == 1, err
-
-
-def resume_here(capsys, out) -> tuple[int, str]:
-    """`genefl run --resume out` in this process: (exit status, stderr)."""
-    from genefl.cli import main
-
-    code = main(["run", "--resume", str(out)])
-    return code, capsys.readouterr().err
 
 
 def copy_run(source, target):
@@ -82,7 +69,7 @@ def copy_run(source, target):
     return target
 
 
-def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, cli):
     """The checkpoint names its run: one of another method, or a config.toml edited after the kill,
     is refused in one line naming what differs, and the run's files stay as they were."""
     for method in ("fedavg", "scaffold"):
@@ -103,15 +90,15 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
 
     for out, named in ((other_method, "method 'scaffold' vs 'fedavg'"),
                        (edited, "lr 0.05 vs 0.5, num_clients 4 vs 5, rounds 4 vs 2, seed 0 vs 1")):
-        code, err = resume_here(capsys, out)
+        code, _, err = cli("run", "--resume", str(out))
         assert code == 2 and err.count("\n") == 1, err
         assert f"resume: the checkpoint in {out} is of a different run (checkpoint vs this config): {named}" in err
         assert (out / "rounds.csv").read_text() == rounds_csv and not (out / "results.json").exists()
     # the untouched folder still resumes
-    assert resume_here(capsys, killed)[0] == 0 and (killed / "results.json").exists()
+    assert cli("run", "--resume", str(killed))[0] == 0 and (killed / "results.json").exists()
 
 
-def test_resume_refuses_crafted_or_damaged_checkpoints_in_one_line(tmp_path, capsys):
+def test_resume_refuses_crafted_or_damaged_checkpoints_in_one_line(tmp_path, cli):
     import torch
 
     from genefl.config import load_config
@@ -136,14 +123,14 @@ def test_resume_refuses_crafted_or_damaged_checkpoints_in_one_line(tmp_path, cap
     for name, (payload, fragment) in cases.items():
         out = copy_run(tmp_path / "killed", tmp_path / name)
         torch.save(payload, out / "checkpoint.pt")
-        code, err = resume_here(capsys, out)
+        code, _, err = cli("run", "--resume", str(out))
         assert code == 2 and err.count("\n") == 1 and fragment in err, (name, err)
         assert not (out / "results.json").exists()
         assert (out / "rounds.csv").read_text() == (tmp_path / "killed" / "rounds.csv").read_text()
     folder = copy_run(tmp_path / "killed", tmp_path / "folder")
     (folder / "checkpoint.pt").unlink()
     (folder / "checkpoint.pt").mkdir()
-    code, err = resume_here(capsys, folder)
+    code, _, err = cli("run", "--resume", str(folder))
     assert code == 2 and f"checkpoint {folder / 'checkpoint.pt'} is not a file" in err and err.count("\n") == 1
 
 
@@ -174,7 +161,7 @@ def test_checkpointed_ledger_and_signatures_come_back_as_they_were():
     assert back["states"][1].signatures == {}
 
 
-def test_a_checkpoint_pickled_before_the_modules_moved_still_resumes(tmp_path, capsys):
+def test_a_checkpoint_pickled_before_the_modules_moved_still_resumes(tmp_path, cli):
     """Checkpoints name their classes by module path; one written when the protocol modules were at
     the package's top (genefl.ledger, genefl.messages, ...) resumes to the uninterrupted result."""
     import importlib
@@ -182,11 +169,10 @@ def test_a_checkpoint_pickled_before_the_modules_moved_still_resumes(tmp_path, c
 
     import torch
 
-    from genefl.cli import main
     from genefl.runtime import checkpoint
 
     args = ["--set", "method=genefl"]
-    assert main(["run", *TINY, *args, "--out", str(tmp_path / "whole")]) == 0
+    assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     out = tmp_path / "killed"
     assert killed_run(out, "round:3", *args).returncode == -9
@@ -207,7 +193,7 @@ def test_a_checkpoint_pickled_before_the_modules_moved_still_resumes(tmp_path, c
         for old in checkpoint.MOVED:
             sys.modules.pop(old, None)
     assert any(b"genefl.ledger" in data for data in _zip_members(out / "checkpoint.pt"))  # really the old names
-    code, err = resume_here(capsys, out)
+    code, _, err = cli("run", "--resume", str(out))
     assert code == 0, err
     assert strip_times(json.loads((out / "results.json").read_text())) == want
 
