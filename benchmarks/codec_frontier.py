@@ -7,8 +7,17 @@ then writes frontier.md (mean ± sd over the seeds found: training-client accura
 accuracy, total MB, MB to initialise a newcomer, and the reduction against FedAvg fp32) and one
 figure per scenario and model (accuracy against total MB, log scale, Pareto front marked).
 
+`--starts` runs the plain `fedavg` and `genefl` variants keeping what each newcomer was sent
+(`newcomer_starts.pt`, not committed: 1-3 MB a run; the same run as without it, the same results),
+re-running those whose starts are missing. `--newcomers` then re-starts every newcomer of every
+seed whose two runs kept their starts from each start of the newcomer study (the learnGene,
+FedAvg's global model, and both through the int8/int4/int3/int2 codecs, ...; `genefl.experiments.study`),
+one fine-tuning each, and writes `<scenario>_<model>/newcomers/study.md` and `starts.md`: every
+start's last-epoch accuracy paired against the FedAvg-initialised newcomer over all seeds' newcomers.
+
 Usage:
   GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --models cnn,lenet5 --seeds 0
+  GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --starts --newcomers --models cnn --seeds 0,1,2 --variants fedavg,genefl
   python benchmarks/codec_frontier.py --table
 """
 
@@ -44,20 +53,27 @@ VARIANTS = {
     "fedper": ["method=fedper"],
 }
 SCENARIOS = ("fashion_alpha0.1", "fashion_alpha0.5", "mnist_alpha0.1")
+STARTED = ("fedavg", "genefl")  # the runs whose newcomers' starts `--starts` keeps (the study needs both)
+STARTS_FILE = "newcomer_starts.pt"  # genefl.experiments.starts.STARTS_FILE
 
 
-def run_missing(scenarios: list[str], models: list[str], variants: list[str], seeds: list[int]) -> None:
+def run_missing(scenarios: list[str], models: list[str], variants: list[str], seeds: list[int], starts: bool) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for seed in seeds:
         for scenario in scenarios:
             for model in models:
                 for label in variants:
                     folder = OUT / f"{scenario}_{model}" / label / f"seed{seed}"
-                    if (folder / "results.json").exists():
+                    keep = starts and label in STARTED
+                    if (folder / "results.json").exists() and (not keep or (folder / STARTS_FILE).exists()):
                         continue
                     sets = [f"model={model}", f"seed={seed}", "checkpoint_every=0", *VARIANTS[label]]
-                    cmd = [sys.executable, "-m", "genefl.cli", "run", "--config", str(ROOT / "configs" / f"newcomers_{scenario}.toml"),
-                           *[a for s in sets for a in ("--set", s)], "--out", str(folder), "--force"]
+                    config = str(ROOT / "configs" / f"newcomers_{scenario}.toml")
+                    if keep:  # the same run through the comparison runner, which records the starts
+                        cmd = [sys.executable, __file__, "--one", str(folder), "--config", config, *sets]
+                    else:
+                        cmd = [sys.executable, "-m", "genefl.cli", "run", "--config", config,
+                               *[a for s in sets for a in ("--set", s)], "--out", str(folder), "--force"]
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
                     print(f"{status}: {folder.relative_to(ROOT)}", flush=True)
@@ -131,20 +147,71 @@ def plot(group: Path, runs: dict[str, list[dict]]) -> None:
     plt.close(fig)
 
 
+def run_one_keeping_starts(folder: Path, config_path: str, sets: list[str]) -> None:
+    import shutil
+
+    from genefl.config import load_config
+    from genefl.experiments.comparison import run_one
+
+    config = load_config(config_path, sets)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    run_one(config, folder, folder.parent.name, record_starts=True)
+
+
+def newcomers(seeds: list[int]) -> None:
+    """The newcomer study's starts on every group whose fedavg and genefl runs kept their starts."""
+    from genefl.config import load_config
+    from genefl.experiments.study import add_run_bytes, analyse, metric, study_seed, t_interval, write_report
+
+    for group in sorted(p for p in OUT.iterdir() if p.is_dir()):
+        found = [s for s in seeds if all((group / m / f"seed{s}" / STARTS_FILE).exists() for m in STARTED)]
+        if not found:
+            continue
+        records = []
+        for s in found:
+            config = load_config(group / "genefl" / f"seed{s}" / "config.toml")
+            records += study_seed(config, group, 1)
+        analysis = analyse(records)
+        add_run_bytes(analysis, group, [], found)
+        write_report(analysis, records, group, found)
+        key = {(r["seed"], r["newcomer"], r["start"]): r for r in records}
+        pairs = sorted({(r["seed"], r["newcomer"]) for r in records})
+        lines = [f"### {group.name}: newcomer starts against the FedAvg-initialised newcomer (seeds {','.join(map(str, found))}, "
+                 f"{len(pairs)} newcomers, last epoch, paired, 95% t-interval)", "",
+                 "| start | init kB | acc. last epoch | vs global (points) |", "|---|---|---|---|"]
+        for row in analysis["rows"]:
+            diffs = [metric(key[(s, c, row["start"])], "last") - metric(key[(s, c, "global")], "last") for s, c in pairs
+                     if (s, c, row["start"]) in key and (s, c, "global") in key]
+            mean, ci = t_interval(diffs) if diffs and row["start"] != "global" else (0.0, 0.0)
+            vs = "-" if row["start"] == "global" else f"{100 * mean:+.2f} ± {100 * ci:.2f}"
+            lines.append(f"| {row['start']} | {row['init_bytes'] / 1e3:.1f} | {100 * row['last']:.2f} | {vs} |")
+        (group / "newcomers" / "starts.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--one"]:  # internal: one run keeping its starts (a subprocess of run_missing)
+        folder, _, config_path, *sets = sys.argv[2:]
+        run_one_keeping_starts(Path(folder), config_path, sets)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="fashion_alpha0.1", help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--models", default="cnn,lenet5")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated labels of VARIANTS")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--table", action="store_true", help="only write frontier.md and the figures from what exists")
+    parser.add_argument("--starts", action="store_true", help="keep the fedavg and genefl runs' newcomer starts")
+    parser.add_argument("--newcomers", action="store_true", help="then re-start their newcomers from every study start")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     if not args.table:
         unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
         if unknown:
             parser.error(f"unknown variants: {', '.join(unknown)}")
-        run_missing(args.scenarios.split(","), args.models.split(","), args.variants.split(","),
-                    [int(s) for s in args.seeds.split(",")])
+        run_missing(args.scenarios.split(","), args.models.split(","), args.variants.split(","), seeds, args.starts)
+    if args.newcomers:
+        newcomers(seeds)
     OUT.mkdir(parents=True, exist_ok=True)
     text = table()
     (OUT / "frontier.md").write_text(text + "\n")
