@@ -10,7 +10,7 @@ figure per scenario and model (accuracy against total MB, log scale, Pareto fron
 `--starts` runs the plain `fedavg` and `genefl` variants keeping what each newcomer was sent
 (`newcomer_starts.pt`, not committed: 1-3 MB a run; the same run as without it, the same results),
 re-running those whose starts are missing. `--newcomers` then re-starts every newcomer of every
-seed whose two runs kept their starts from each start of the newcomer study (the learnGene,
+seed whose two runs kept their starts, in the groups that --scenarios and --models name, from each start of the newcomer study (the learnGene,
 FedAvg's global model, and both through the int8/int4/int3/int2 codecs, ...; `genefl.experiments.study`),
 one fine-tuning each, and writes `<scenario>_<model>/newcomers/study.md` and `starts.md`: every
 start's last-epoch accuracy paired against the FedAvg-initialised newcomer over all seeds' newcomers.
@@ -159,12 +159,12 @@ def run_one_keeping_starts(folder: Path, config_path: str, sets: list[str]) -> N
     run_one(config, folder, folder.parent.name, record_starts=True)
 
 
-def newcomers(seeds: list[int]) -> None:
-    """The newcomer study's starts on every group whose fedavg and genefl runs kept their starts."""
+def newcomers(seeds: list[int], groups: list[str]) -> None:
+    """The newcomer study's starts on every group named (`<scenario>_<model>`) whose fedavg and genefl runs kept their starts."""
     from genefl.config import load_config
     from genefl.experiments.study import add_run_bytes, analyse, metric, study_seed, t_interval, write_report
 
-    for group in sorted(p for p in OUT.iterdir() if p.is_dir()):
+    for group in sorted(p for p in OUT.iterdir() if p.is_dir() and p.name in groups):
         found = [s for s in seeds if all((group / m / f"seed{s}" / STARTS_FILE).exists() for m in STARTED)]
         if not found:
             continue
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--table", action="store_true", help="only write frontier.md and the figures from what exists")
     parser.add_argument("--starts", action="store_true", help="keep the fedavg and genefl runs' newcomer starts")
-    parser.add_argument("--newcomers", action="store_true", help="then re-start their newcomers from every study start")
+    parser.add_argument("--newcomers", action="store_true", help="then re-start their newcomers from every study start (the --scenarios x --models groups)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if not args.table:
@@ -211,7 +211,7 @@ def main() -> None:
             parser.error(f"unknown variants: {', '.join(unknown)}")
         run_missing(args.scenarios.split(","), args.models.split(","), args.variants.split(","), seeds, args.starts)
     if args.newcomers:
-        newcomers(seeds)
+        newcomers(seeds, [f"{s}_{m}" for s in args.scenarios.split(",") for m in args.models.split(",")])
     OUT.mkdir(parents=True, exist_ok=True)
     text = table()
     (OUT / "frontier.md").write_text(text + "\n")
