@@ -171,3 +171,25 @@ def test_privacy_table_in_parallel_chunks_equals_the_sequential_run(tmp_path):
     rerun = subprocess.run(common + ["--out", str(tmp_path / "par"), "--jobs", "2", "--split", "2"], check=True, env=env,
                            capture_output=True, text=True)
     assert "finished" not in rerun.stdout
+
+
+def test_uploads_reach_a_callback_as_sent_and_as_the_server_aggregates_them():
+    """The capture is an ordinary run callback (`on_upload`): its wire bytes are what the ledger
+    counted, and FedAvg's new model is the sample-weighted mean of its decoded copies (an int8 upload
+    codec on, so decoding is not the identity)."""
+    from conftest import small_config
+    from genefl.data.scenario import build_scenario
+    from genefl.experiments.privacy import UploadCapture
+    from genefl.runtime.simulator import Simulator
+
+    config = small_config("method=fedavg", "rounds=1", "num_newcomers=0", "codec.up=int8")
+    capture = UploadCapture()
+    result = Simulator(config, build_scenario(config), [capture]).run()
+    counted = {t.client: t.nbytes for t in result.ledger.transfers if t.direction == "up" and t.kind == "train"}
+    assert sorted(capture.uploads) == sorted(counted) == [0, 1, 2, 3]
+    for cid, (wire, decoded) in capture.uploads.items():
+        assert len(wire) == counted[cid] and all(isinstance(v, torch.Tensor) for v in decoded.tensors.values())
+    weights = {cid: decoded.meta["num_samples"] for cid, (_, decoded) in capture.uploads.items()}
+    for name, value in result.final_weights.items():
+        mean = sum(weights[c] * capture.uploads[c][1].tensors[name] for c in weights) / sum(weights.values())
+        assert torch.allclose(value, mean, atol=1e-6), name

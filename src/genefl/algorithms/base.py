@@ -236,10 +236,18 @@ class ClientAlgorithm:
         """Newcomer: start from `broadcast`, fine-tune with the newcomer protocol (`genefl.protocol.newcomer`,
         plain cross-entropy), test after every epoch, then keep what the method keeps."""
         self.start_newcomer(env, broadcast)
-        curve = finetune(env.model, env.data, set(broadcast.tensors), FinetuneSettings.from_config(env.config),
-                         env.generator("finetune"), newcomer_split_generator(env.config.seed, env.cid))
+        curve = finetune_newcomer(env, set(broadcast.tensors))
         self.keep_newcomer(env)
         return curve
+
+
+def finetune_newcomer(env: ClientEnv, inherited: set[str], *tags: object) -> NewcomerCurve:
+    """The newcomer protocol on the model `env` holds: its settings from the config, batches from the
+    client's ("finetune", *tags) stream, its validation split from `newcomer_split_generator`. Every
+    client half's `welcome` and the newcomer study (`genefl.experiments.study`, one start after another)
+    fine-tune through this."""
+    return finetune(env.model, env.data, inherited, FinetuneSettings.from_config(env.config),
+                    env.generator("finetune", *tags), newcomer_split_generator(env.config.seed, env.cid))
 
 
 class PersonalModelClient(ClientAlgorithm):

@@ -20,8 +20,9 @@ signature upload included); for the control and the quantized starts, the bytes 
 would carry them (plus the learnGene's signature upload where the start needs the cluster).
 
 Fresh layers are the same seeded tensors for every start, and every start of a newcomer is
-fine-tuned with the same protocol, batches and validation split (`genefl.protocol.newcomer`), so the starts
-are paired: for each start the study reports the mean paired difference to the learnGene start
+fine-tuned with the same protocol, batches and validation split (`genefl.protocol.newcomer`), through
+the functions every client half's `welcome` uses (`ClientAlgorithm.start_newcomer`,
+`genefl.algorithms.base.finetune_newcomer`), so the starts are paired: for each start the study reports the mean paired difference to the learnGene start
 with a 95% t-interval over (seeds x newcomers). Replicate 0 uses the very generator the run used,
 so on CPU the `learngene` and `global` rows equal GENE-FL's and FedAvg's own newcomer numbers
 (tests/test_study.py); on CUDA the re-run fine-tuning is not bit-identical, so they can differ
@@ -40,8 +41,6 @@ from typing import Any
 
 import torch
 
-from .. import rng
-from ..protocol.newcomer import newcomer_split_generator
 from .comparison import Variant, run_comparison, variant_config
 from .starts import STARTS_FILE
 from ..config import Config
@@ -50,8 +49,6 @@ from ..paths import shown, writing
 from ..results import accuracy_in, integer_in, number_in, read_results
 from ..protocol.compression import decode_message, encode_message
 from ..protocol.messages import Broadcast, nbytes
-from ..protocol.newcomer import FinetuneSettings, finetune
-from ..protocol.training import load_into
 
 STUDY_METHODS = ("genefl", "fedavg", "flearngene", "pacfl")
 QUANTIZED = {"global": (8, 4, 3, 2), "learngene": (8, 4)}  # starts also tried through an int codec
@@ -97,30 +94,28 @@ def starts_for(cid: int, recorded: dict[str, dict], ledger: dict[str, dict], cod
 
 def study_seed(config: Config, out: Path, replicates: int, extra: tuple[Variant, ...] = ()) -> list[dict]:
     """Fine-tune every newcomer of one seed from every start; one record per (newcomer, start, replicate)."""
+    from ..algorithms.base import ClientAlgorithm, ClientEnv, finetune_newcomer
     from ..data.scenario import build_scenario
-    from ..runtime.assembly import model_spec
+    from ..runtime.assembly import assemble
 
     scenario = build_scenario(config)
-    spec = model_spec(config, scenario.input_shape, scenario.num_classes)
+    parts = assemble(config, scenario.input_shape, scenario.num_classes)
+    half = ClientAlgorithm()  # the start every client half makes: fresh seeded weights, what was sent on top
     folders = {m: m for m in STUDY_METHODS} | {v.label: v.folder for v in extra}
     recorded = {label: torch.load(out / folder / f"seed{config.seed}" / STARTS_FILE, weights_only=True)
                 for label, folder in folders.items() if (out / folder / f"seed{config.seed}" / STARTS_FILE).exists()}
     ledger = {label: {row["id"]: row for row in json.loads((out / folders[label] / f"seed{config.seed}" / "results.json").read_text())["newcomers"]}
               for label in recorded if (out / folders[label] / f"seed{config.seed}" / "results.json").exists()}
     labels = tuple(v.label for v in extra if v.label in recorded)
-    settings = FinetuneSettings.from_config(config)
-    model = spec.build(config.seed, "global").to(config.device)
     records = []
     for cid in sorted(recorded["genefl"]):
         arrival = recorded["genefl"][cid]["round"]
-        fresh = spec.build(config.seed, "newcomer", cid).state_dict()
+        env = ClientEnv(cid, arrival, parts.model, scenario.data(cid, arrival), {}, config, parts.spec, parts.layers)
         for name, start in starts_for(cid, recorded, ledger, config.codec, labels).items():
             for rep in range(replicates if name in REPLICATED else 1):
-                load_into(model, fresh)
-                load_into(model, start.tensors)
-                tags = ("client", cid, arrival, "finetune") + (("replicate", rep) if rep else ())
-                curve = finetune(model, scenario.clients[cid], set(start.tensors), settings,
-                                 rng.generator(config.seed, *tags), newcomer_split_generator(config.seed, cid))
+                half.start_newcomer(env, Broadcast(tensors=start.tensors))
+                # replicate 0 is the run's own fine-tuning stream: the `learngene` row equals the run
+                curve = finetune_newcomer(env, set(start.tensors), *(("replicate", rep) if rep else ()))
                 records.append({"seed": config.seed, "newcomer": cid, "arrival_round": arrival, "start": name,
                                 "replicate": rep, "init_bytes": start.init_bytes, "acc_init": curve.test[0],
                                 "acc_by_epoch": curve.test[1:], "val_by_epoch": curve.val,

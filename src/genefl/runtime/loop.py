@@ -147,13 +147,15 @@ class RoundLoop:
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
             try:
-                update = self.wire.decoded_update(update, references.get(cid))
-                self.strategy.check(update)
+                decoded = self.wire.decoded_update(update, references.get(cid))
+                self.strategy.check(decoded)
             except GeneflError as exc:
                 rejected.append(cid)
                 self.notes.append(f"round {round}: client {cid}: {exc}")
                 continue
-            yield cid, update
+            for cb in self.callbacks:
+                cb.on_upload(round, cid, update, decoded)
+            yield cid, decoded
 
     def _hello(self, round: int, cid: int) -> tuple[ClientUpdate | None, int]:
         """A client's signature after Stage 0, counted and checked: (it, its bytes); None when none
