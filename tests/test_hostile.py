@@ -60,7 +60,6 @@ def filled(args, tmp_path):
 
 
 CONFIG_CASES = [
-    (["--set", "device=cuda"], "device: 'cuda' asked for"),
     (["--set", "device=cuda:99"], "device: 'cuda:99' asked for"),
     (["--set", "device=mps"], "device: 'mps'"),
     (["--set", "device=cuda:x"], "device: must be cpu, cuda, cuda:N or mps"),
@@ -173,6 +172,19 @@ def test_bad_config_values_are_one_line_exit_2(tmp_path, capsys, args, fragment)
     code, _, err = run_cli(capsys, "run", *TINY, *filled(args, tmp_path), "--out", str(tmp_path / "o"))
     one_line_exit_2(code, err, fragment)
     assert not (tmp_path / "o").exists()  # not even an empty folder
+
+
+def test_device_cuda_is_refused_in_one_line_without_a_gpu_and_runs_with_one(tmp_path, capsys):
+    """`device=cuda` where torch sees no CUDA device is one line and exit 2, nothing written; where it
+    sees one (a GPU machine), the same command runs and writes its results."""
+    import torch
+
+    code, _, err = run_cli(capsys, "run", *TINY, "--set", "device=cuda", "--out", str(tmp_path / "o"))
+    if torch.cuda.is_available():
+        assert code == 0 and (tmp_path / "o" / "results.json").exists(), err
+    else:
+        one_line_exit_2(code, err, "device: 'cuda' asked for")
+        assert not (tmp_path / "o").exists()
 
 
 PATH_CASES = [
