@@ -5,7 +5,9 @@ benchmarks/results/frontier/<scenario>_<model>/<variant>/seed<s>/ and skipped wh
 exists, so the script can be stopped and started again and finishes config by config. `--table`
 then writes frontier.md (mean ± sd over the seeds found: training-client accuracy, newcomer
 accuracy, total MB, MB to initialise a newcomer, and the reduction against FedAvg fp32) and one
-figure per scenario and model (accuracy against total MB, log scale, Pareto front marked).
+figure per scenario and model (training-client and newcomer accuracy against total MB, newcomer
+accuracy against MB to initialise a newcomer with the study's starts beside the runs; log scale,
+Pareto front marked).
 
 `--starts` runs the plain `fedavg` and `genefl` variants keeping what each newcomer was sent
 (`newcomer_starts.pt`, not committed: 1-3 MB a run; the same run as without it, the same results),
@@ -122,25 +124,46 @@ def pareto(points: list[tuple[float, float, str]]) -> set[str]:
     return front
 
 
+def study_starts(group: Path) -> list[tuple[float, float, str]]:
+    """(init MB, last-epoch accuracy, start) of every newcomer start the group's study tried (none
+    before `--newcomers` ran)."""
+    path = group / "newcomers" / "study.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())["analysis"]["rows"]
+    return [(row["init_bytes"] / 1e6, row["last"], f"start:{row['start']}") for row in rows if row["init_bytes"] > 0]
+
+
 def plot(group: Path, runs: dict[str, list[dict]]) -> None:
+    """Three panels, log MB, Pareto front marked: training clients and newcomers against total MB, and
+    newcomers against the MB a newcomer exchanges before it trains (with the study's starts, when run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, title in ((axes[0], "acc_clients", "training clients"), (axes[1], "acc_newcomers_last_epoch", "newcomers (last epoch)")):
-        points = [(statistics.fmean(s["bytes_total"] for s in v) / 1e6, statistics.fmean(s[key] for s in v), k) for k, v in runs.items()]
+    def mean(v: list[dict], key: str) -> float:
+        return statistics.fmean(s[key] for s in v)
+
+    panels = (("bytes_total", "acc_clients", "training clients", "total MB sent (log)"),
+              ("bytes_total", "acc_newcomers_last_epoch", "newcomers (last epoch)", "total MB sent (log)"),
+              ("bytes_newcomer_init_mean", "acc_newcomers_last_epoch", "newcomers (last epoch)", "MB to init a newcomer (log)"))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    for ax, (x, y, title, xlabel) in zip(axes, panels):
+        points = [(mean(v, x) / 1e6, mean(v, y), k) for k, v in runs.items()]
+        if x == "bytes_newcomer_init_mean":
+            points += study_starts(group)
         front = pareto(points)
         for mb, acc, label in points:
-            ax.scatter(mb, acc, marker="o" if label.startswith("genefl") else "s", color="C1" if label in front else "C0")
-            ax.annotate(label, (mb, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            marker = "^" if label.startswith("start:") else "o" if label.startswith("genefl") else "s"
+            ax.scatter(mb, acc, marker=marker, color="C1" if label in front else "C0")
+            ax.annotate(label, (mb, acc), fontsize=6, xytext=(3, 3), textcoords="offset points")
         line = sorted((mb, acc) for mb, acc, label in points if label in front)
         ax.plot([p[0] for p in line], [p[1] for p in line], color="C1", lw=1, ls="--", label="Pareto front")
         ax.set_xscale("log")
-        ax.set_xlabel("total MB sent (log)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{group.name}: {title}")
+        ax.set_title(f"{group.name}: {title}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(group / "frontier.png", dpi=120)
