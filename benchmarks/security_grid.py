@@ -1,0 +1,168 @@
+"""Attacks against defences: every (attack, attacker fraction, method, defence, seed) as one `genefl run`.
+
+Each cell is one run at one torch thread, written to
+OUT/<attack>/<method>_<defence>/f<fraction>/seed<s>/ and skipped when its results.json exists, so
+the script can be stopped and started again and finishes cell by cell. Fraction 0 is the clean run
+(no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. `--table` then writes
+OUT/grid.md (per attack, method and defence: training-client accuracy, newcomer accuracy after the
+last epoch, the backdoor's success on the honest training clients and on the newcomers, total MB; mean
+over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
+backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
+
+Defences are `defence.aggregator` values, plus `normbound` (the mean of changes clipped to
+`defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
+
+Usage:
+  GENEFL_DATA=../shared/data python benchmarks/security_grid.py --config configs/newcomers_fashion_alpha0.1.toml \\
+      --set model=lenet5 --out benchmarks/results/security/fashion_alpha0.1_lenet5 --seeds 0
+  python benchmarks/security_grid.py --out benchmarks/results/security/digits --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTACKS = ("signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
+DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "normbound")
+
+
+def defence_sets(defence: str, norm_bound: float) -> list[str]:
+    if defence == "normbound":
+        return ["defence.aggregator=mean", f"defence.norm_bound={norm_bound}"]
+    return [f"defence.aggregator={defence}"]
+
+
+def cell(out: Path, attack: str, method: str, defence: str, fraction: float, seed: int) -> Path:
+    if fraction == 0:
+        return out / "clean" / f"{method}_{defence}" / f"seed{seed}"
+    return out / attack / f"{method}_{defence}" / f"f{fraction:g}" / f"seed{seed}"
+
+
+def run_missing(args, sets: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for seed in args.seeds:
+        for fraction in args.fractions:
+            for attack in (args.attacks if fraction else ["clean"]):
+                for method in args.methods:
+                    for defence in args.defences:
+                        folder = cell(args.out, attack, method, defence, fraction, seed)
+                        if (folder / "results.json").exists():
+                            continue
+                        cell_sets = [*sets, f"method={method}", f"seed={seed}", "checkpoint_every=0",
+                                     *defence_sets(defence, args.norm_bound)]
+                        if fraction:
+                            cell_sets += [f"adversary.kind={attack}", f"adversary.fraction={fraction}"]
+                        cmd = [sys.executable, "-m", "genefl.cli", "run", *(["--config", args.config] if args.config else []),
+                               *[a for s in cell_sets for a in ("--set", s)], "--out", str(folder), "--force"]
+                        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                        status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
+                        print(f"{status}: {folder}", flush=True)
+
+
+def summaries(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text())["summary"] for p in sorted(folder.glob("seed*/results.json"))]
+
+
+def mean_of(found: list[dict], key: str) -> float | None:
+    values = [s[key] for s in found if s.get(key) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, float], dict]:
+    """(method_defence, fraction) -> mean summary fields over the seeds found."""
+    rows = {}
+    clean = out / "clean"
+    labels = sorted({p.name for p in clean.iterdir() if p.is_dir()} if clean.is_dir() else set())
+    labels += sorted({p.name for p in (out / attack).iterdir() if p.is_dir()} - set(labels)) if (out / attack).is_dir() else []
+    for label in labels:
+        for fraction in fractions:
+            folder = clean / label if fraction == 0 else out / attack / label / f"f{fraction:g}"
+            found = summaries(folder)
+            if not found:
+                continue
+            rows[(label, fraction)] = {"seeds": len(found), **{k: mean_of(found, k) for k in (
+                "acc_clients", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers", "bytes_total")}}
+    return rows
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
+    lines = []
+    for attack in attacks:
+        rows = collect(out, attack, fractions)
+        if not any(f for _, f in rows):
+            continue
+        lines += [f"### {attack}", "",
+                  "| method_defence | attackers | seeds | training clients | newcomers, last epoch | backdoor: clients | backdoor: newcomers | total MB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (label, fraction), r in sorted(rows.items()):
+            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {pct(r['acc_newcomers_last_epoch'])} | "
+                         f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | {r['bytes_total'] / 1e6:.2f} |")
+        lines.append("")
+        plot(out, attack, rows)
+    return "\n".join(lines)
+
+
+def plot(out: Path, attack: str, rows: dict[tuple[str, float], dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key, ylabel = (("backdoor_success_newcomers", "backdoor success on newcomers") if attack == "backdoor"
+                   else ("acc_clients", "training-client accuracy"))
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for i, label in enumerate(sorted({lab for lab, _ in rows})):
+        points = sorted((f, r[key]) for (lab, f), r in rows.items() if lab == label and r[key] is not None)
+        if attack == "backdoor":  # the clean run has no backdoor to measure: success 0 by definition is not plotted
+            points = [(f, v) for f, v in points if f > 0]
+        ax.plot([100 * f for f, _ in points], [v for _, v in points], marker="o", ls="-" if label.startswith("genefl") else "--",
+                color=f"C{i % 10}", label=label)
+    ax.set_xlabel("attackers (% of training clients)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{out.name}: {attack}", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / f"{attack}.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="", help="the scenario's config file (default: genefl's embedded digits default)")
+    parser.add_argument("--set", action="append", default=[], dest="sets", help="KEY=VALUE for every cell (repeatable)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--methods", default="fedavg,genefl,flearngene")
+    parser.add_argument("--defences", default=",".join(DEFENCES))
+    parser.add_argument("--fractions", default="0,0.1,0.2,0.3")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--norm-bound", type=float, default=1.0, help="normbound: the L2 norm each change is clipped to")
+    parser.add_argument("--table", action="store_true", help="only write grid.md and the figures from what exists")
+    args = parser.parse_args()
+    args.attacks, args.methods, args.defences = args.attacks.split(","), args.methods.split(","), args.defences.split(",")
+    args.fractions = [float(f) for f in args.fractions.split(",")]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    for name, given, known in (("attacks", args.attacks, ATTACKS), ("defences", args.defences, DEFENCES)):
+        if set(given) - set(known):
+            parser.error(f"--{name}: unknown {', '.join(sorted(set(given) - set(known)))}")
+    if not args.table:
+        run_missing(args, args.sets)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = table(args.out, args.attacks, args.fractions)
+    (args.out / "grid.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
