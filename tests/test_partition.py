@@ -33,6 +33,21 @@ def test_dirichlet_min_size_disjoint_and_skewed():
     assert np.median(dominant) > 0.5
 
 
+def test_inner_dirichlet_gives_every_client_an_equal_disjoint_share_skewed_by_alpha():
+    parts = partition.inner_dirichlet(LABELS, 40, alpha=0.1, min_size=20, rng=np.random.default_rng(0))
+    check_disjoint_cover(parts, 1000)  # 40 x 25: every sample handed out
+    assert [len(p) for p in parts] == [25] * 40
+    dominant = [np.bincount(LABELS[p], minlength=10).max() / len(p) for p in parts]
+    mild = partition.inner_dirichlet(LABELS, 40, alpha=100.0, min_size=20, rng=np.random.default_rng(0))
+    mild_dominant = [np.bincount(LABELS[p], minlength=10).max() / len(p) for p in mild]
+    assert np.median(dominant) > 0.6 and np.median(mild_dominant) < 0.35  # alpha 0.1: mostly one class
+    # where the per-class Dirichlet cannot give 400 clients 2 samples each, this can
+    many = partition.inner_dirichlet(LABELS, 400, alpha=0.1, min_size=2, rng=np.random.default_rng(0))
+    assert [len(p) for p in many] == [2] * 400
+    with pytest.raises(ConfigError, match="min_samples"):
+        partition.inner_dirichlet(LABELS, 400, 0.1, 3, np.random.default_rng(0))
+
+
 def test_pathological_classes_per_client():
     parts = partition.pathological(LABELS, 10, classes_per_client=2, rng=np.random.default_rng(0))
     check_disjoint_cover(parts, 1000)

@@ -42,7 +42,7 @@ from .own_code import IMPORT_SPEC
 from .protocol.robust import AGGREGATORS
 from .protocol.server_opt import ServerOptOptions
 
-PARTITIONS = ("iid", "dirichlet", "pathological")
+PARTITIONS = ("iid", "dirichlet", "inner_dirichlet", "pathological")
 MODELS = ("auto",) + _model_names.MODELS
 # Below this an lr trains nothing in float32, and the quantities that divide by it overflow float32:
 # GENE-FL's coefficient cap 1/lr, SCAFFOLD's control variate, the attack's gradient (update / lr).

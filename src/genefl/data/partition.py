@@ -38,6 +38,33 @@ def dirichlet(labels: np.ndarray, num_parts: int, alpha: float, min_size: int, r
     raise ConfigError(f"alpha: could not give every client {min_size} samples at alpha={alpha}; raise alpha or lower min_samples")
 
 
+def inner_dirichlet(labels: np.ndarray, num_parts: int, alpha: float, min_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per client, a class mix q ~ Dir(alpha) and an equal share of the samples (len(labels) //
+    num_parts), drawn one at a time from the classes as q says, without replacement; a class that has
+    run out leaves q renormalised over the classes that have not (Hsu et al. 2019's per-client draw;
+    Flower Datasets' InnerDirichletPartitioner). Unlike `dirichlet`, every client holds data at any
+    number of clients, so it serves cross-device populations (1,000 clients x 60 images)."""
+    size = len(labels) // num_parts
+    if size < max(min_size, 1):
+        raise ConfigError(f"min_samples: {num_parts} clients share {len(labels)} training samples, {size} each; "
+                          f"fewer than min_samples = {min_size}")
+    classes = np.unique(labels)
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    left = np.array([len(p) for p in pools], dtype=float)
+    parts = []
+    for _ in range(num_parts):
+        mix = rng.dirichlet(np.full(len(classes), alpha))
+        taken = []
+        for _ in range(size):
+            weights = mix * (left > 0)
+            weights = weights if weights.sum() > 0 else (left > 0).astype(float)  # its classes are gone: any left
+            c = rng.choice(len(classes), p=weights / weights.sum())
+            taken.append(pools[c].pop())
+            left[c] -= 1
+        parts.append(np.sort(np.array(taken, dtype=np.int64)))
+    return parts
+
+
 def pathological(labels: np.ndarray, num_parts: int, classes_per_client: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Each client holds `classes_per_client` classes; a class's samples are split evenly among
     the clients holding it. Classes are dealt from shuffled rounds of all classes, so every class
@@ -97,6 +124,8 @@ def split(labels: np.ndarray, num_parts: int, scheme: str, alpha: float, classes
         return iid(labels, num_parts, rng)
     if scheme == "dirichlet":
         return dirichlet(labels, num_parts, alpha, min_size, rng)
+    if scheme == "inner_dirichlet":
+        return inner_dirichlet(labels, num_parts, alpha, min_size, rng)
     if scheme == "pathological":
         return pathological(labels, num_parts, classes_per_client, rng)
-    raise ConfigError(f"partition: {scheme!r} is not one of iid, dirichlet, pathological")
+    raise ConfigError(f"partition: {scheme!r} is not one of iid, dirichlet, inner_dirichlet, pathological")
