@@ -3,8 +3,9 @@
 An honest-but-curious server holds a client's upload and the model it broadcast, and tries to
 recover the client's images. The upload is not re-implemented here: `exact_payloads` runs the real
 simulator for one round on a scenario whose clients each hold the attacked batch, records every
-reply (through the round loop's `on_upload` event) as the bytes the wire format sends (`genefl.protocol.messages.encode`, what the ledger counts and
-Flower ships) and decodes them as the server would. So a method that uploads a learnGene of two
+reply (through the round loop's `on_upload` event) as the bytes the wire format sends
+(`genefl.protocol.messages.encode`, what the ledger counts and Flower ships) and as the server
+decoded it. So a method that uploads a learnGene of two
 layers is attacked on those two layers only, and FedLP on the layers it happened to send.
 
 Also `signature_leak`: what GENE-FL's and PACFL's one-shot SVD signature gives away; and

@@ -21,13 +21,11 @@ from .metrics import image_scores
 ATTACKS = ("dlg", "idlg", "cosine")
 
 
-
 def observed_gradient(update: ClientUpdate, initial: dict[str, torch.Tensor], trainable: set[str], lr: float) -> dict[str, torch.Tensor]:
     """(θ_sent − θ_received) / lr for every uploaded trainable tensor: one SGD step's gradient (on the
     device of the server's model; decoded uploads are on the CPU)."""
     return {k: (initial[k] - v.to(initial[k].device)) / lr for k, v in update.tensors.items()
             if k in trainable and v.is_floating_point()}
-
 
 
 def labels_from_bias(grads: dict[str, torch.Tensor], head_bias: str | None, batch: int) -> torch.Tensor | None:
@@ -37,7 +35,6 @@ def labels_from_bias(grads: dict[str, torch.Tensor], head_bias: str | None, batc
     return torch.argsort(grads[head_bias])[:batch].sort().values
 
 
-
 def gradients_of(model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], keys: list[str],
                  x: torch.Tensor, y_soft: torch.Tensor) -> list[torch.Tensor]:
     out = functional_call(model, ({**params}, buffers), (x,))
@@ -45,10 +42,8 @@ def gradients_of(model: nn.Module, params: dict[str, torch.Tensor], buffers: dic
     return torch.autograd.grad(loss, [params[k] for k in keys], create_graph=True)
 
 
-
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
-
 
 
 def analytic_start(target: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], shape: tuple) -> torch.Tensor | None:
@@ -64,7 +59,6 @@ def analytic_start(target: dict[str, torch.Tensor], weights: dict[str, torch.Ten
             if float(target[bias][unit].abs()) > 0:
                 return (grad[unit] / target[bias][unit]).reshape(shape).detach()
     return None
-
 
 
 def invert(model: nn.Module, weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor], shape: tuple, classes: int,
@@ -130,7 +124,6 @@ def invert(model: nn.Module, weights: dict[str, torch.Tensor], target: dict[str,
     return best
 
 
-
 def attack_payload(payload: Payload, sim, attack: str, iterations: int, restarts: int, seed: int,
                    target: dict[str, torch.Tensor] | None = None, steps: int = 1) -> dict[str, Any]:
     """One client's upload attacked; `target` replaces the observed gradient (the negative control)."""
@@ -157,7 +150,6 @@ def attack_payload(payload: Payload, sim, attack: str, iterations: int, restarts
             "reconstructions": images[order]}
 
 
-
 def run_attack(config: Config, images: torch.Tensor, labels: torch.Tensor, batch: int, attack: str = "idlg",
                iterations: int = 100, restarts: int = 2, case: str = "one_step") -> dict[str, Any]:
     """Every client's exact upload attacked; means over the attacked images and per-image values."""
@@ -180,7 +172,6 @@ def run_attack(config: Config, images: torch.Tensor, labels: torch.Tensor, batch
             "label_acc": float(np.mean(label_accs)) if label_accs else None, "images_attacked": len(attacked),
             "per_image": {"psnr": psnr, "ssim": ssim}, "payload_bytes": [p.ledger_bytes for p in payloads],
             "clients": results, "payloads": payloads}
-
 
 
 def signature_leak(config: Config, clients: int = 4, images: int = 4) -> dict[str, Any]:
@@ -211,4 +202,3 @@ def signature_leak(config: Config, clients: int = 4, images: int = 4) -> dict[st
         out[name] = {"psnr": float(np.mean([p for _, p, _ in scores])), "ssim": float(np.mean([q for _, _, q in scores])),
                      "per_image_psnr": [p for _, p, _ in scores]}
     return out
-

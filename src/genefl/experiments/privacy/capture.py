@@ -28,7 +28,6 @@ class Payload:
     ledger_bytes: int  # what the run's ledger counted for this upload
 
 
-
 class UploadCapture(Callback):
     """Every accepted training upload of a run: client id -> (its wire bytes, the server's decoded
     copy on the CPU); a client that uploads again (a later round) replaces its earlier one."""
@@ -47,7 +46,6 @@ class UploadCapture(Callback):
 CASES = ("one_step", "local_epochs")
 
 
-
 def local_steps(config: Config, batch: int, case: str) -> tuple[int, int, int]:
     """(batch_size, local_epochs, SGD steps) of an attacked client holding `batch` images: one step on
     all of them (`one_step`, the attack's best case), or the realistic case: `local_epochs` epochs over
@@ -60,7 +58,6 @@ def local_steps(config: Config, batch: int, case: str) -> tuple[int, int, int]:
     size = min(config.batch_size, max(2, batch // 4))
     per_epoch = len(batches(batch, size, torch.Generator(), "cpu"))  # the training loop's own batching
     return size, config.local_epochs, config.local_epochs * per_epoch
-
 
 
 def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, batch: int,
@@ -89,12 +86,10 @@ def exact_payloads(config: Config, images: torch.Tensor, labels: torch.Tensor, b
     return payloads, sim
 
 
-
 def config_classes(config: Config) -> int:
     from ...data.datasets import SHAPES
 
     return SHAPES[config.dataset][1]
-
 
 
 def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,4 +101,3 @@ def attack_images(config: Config, count: int) -> tuple[torch.Tensor, torch.Tenso
         raise ConfigError(f"--images: {count} asked for, but {config.dataset} holds {len(data.y_train)} training images")
     pick = torch.from_numpy(rng.numpy_rng(config.seed, "attack-images").choice(len(data.y_train), count, replace=False))
     return data.x_train[pick], data.y_train[pick]
-

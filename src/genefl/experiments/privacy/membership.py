@@ -49,4 +49,3 @@ def membership_auc(config: Config, methods: tuple[str, ...] = ("fedavg", "genefl
                         "arrival_round": recorder.starts[cid]["round"], "samples_each": n,
                         "auc": loss_threshold_auc(model, x, y, is_member)})
     return records
-

@@ -38,7 +38,6 @@ def image_scores(original: torch.Tensor, recon: torch.Tensor) -> list[tuple[int,
     return scores
 
 
-
 def loss_threshold_auc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, is_member: np.ndarray) -> float:
     """AUC of the loss-threshold attack (Yeom et al. 2018): a lower loss says "member"."""
     from sklearn.metrics import roc_auc_score
@@ -47,4 +46,3 @@ def loss_threshold_auc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, is_me
     with torch.no_grad():
         losses = nn.functional.cross_entropy(model(x), y, reduction="none").cpu().numpy()
     return float(roc_auc_score(is_member, -losses))
-

@@ -35,7 +35,6 @@ def save_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path, titl
     plt.close(fig)
 
 
-
 def attack_methods(config: Config, methods: list, batch: int, images: int, attack: str, iterations: int,
                    restarts: int, out, membership: bool = False, case: str = "one_step") -> list[dict[str, Any]]:
     """`genefl attack`: every method's exact uploads attacked on the same images; writes
@@ -65,4 +64,3 @@ def attack_methods(config: Config, methods: list, batch: int, images: int, attac
         records.extend(membership_auc(config, tuple(v.method for v in variants if not v.overrides)))
     (out / "attack.json").write_text(json.dumps(records, indent=1))
     return records
-
