@@ -109,14 +109,12 @@ def table() -> str:
             summaries = [r["doc"]["summary"] for r in runs]
             evaluated = [[x["acc_clients"] for x in r["doc"]["rounds"] if x.get("acc_clients") is not None] for r in runs]
             absent = [[x["acc_absent"] for x in r["doc"]["rounds"] if x.get("acc_absent") is not None] for r in runs]
-            curves[label] = [(x["round"], x["acc_clients"]) for x in runs[0]["doc"]["rounds"] if x.get("acc_clients") is not None]
-            if len(runs) > 1:  # the mean over seeds, round by round (the same evaluation rounds in every seed)
-                per_round = {}
-                for r in runs:
-                    for x in r["doc"]["rounds"]:
-                        if x.get("acc_clients") is not None:
-                            per_round.setdefault(x["round"], []).append(x["acc_clients"])
-                curves[label] = sorted((t, statistics.fmean(v)) for t, v in per_round.items())
+            per_round = {}  # the mean over seeds, round by round (the same evaluation rounds in every seed)
+            for r in runs:
+                for x in r["doc"]["rounds"]:
+                    if x.get("acc_clients") is not None:
+                        per_round.setdefault(x["round"], []).append(x["acc_clients"])
+            curves[label] = sorted((t, statistics.fmean(v)) for t, v in per_round.items())
             lines.append(
                 f"| {label} | {len(runs)} | {fmt(mean([s['acc_clients'] for s in summaries]))} | "
                 f"{fmt(mean([statistics.fmean(e) for e in evaluated if e]))} | {fmt(mean([a[-1] for a in absent if a]))} | "

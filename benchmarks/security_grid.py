@@ -39,10 +39,9 @@ def defence_sets(defence: str, norm_bound: float) -> list[str]:
     return [f"defence.aggregator={defence}"]
 
 
-def cell(out: Path, attack: str, method: str, defence: str, fraction: float, seed: int) -> Path:
-    if fraction == 0:
-        return out / "clean" / f"{method}_{defence}" / f"seed{seed}"
-    return out / attack / f"{method}_{defence}" / f"f{fraction:g}" / f"seed{seed}"
+def cell(out: Path, attack: str, label: str, fraction: float) -> Path:
+    """The folder of one (attack, method_defence label, fraction) cell's seeds; fraction 0 is the clean run."""
+    return out / "clean" / label if fraction == 0 else out / attack / label / f"f{fraction:g}"
 
 
 def run_missing(args, sets: list[str]) -> None:
@@ -52,7 +51,7 @@ def run_missing(args, sets: list[str]) -> None:
             for attack in (args.attacks if fraction else ["clean"]):
                 for method in args.methods:
                     for defence in args.defences:
-                        folder = cell(args.out, attack, method, defence, fraction, seed)
+                        folder = cell(args.out, attack, f"{method}_{defence}", fraction) / f"seed{seed}"
                         if (folder / "results.json").exists():
                             continue
                         cell_sets = [*sets, f"method={method}", f"seed={seed}", "checkpoint_every=0",
@@ -78,13 +77,10 @@ def mean_of(found: list[dict], key: str) -> float | None:
 def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, float], dict]:
     """(method_defence, fraction) -> mean summary fields over the seeds found."""
     rows = {}
-    clean = out / "clean"
-    labels = sorted({p.name for p in clean.iterdir() if p.is_dir()} if clean.is_dir() else set())
-    labels += sorted({p.name for p in (out / attack).iterdir() if p.is_dir()} - set(labels)) if (out / attack).is_dir() else []
+    labels = sorted({p.name for d in (out / "clean", out / attack) if d.is_dir() for p in d.iterdir() if p.is_dir()})
     for label in labels:
         for fraction in fractions:
-            folder = clean / label if fraction == 0 else out / attack / label / f"f{fraction:g}"
-            found = summaries(folder)
+            found = summaries(cell(out, attack, label, fraction))
             if not found:
                 continue
             rows[(label, fraction)] = {"seeds": len(found), **{k: mean_of(found, k) for k in (
