@@ -20,15 +20,15 @@ signature upload included); for the control and the quantized starts, the bytes 
 would carry them (plus the learnGene's signature upload where the start needs the cluster).
 
 Fresh layers are the same seeded tensors for every start, and every start of a newcomer is
-fine-tuned with the same protocol, batches and validation split (`genefl.protocol.newcomer`), through
-the functions every client half's `welcome` uses (`ClientAlgorithm.start_newcomer`,
+fine-tuned with the same protocol, batches and validation split (`genefl.protocol.newcomer`),
+through the functions every client half's `welcome` uses (`ClientAlgorithm.start_newcomer`,
 `genefl.algorithms.base.finetune_newcomer`), so the starts are paired: for each start the study
 reports the mean paired difference to the learnGene start with a 95% t-interval over (seeds x
-newcomers). Replicate 0 uses the very generator the run used, so on CPU the `learngene` and
-`global` rows equal GENE-FL's and FedAvg's own newcomer numbers (tests/test_study.py); on CUDA the re-run fine-tuning is not bit-identical, so they can differ
-slightly (up to 0.5 points for one newcomer at one epoch in BENCHMARKS.md 4.2's CUDA studies).
-Replicates 1.. re-run the `learngene`, `global` and `random` starts with other fine-tuning seeds:
-the noise floor.
+newcomers). Replicate 0 uses the very generator the run used, so on CPU the `learngene` and `global`
+rows equal GENE-FL's and FedAvg's own newcomer numbers (tests/test_study.py); on CUDA the re-run
+fine-tuning is not bit-identical, so they can differ slightly (up to 0.5 points for one newcomer at
+one epoch in BENCHMARKS.md 4.2's CUDA studies). Replicates 1.. re-run the `learngene`, `global` and
+`random` starts with other fine-tuning seeds: the noise floor.
 """
 
 from __future__ import annotations
