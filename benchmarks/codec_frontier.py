@@ -11,11 +11,12 @@ Pareto front marked).
 
 `--starts` runs the plain `fedavg` and `genefl` variants keeping what each newcomer was sent
 (`newcomer_starts.pt`, not committed: 1-3 MB a run; the same run as without it, the same results),
-re-running those whose starts are missing. `--newcomers` then re-starts every newcomer of every
-seed whose two runs kept their starts, in the groups that --scenarios and --models name, from each
-start of the newcomer study (the learnGene, FedAvg's global model, and both through the
-int8/int4/int3/int2 codecs, ...; `genefl.experiments.study`), one fine-tuning each, and writes `<scenario>_<model>/newcomers/study.md` and `starts.md`: every
-start's last-epoch accuracy paired against the FedAvg-initialised newcomer over all seeds' newcomers.
+re-running those whose starts are missing. `--newcomers` then re-starts every newcomer of every seed
+whose two runs kept their starts, in the groups that --scenarios and --models name, from each start
+of the newcomer study (the learnGene, FedAvg's global model, and both through the
+int8/int4/int3/int2 codecs, ...; `genefl.experiments.study`), one fine-tuning each, and writes
+`<scenario>_<model>/newcomers/study.md` and `starts.md`: every start's last-epoch accuracy paired
+against the FedAvg-initialised newcomer over all seeds' newcomers.
 
 Usage:
   GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --models cnn,lenet5 --seeds 0
