@@ -9,8 +9,9 @@ last epoch, the backdoor's success on the honest training clients and on the new
 over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
 backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
 
-Defences are `defence.aggregator` values, plus `normbound` (the mean of changes clipped to
-`defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
+Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `--trim`, 0.25 by default:
+genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers), plus `normbound` (the mean of
+changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
 
 Usage:
   GENEFL_DATA=../shared/data python benchmarks/security_grid.py --config configs/newcomers_fashion_alpha0.1.toml \\
@@ -33,9 +34,11 @@ ATTACKS = ("signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
 DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "normbound")
 
 
-def defence_sets(defence: str, norm_bound: float) -> list[str]:
+def defence_sets(defence: str, args) -> list[str]:
     if defence == "normbound":
-        return ["defence.aggregator=mean", f"defence.norm_bound={norm_bound}"]
+        return ["defence.aggregator=mean", f"defence.norm_bound={args.norm_bound}"]
+    if defence == "trimmed_mean":
+        return ["defence.aggregator=trimmed_mean", f"defence.trim={args.trim}"]
     return [f"defence.aggregator={defence}"]
 
 
@@ -55,7 +58,7 @@ def run_missing(args, sets: list[str]) -> None:
                         if (folder / "results.json").exists():
                             continue
                         cell_sets = [*sets, f"method={method}", f"seed={seed}", "checkpoint_every=0",
-                                     *defence_sets(defence, args.norm_bound)]
+                                     *defence_sets(defence, args)]
                         if fraction:
                             cell_sets += [f"adversary.kind={attack}", f"adversary.fraction={fraction}"]
                         cmd = [sys.executable, "-m", "genefl.cli", "run", *(["--config", args.config] if args.config else []),
@@ -144,6 +147,8 @@ def main() -> None:
     parser.add_argument("--fractions", default="0,0.1,0.2,0.3")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--norm-bound", type=float, default=1.0, help="normbound: the L2 norm each change is clipped to")
+    parser.add_argument("--trim", type=float, default=0.25,
+                        help="trimmed_mean: the fraction dropped at each end (0.25 covers 5 attackers of 20, one of a cluster of 4)")
     parser.add_argument("--table", action="store_true", help="only write grid.md and the figures from what exists")
     args = parser.parse_args()
     args.attacks, args.methods, args.defences = args.attacks.split(","), args.methods.split(","), args.defences.split(",")
