@@ -2,7 +2,8 @@
 
 Each cell is one run at one torch thread, written to
 OUT/<attack>/<method>_<defence>/f<fraction>/seed<s>/ and skipped when its results.json exists, so
-the script can be stopped and started again and finishes cell by cell. Fraction 0 is the clean run
+the script can be stopped and started again and finishes cell by cell; several copies started on the
+same OUT (one per core) share the cells, each claiming one at a time. Fraction 0 is the clean run
 (no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. `--table` then writes
 OUT/grid.md (per attack, method and defence: training-client accuracy, newcomer accuracy after the
 last epoch, the backdoor's success on the honest training clients and on the newcomers, total MB; mean
@@ -47,6 +48,23 @@ def cell(out: Path, attack: str, label: str, fraction: float) -> Path:
     return out / "clean" / label if fraction == 0 else out / attack / label / f"f{fraction:g}"
 
 
+def claim_file(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.claim"
+
+
+def claim(folder: Path) -> bool:
+    """Take a cell for this worker (False: another worker has it). Workers started on the same --out
+    share the grid this way, one cell each at a time; a worker killed mid-cell leaves its claim
+    behind (delete OUT/**/.seed*.claim before starting again)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(claim_file(folder), os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        print(f"taken by another worker: {folder}", flush=True)
+        return False
+
+
 def run_missing(args, sets: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for seed in args.seeds:
@@ -55,7 +73,7 @@ def run_missing(args, sets: list[str]) -> None:
                 for method in args.methods:
                     for defence in args.defences:
                         folder = cell(args.out, attack, f"{method}_{defence}", fraction) / f"seed{seed}"
-                        if (folder / "results.json").exists():
+                        if (folder / "results.json").exists() or not claim(folder):
                             continue
                         cell_sets = [*sets, f"method={method}", f"seed={seed}", "checkpoint_every=0",
                                      *defence_sets(defence, args)]
@@ -63,7 +81,10 @@ def run_missing(args, sets: list[str]) -> None:
                             cell_sets += [f"adversary.kind={attack}", f"adversary.fraction={fraction}"]
                         cmd = [sys.executable, "-m", "genefl.cli", "run", *(["--config", args.config] if args.config else []),
                                *[a for s in cell_sets for a in ("--set", s)], "--out", str(folder), "--force"]
-                        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                        try:
+                            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                        finally:
+                            claim_file(folder).unlink()
                         status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
                         print(f"{status}: {folder}", flush=True)
 
