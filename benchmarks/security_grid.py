@@ -5,9 +5,10 @@ OUT/<attack>/<method>_<defence>/f<fraction>/seed<s>/ and skipped when its result
 the script can be stopped and started again and finishes cell by cell; several copies started on the
 same OUT (one per core) share the cells, each claiming one at a time. Fraction 0 is the clean run
 (no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. `--table` then writes
-OUT/grid.md (per attack, method and defence: training-client accuracy, newcomer accuracy after the
-last epoch, the backdoor's success on the honest training clients and on the newcomers, total MB; mean
-over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
+OUT/grid.md (per attack, method and defence: training-client accuracy and its difference from the
+method's clean run without a defence, newcomer accuracy after the last epoch, the backdoor's success on
+the honest training clients, on the newcomers and on the newcomers placed in a cluster holding an
+attacker, total MB; mean over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
 backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
 
 Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `--trim`, 0.25 by default:
@@ -90,7 +91,22 @@ def run_missing(args, sets: list[str]) -> None:
 
 
 def summaries(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text())["summary"] for p in sorted(folder.glob("seed*/results.json"))]
+    """Each seed's results.json summary, plus `backdoor_success_poisoned_cluster`: the backdoor's mean success on
+    the newcomers placed in a cluster that holds an attacker (clustered methods' backdoor runs; None otherwise)."""
+    found = []
+    for path in sorted(folder.glob("seed*/results.json")):
+        doc = json.loads(path.read_text())
+        info = doc.get("method_info", {})
+        attackers = set(info.get("adversary", {}).get("attackers", []))
+        cluster_of = info.get("cluster_of")
+        poisoned = None
+        if cluster_of and attackers:
+            hit = {cluster_of[str(a)] for a in attackers if str(a) in cluster_of}
+            values = [n["backdoor_success"] for n in doc["newcomers"]
+                      if n.get("backdoor_success") is not None and n.get("cluster") in hit]
+            poisoned = statistics.fmean(values) if values else None
+        found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned})
+    return found
 
 
 def mean_of(found: list[dict], key: str) -> float | None:
@@ -108,7 +124,8 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             if not found:
                 continue
             rows[(label, fraction)] = {"seeds": len(found), **{k: mean_of(found, k) for k in (
-                "acc_clients", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers", "bytes_total")}}
+                "acc_clients", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
+                "backdoor_success_poisoned_cluster", "bytes_total")}}
     return rows
 
 
@@ -123,11 +140,15 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
         if not any(f for _, f in rows):
             continue
         lines += [f"### {attack}", "",
-                  "| method_defence | attackers | seeds | training clients | newcomers, last epoch | backdoor: clients | backdoor: newcomers | total MB |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| method_defence | attackers | seeds | training clients | vs clean, no defence | newcomers, last epoch | "
+                  "backdoor: clients | backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for (label, fraction), r in sorted(rows.items()):
-            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {pct(r['acc_newcomers_last_epoch'])} | "
-                         f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | {r['bytes_total'] / 1e6:.2f} |")
+            clean = rows.get((label.split("_", 1)[0] + "_mean", 0.0), {}).get("acc_clients")
+            versus = "-" if clean is None or r["acc_clients"] is None else f"{100 * (r['acc_clients'] - clean):+.1f}"
+            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {pct(r['acc_newcomers_last_epoch'])} | "
+                         f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | "
+                         f"{pct(r['backdoor_success_poisoned_cluster'])} | {r['bytes_total'] / 1e6:.2f} |")
         lines.append("")
         plot(out, attack, rows)
     return "\n".join(lines)
