@@ -12,7 +12,8 @@ attacker, total MB; mean over the seeds found, per fraction) and OUT/<attack>.pn
 backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
 
 Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `--trim`, 0.25 by default:
-genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers), plus `normbound` (the mean of
+genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers; `krum` and `multikrum` with
+`defence.byzantine` = `--byzantine`), plus `normbound` (the mean of
 changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
 
 Usage:
@@ -41,6 +42,8 @@ def defence_sets(defence: str, args) -> list[str]:
         return ["defence.aggregator=mean", f"defence.norm_bound={args.norm_bound}"]
     if defence == "trimmed_mean":
         return ["defence.aggregator=trimmed_mean", f"defence.trim={args.trim}"]
+    if defence in ("krum", "multikrum"):
+        return [f"defence.aggregator={defence}", f"defence.byzantine={args.byzantine}"]
     return [f"defence.aggregator={defence}"]
 
 
@@ -191,6 +194,8 @@ def main() -> None:
     parser.add_argument("--norm-bound", type=float, default=1.0, help="normbound: the L2 norm each change is clipped to")
     parser.add_argument("--trim", type=float, default=0.25,
                         help="trimmed_mean: the fraction dropped at each end (0.25 covers 5 attackers of 20, one of a cluster of 4)")
+    parser.add_argument("--byzantine", type=int, default=1,
+                        help="krum, multikrum: f, the attackers tolerated (genefl's default 1; 4 for 20%% of 20 clients)")
     parser.add_argument("--table", action="store_true", help="only write grid.md and the figures from what exists")
     args = parser.parse_args()
     args.attacks, args.methods, args.defences = args.attacks.split(","), args.methods.split(","), args.defences.split(",")
