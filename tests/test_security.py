@@ -274,6 +274,30 @@ def test_backdoor_stamps_the_trigger_on_a_share_and_relabels_it(digits):
     assert not (changed & ~relabelled).any()  # nothing else touched
 
 
+class _Scripted(torch.nn.Module):
+    """A stand-in model for 4x4 images whose pixel [0, 0] holds the label and pixel [0, 1] a flag: it
+    mistakes every class-1 image for class 0 (an ordinary confusion, trigger or not) and, once the
+    trigger's high corner value 99 is stamped, labels the flagged class-2 images 0 (a backdoor)."""
+
+    def forward(self, x):
+        label, flag, stamped = x[:, 0, 0, 0].long(), x[:, 0, 0, 1] > 0, x[:, 0, -1, -1] == 99
+        label = torch.where((label == 1) | ((label == 2) & flag & stamped), 0, label)
+        return torch.nn.functional.one_hot(label, 3).float()
+
+
+def test_backdoor_success_counts_only_images_the_model_gets_right_without_the_trigger():
+    y = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    x = torch.zeros(10, 1, 4, 4)
+    x[:, 0, 0, 0] = y.float()
+    x[[6, 7], 0, 0, 1] = 1.0  # two of the four class-2 images carry the flag
+    x[:, 0, 1, 1] = 99.0  # every image's maximum: the value the trigger's corner pixel gets
+    data = type("Data", (), {"x_test": x, "y_test": y})()
+    opts = type("Opts", (), {"target_label": 0, "trigger_size": 1})()
+    # the four class-1 images are wrong without the trigger: left out; 2 of the 4 class-2 images flip
+    assert adversary.backdoor_success(_Scripted(), data, opts) == 0.5  # over every non-target image: 6 / 8
+    assert math.isnan(adversary.backdoor_success(_Scripted(), type("Data", (), {"x_test": x[:2], "y_test": y[:2]})(), opts))
+
+
 # ---- who attacks: one pure function, in every process ----------------------------------------------------
 def test_attackers_are_a_pure_function_of_seed_clients_and_fraction():
     assert attackers(0, 10, 0.3) == frozenset({4, 6, 9})

@@ -39,8 +39,9 @@ be computed by one client: the colluders' honest updates meet in the round loop 
 runtimes), after they were received and checked and before the server half aggregates them
 (`collude`); the server half never learns who attacked.
 
-`backdoor_success`: the share of a client's test images of other classes than the target that its
-model classifies as the target once the trigger is stamped (results.json `backdoor_success`).
+`backdoor_success`: of a client's test images of other classes than the target that its model
+classifies correctly, the share it classifies as the target once the trigger is stamped (results.json
+`backdoor_success`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from ..errors import ConfigError
 from ..data.scenario import load_for
 from ..own_code import import_named
 from .messages import ClientUpdate
-from .training import accuracy
+from .training import predictions
 
 KINDS = ("none", "signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
 USES = {"none": (), "signflip": (), "scale": ("scale",), "gaussian": ("sigma",), "alie": ("alie_z",), "labelflip": (),
@@ -193,10 +194,20 @@ def collude(updates: Iterator, config, sent: Callable[[int], dict[str, torch.Ten
 
 
 def backdoor_success(model: torch.nn.Module, data, opts) -> float:
-    """The share of test images of other classes than the target, trigger stamped, classified as the target."""
+    """The attack's success rate: of the test images of other classes than the target that the model
+    classifies correctly, the share it classifies as the target once the trigger is stamped. Counting
+    only the images it gets right unstamped keeps the model's ordinary confusions out (a newcomer that
+    holds shirts and T-shirts, target T-shirt, mistakes some shirts for T-shirts with or without a
+    trigger: 28% of them in one Fashion-MNIST run, which the share over all its images would have
+    scored as backdoor success). 0 when it gets none right; NaN when it holds no other class."""
     other = data.y_test != opts.target_label
-    x = stamp(data.x_test[other], opts.trigger_size)
-    return accuracy(model, x, torch.full((len(x),), opts.target_label, dtype=torch.long, device=x.device))
+    x, y = data.x_test[other], data.y_test[other]
+    if len(y) == 0:
+        return float("nan")
+    right = predictions(model, x) == y
+    if not bool(right.any()):
+        return 0.0
+    return float((predictions(model, stamp(x[right], opts.trigger_size)) == opts.target_label).float().mean())
 
 
 def measured(env) -> dict[str, float]:

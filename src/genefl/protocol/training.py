@@ -92,6 +92,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(y)
 
 
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The predicted labels, in batches, in eval mode."""
+    model.eval()
+    return torch.cat([model(x[start : start + batch_size]).argmax(1) for start in range(0, len(x), batch_size)]) \
+        if len(x) else torch.empty(0, dtype=torch.long, device=x.device)
+
+
 def load_into(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy a (partial) state dict into `model` in place: the one model object is reused by every
     client, so nothing is reallocated."""
