@@ -6,7 +6,7 @@ the script can be stopped and started again and finishes cell by cell; several c
 same OUT (one per core) share the cells, each claiming one at a time. Fraction 0 is the clean run
 (no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. `--table` then writes
 OUT/grid.md (per attack, method and defence: training-client accuracy and its difference from the
-method's clean run without a defence, newcomer accuracy after the last epoch, the backdoor's success on
+method's clean run without a defence (paired by seed), newcomer accuracy after the last epoch, the backdoor's success on
 the honest training clients, on the newcomers and on the newcomers placed in a cluster holding an
 attacker, total MB; mean over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
 backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
@@ -108,7 +108,7 @@ def summaries(folder: Path) -> list[dict]:
             values = [n["backdoor_success"] for n in doc["newcomers"]
                       if n.get("backdoor_success") is not None and n.get("cluster") in hit]
             poisoned = statistics.fmean(values) if values else None
-        found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned})
+        found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned, "seed": doc["seed"]})
     return found
 
 
@@ -126,10 +126,20 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             found = summaries(cell(out, attack, label, fraction))
             if not found:
                 continue
-            rows[(label, fraction)] = {"seeds": len(found), **{k: mean_of(found, k) for k in (
+            rows[(label, fraction)] = {"seeds": len(found), "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
+                                       **{k: mean_of(found, k) for k in (
                 "acc_clients", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
     return rows
+
+
+def versus_clean(rows: dict, label: str, r: dict) -> float | None:
+    """Training-client accuracy minus the method's clean undefended run, paired by seed (mean over the
+    seeds both have)."""
+    clean = rows.get((label.split("_", 1)[0] + "_mean", 0.0), {}).get("acc_by_seed", {})
+    pairs = [r["acc_by_seed"][s] - clean[s] for s in r["acc_by_seed"] if s in clean
+             and r["acc_by_seed"][s] is not None and clean[s] is not None]
+    return statistics.fmean(pairs) if pairs else None
 
 
 def pct(v: float | None) -> str:
@@ -147,8 +157,8 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
                   "backdoor: clients | backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for (label, fraction), r in sorted(rows.items()):
-            clean = rows.get((label.split("_", 1)[0] + "_mean", 0.0), {}).get("acc_clients")
-            versus = "-" if clean is None or r["acc_clients"] is None else f"{100 * (r['acc_clients'] - clean):+.1f}"
+            difference = versus_clean(rows, label, r)
+            versus = "-" if difference is None else f"{100 * difference:+.1f}"
             lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {pct(r['acc_newcomers_last_epoch'])} | "
                          f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | "
                          f"{pct(r['backdoor_success_poisoned_cluster'])} | {r['bytes_total'] / 1e6:.2f} |")
