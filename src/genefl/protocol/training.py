@@ -85,11 +85,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Fraction of correct predictions, in batches, in eval mode."""
     if len(y) == 0:
         return float("nan")
-    model.eval()
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
-    return correct / len(y)
+    return int((predictions(model, x, batch_size) == y).sum()) / len(y)
 
 
 @torch.no_grad()
