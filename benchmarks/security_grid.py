@@ -167,6 +167,35 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
     return "\n".join(lines)
 
 
+def by_seed(out: Path, attacks: list[str], fraction: float, seeds: list[int]) -> str:
+    """OUT/summary.md: per method x defence and seed (values joined by "; "), the clean run's accuracy, each
+    attack's training-client accuracy at `fraction` minus the same seed's clean undefended run, and the
+    backdoor's success on the honest clients and the newcomers."""
+    def summary(folder: Path, seed: int) -> dict | None:
+        return next((s for s in summaries(folder) if s["seed"] == seed), None)
+
+    def joined(values) -> str:
+        return "; ".join("-" if v is None else v for v in values)
+
+    labels = sorted(p.name for p in (out / "clean").iterdir() if p.is_dir()) if (out / "clean").is_dir() else []
+    lines = [f"| method_defence | clean (seeds {', '.join(map(str, seeds))}) | "
+             + " | ".join(f"{a}, {fraction:.0%}" for a in attacks) + " | backdoor: clients | backdoor: newcomers |",
+             "|---" * (len(attacks) + 4) + "|"]
+    for label in labels:
+        clean = [summary(cell(out, "", label, 0), s) for s in seeds]
+        reference = [summary(cell(out, "", label.split("_", 1)[0] + "_mean", 0), s) for s in seeds]
+        cells = [joined(pct(c["acc_clients"]) if c else None for c in clean)]
+        for attack in attacks:
+            attacked = [summary(cell(out, attack, label, fraction), s) for s in seeds]
+            cells.append(joined(f"{100 * (a['acc_clients'] - r['acc_clients']):+.1f}" if a and r else None
+                                for a, r in zip(attacked, reference)))
+        backdoor = [summary(cell(out, "backdoor", label, fraction), s) for s in seeds]
+        for key in ("backdoor_success", "backdoor_success_newcomers"):
+            cells.append(joined(pct(b[key]) if b else None for b in backdoor))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(out: Path, attack: str, rows: dict[tuple[str, float], dict]) -> None:
     import matplotlib
 
@@ -206,6 +235,8 @@ def main() -> None:
                         help="trimmed_mean: the fraction dropped at each end (0.25 covers 5 attackers of 20, one of a cluster of 4)")
     parser.add_argument("--byzantine", type=int, default=1,
                         help="krum, multikrum: f, the attackers tolerated (genefl's default 1; 4 for 20%% of 20 clients)")
+    parser.add_argument("--summary-fraction", type=float, default=0.0,
+                        help="also write OUT/summary.md: every --seeds seed side by side at this attacker fraction")
     parser.add_argument("--table", action="store_true", help="only write grid.md and the figures from what exists")
     args = parser.parse_args()
     args.attacks, args.methods, args.defences = args.attacks.split(","), args.methods.split(","), args.defences.split(",")
@@ -219,6 +250,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(args.out, args.attacks, args.fractions)
     (args.out / "grid.md").write_text(text + "\n")
+    if args.summary_fraction:
+        (args.out / "summary.md").write_text(by_seed(args.out, args.attacks, args.summary_fraction, args.seeds))
     print(text)
 
 
