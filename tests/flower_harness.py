@@ -6,7 +6,9 @@ fail; FLWR_HOME is a temporary folder holding the connection config.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -107,8 +109,11 @@ class Federation:
                 "--node-config", node_config]
         self.nodes[partition_id] = self._start(args, f"node{partition_id}.log")
 
-    def kill_node(self, partition_id: int) -> None:
-        _kill(self.nodes[partition_id])
+    def kill_node(self, partition_id: int, grace: float = 10) -> None:
+        """SIGTERM the node (and its children), SIGKILL after `grace` seconds. A node that exits in time
+        tells the SuperLink it is leaving (it is unlisted at once); a killed one stays listed until its
+        heartbeats lapse (up to a minute in flwr 1.41)."""
+        _kill(self.nodes[partition_id], grace)
 
     def run(self, run_config: str, timeout: float = 400, federation_config: str | None = None,
             stream: bool = True) -> subprocess.CompletedProcess:
@@ -122,10 +127,10 @@ class Federation:
         return subprocess.run([str(BIN / "flwr"), "stop", str(run_id), "test"], capture_output=True, text=True,
                               env=self.env, timeout=60, cwd=self.root)
 
-    def kill_serverapps(self) -> int:
-        """SIGKILL every ServerApp process of this federation (found by its FLWR_HOME); how many."""
+    def signal_serverapps(self, sig: int) -> int:
+        """Send `sig` to every ServerApp process of this federation (found by its FLWR_HOME); how many."""
         home = f"FLWR_HOME={self.home}".encode()
-        killed = 0
+        found = 0
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -135,20 +140,38 @@ class Federation:
             except OSError:
                 continue
             if b"flwr-serverapp" in cmdline and home in environ:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed += 1
-        return killed
+                os.kill(int(proc.name), sig)
+                found += 1
+        return found
+
+    def kill_serverapps(self) -> int:
+        """SIGKILL every ServerApp process of this federation; how many."""
+        return self.signal_serverapps(signal.SIGKILL)
+
+    def node_id(self, partition_id: int) -> int:
+        """The Flower node id a SuperNode logged when it connected (its latest start)."""
+        found = re.findall(r"SuperNode ID: (\d+)", (self.root / f"node{partition_id}.log").read_text())
+        if not found:
+            raise RuntimeError(f"node {partition_id} has not connected")
+        return int(found[-1])
+
+    def online_node_ids(self) -> set[int]:
+        """The node ids the SuperLink lists as online now (`flwr supernode ls --format json`)."""
+        proc = subprocess.run([str(BIN / "flwr"), "supernode", "ls", "test", "--format", "json"], capture_output=True,
+                              text=True, env=self.env, cwd=self.root, timeout=60)
+        listing = json.loads(proc.stdout)
+        return {int(n["node-id"]) for n in listing["nodes"] if n["status"] == "online"}
 
     def stop(self) -> None:
         for proc in self.processes:
             _kill(proc)
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, grace: float = 10) -> None:
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(proc.pid, signal.SIGKILL)

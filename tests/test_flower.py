@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -216,8 +217,9 @@ def test_nodes_that_arrive_leave_and_come_back_equal_the_simulator_on_their_trac
             # after round 1: the server has node 2's update (a node that goes before the ServerApp pulls
             # its reply loses it: Flower drops the replies of a node that has left)
             wait_until(lambda: len(rounds_written(out)) >= 1, "round 1")
-            # SIGTERM; the SuperLink may list node 2 for ~30 s more (README), and seed 29 samples
-            # clients 0 and 1 in rounds 2 and 3 whether it is listed or not (newcomer 3 not yet in round 2)
+            # SIGTERM; a node that has to be killed after the grace stays listed until its heartbeats
+            # lapse (README), and seed 29 samples clients 0 and 1 in rounds 2 and 3 whether it is listed or
+            # not (newcomer 3 not yet in round 2)
             fed.kill_node(2)
             fed.start_node(3, 4)
             wait_until(lambda: any(int(r["online"]) < int(r["present"]) for r in rounds_written(out)),
@@ -265,3 +267,81 @@ def test_nodes_that_arrive_leave_and_come_back_equal_the_simulator_on_their_trac
     for name, value in sim_weights.items():
         assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
     assert doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
+
+
+# seed 2 samples clients 1 and 2 in round 1 and clients 0 and 1 in round 2, whether node 2 is still listed
+# then or not (2 of the 3 present clients are drawn among those online); later rounds have 0 and 1 only
+NODE_LEAVES = ["method=genefl", "rounds=4", "num_clients=3", "num_newcomers=0", "eval_every=4",
+               "participation=0.67", "seed=2"]
+
+
+def test_a_node_stopped_for_good_is_a_departure_equal_to_the_simulator_on_its_trace(tmp_path_factory):
+    """Node 2 trains in round 1, then its SuperNode is stopped (SIGTERM) and never comes back: a
+    departure. The ServerApp is paused (SIGSTOP) from the moment round 1 is written until the SuperLink
+    no longer lists node 2, so no later round can sample a node that is gone (the pause lasts the
+    node's exit, ~2 s). results.json lists node 2 under `departures` from its first unreachable round;
+    GENE-FL goes on with its cluster short of a member; the simulator given the run's trace samples
+    the same clients and ends with the same bytes, weights and accuracy."""
+    fed = Federation(tmp_path_factory.mktemp("leaves"))
+    out = fed.root / "out"
+    problems, listed_after_exit = [], []
+
+    def node_leaves():
+        try:
+            wait_until(lambda: len(rounds_written(out)) >= 1, "round 1")
+            paused = fed.signal_serverapps(signal.SIGSTOP)
+            try:
+                gone = fed.node_id(2)
+                fed.kill_node(2, grace=120)  # time to exit cleanly, unregistering itself
+                listed_after_exit.append(gone in fed.online_node_ids())
+                wait_until(lambda: gone not in fed.online_node_ids(), "node 2 unlisted")
+            finally:
+                fed.signal_serverapps(signal.SIGCONT)
+            if paused != 1:
+                problems.append(f"{paused} ServerApp processes paused, not 1")
+        except Exception as exc:  # reported by the test's own thread
+            problems.append(repr(exc))
+    try:
+        fed.start_superlink()
+        for pid in range(3):
+            fed.start_node(pid, 3)
+        thread = threading.Thread(target=node_leaves, daemon=True)
+        thread.start()
+        proc = fed.run(run_config(NODE_LEAVES, out), timeout=900)
+        thread.join(timeout=5)
+    finally:
+        fed.stop()
+    assert proc.returncode == 0 and not problems, problems + [proc.stdout[-3000:] + proc.stderr[-3000:]]
+    assert listed_after_exit == [False]  # a SuperNode that exits cleanly is unlisted at once
+    doc = json.loads((out / "results.json").read_text())
+    assert all(r["dropped"] == 0 for r in doc["rounds"]), [r.get("notes") for r in doc["rounds"]]
+    population = doc["population"]
+    (away,) = population["unreachable"]
+    first = away["rounds"][0]
+    # round 2 began before the pause or after it: either way node 2 was not sampled in it
+    assert away["client"] == 2 and first in (2, 3) and away["rounds"] == list(range(first, 5))
+    assert population["departures"] == [{"client": 2, "round": first, "arrived": True}]
+    assert population["returns"] == [] and population["arrivals"] == []
+    assert [r["participants"] for r in doc["rounds"]] == [2, 2, 2, 2]
+    assert [r["online"] for r in doc["rounds"]] == [3] * (first - 1) + [2] * (5 - first)
+    trace = fed.root / "trace.csv"
+    trace.write_text(trace_of(population, 3, 4))
+    config = load_config(None, NODE_LEAVES + ["population.availability=trace", f"population.trace_file={trace}"])
+    sim = Simulator(config, build_scenario(config)).run()
+    sim_doc = build_results(sim)
+    # the trace says when node 2 could be reached, not why: the simulator sees it offline, not departed
+    assert sim_doc["population"]["departures"] == []
+    per_round = ("participants", "online", "present", "bytes_up", "bytes_down")
+    assert [[r[k] for k in per_round] for r in doc["rounds"]] == [[r[k] for k in per_round] for r in sim_doc["rounds"]]
+    for key in ("bytes_up", "bytes_down", "bytes_total"):
+        assert doc["summary"][key] == sim_doc["summary"][key], key
+    flower_weights = torch.load(out / "weights.pt")
+    assert flower_weights.keys() == sim.final_weights.keys() and sim.final_weights
+    for name, value in sim.final_weights.items():
+        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+    # the simulator also tests the offline client on its own data at the end; Flower cannot reach it
+    final = sim.rounds[-1].acc_by_client
+    assert sorted(final) == [0, 1, 2]
+    assert doc["summary"]["acc_clients"] == pytest.approx((final[0] + final[1]) / 2, abs=1e-6)
+    reachable_eval = sum(x.nbytes for x in sim.ledger.transfers if x.kind == "eval" and x.client != 2)
+    assert doc["summary"]["bytes_eval"] == reachable_eval < sim_doc["summary"]["bytes_eval"]

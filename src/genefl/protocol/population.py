@@ -287,7 +287,8 @@ def trace_of(record: dict[str, Any], num_clients: int, rounds: int) -> str:
     """A `trace_file` (CSV) from a run's `population` record: every training client and every newcomer
     from its arrival round, online in each round but those it was unreachable. Run the simulator with
     it (`availability = "trace"`, the same arrivals settings) to sample exactly the clients a Flower
-    run sampled, when every training node was connected at the start."""
+    run sampled, when every training node was connected at the start. (It also evaluates, at an
+    evaluation round, a present client the trace has offline, which the Flower run could not reach.)"""
     start = {cid: 1 for cid in range(num_clients)} | {a["client"]: a["round"] for a in record["arrivals"]}
     gone = {u["client"]: set(u["rounds"]) for u in record.get("unreachable", [])}
     lines = [",".join(TRACE_HEADER)]
