@@ -47,6 +47,14 @@ def defence_sets(defence: str, args) -> list[str]:
     return [f"defence.aggregator={defence}"]
 
 
+def method_of(label: str) -> str:
+    """A cell label's method: the label less its defence ("my_method_trimmed_mean" -> "my_method")."""
+    for defence in sorted(DEFENCES, key=len, reverse=True):  # "trimmed_mean" before "mean"
+        if label.endswith("_" + defence):
+            return label[:-len(defence) - 1]
+    return label
+
+
 def cell(out: Path, attack: str, label: str, fraction: float) -> Path:
     """The folder of one (attack, method_defence label, fraction) cell's seeds; fraction 0 is the clean run."""
     return out / "clean" / label if fraction == 0 else out / attack / label / f"f{fraction:g}"
@@ -136,7 +144,7 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
 def versus_clean(rows: dict, label: str, r: dict) -> float | None:
     """Training-client accuracy minus the method's clean undefended run, paired by seed (mean over the
     seeds both have)."""
-    clean = rows.get((label.split("_", 1)[0] + "_mean", 0.0), {}).get("acc_by_seed", {})
+    clean = rows.get((method_of(label) + "_mean", 0.0), {}).get("acc_by_seed", {})
     pairs = [r["acc_by_seed"][s] - clean[s] for s in r["acc_by_seed"] if s in clean
              and r["acc_by_seed"][s] is not None and clean[s] is not None]
     return statistics.fmean(pairs) if pairs else None
@@ -183,7 +191,7 @@ def by_seed(out: Path, attacks: list[str], fraction: float, seeds: list[int]) ->
              "|---" * (len(attacks) + 4) + "|"]
     for label in labels:
         clean = [summary(cell(out, "", label, 0), s) for s in seeds]
-        reference = [summary(cell(out, "", label.split("_", 1)[0] + "_mean", 0), s) for s in seeds]
+        reference = [summary(cell(out, "", method_of(label) + "_mean", 0), s) for s in seeds]
         cells = [joined(pct(c["acc_clients"]) if c else None for c in clean)]
         for attack in attacks:
             attacked = [summary(cell(out, attack, label, fraction), s) for s in seeds]

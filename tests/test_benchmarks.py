@@ -7,9 +7,12 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -54,3 +57,26 @@ def test_every_genefl_import_in_the_benchmarks_exists():
                 missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
                             and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
     assert not missing
+
+
+def test_security_grid_pairs_each_cell_with_its_own_methods_clean_run(tmp_path, monkeypatch):
+    """The grid's "vs clean, no defence" column subtracts, seed by seed, the clean undefended run of the
+    cell's own method, also for a method whose name holds an underscore (labels are method_defence)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    grid = importlib.import_module("security_grid")
+
+    def write(folder, seed, acc):
+        (folder / f"seed{seed}").mkdir(parents=True)
+        doc = {"seed": seed, "method_info": {}, "newcomers": [],
+               "summary": {"acc_clients": acc, "acc_newcomers_last_epoch": None, "backdoor_success": None,
+                           "backdoor_success_newcomers": None, "bytes_total": 1e6}}
+        (folder / f"seed{seed}" / "results.json").write_text(json.dumps(doc))
+    write(tmp_path / "clean" / "my_method_mean", 0, 0.80)
+    write(tmp_path / "clean" / "my_method_mean", 1, 0.90)
+    write(tmp_path / "clean" / "my_trimmed_mean", 0, 0.10)  # a method named "my" with trimmed_mean: not the reference
+    write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 0, 0.75)
+    write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 1, 0.80)
+    rows = grid.collect(tmp_path, "signflip", [0.0, 0.2])
+    assert grid.method_of("my_method_trimmed_mean") == "my_method" and grid.method_of("my_multikrum") == "my"
+    assert grid.versus_clean(rows, "my_method_trimmed_mean", rows[("my_method_trimmed_mean", 0.2)]) \
+        == pytest.approx(((0.75 - 0.80) + (0.80 - 0.90)) / 2)
