@@ -37,6 +37,7 @@ def test_killed_anywhere_and_resumed_equals_uninterrupted(tmp_path, cli, method,
     assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     assert not (tmp_path / "whole" / "checkpoint.pt").exists()  # removed once the run is complete
+    assert not (tmp_path / "whole" / "checkpoint.clients").exists()  # and the client states' files with it
     for fault in faults:
         out = tmp_path / fault.replace(":", "-")
         proc = killed_run(out, fault, *args)
@@ -203,3 +204,61 @@ def _zip_members(path):
 
     with zipfile.ZipFile(path) as archive:
         return [archive.read(name) for name in archive.namelist()]
+
+
+def test_a_checkpoint_writes_only_the_client_states_that_changed(tmp_path, cli):
+    """Client states live beside the checkpoint, one file per client and version: a checkpoint writes
+    the states of the clients that trained since the previous one and keeps naming the others' older
+    files (its cost follows the participants, not the population; evaluating everyone every round
+    writes nothing). Read back they are the states the run holds. A missing or damaged file is a
+    one-line refusal; a checkpoint holding its states inline (as before the files) still resumes to
+    the uninterrupted result."""
+    import torch
+
+    from genefl.config import load_config
+    from genefl.runtime import checkpoint
+
+    # GENE-FL keeps a personal model and xi per client that trained; 2 of 8 train a round, all are evaluated
+    args = ["--set", "method=genefl", "--set", "num_clients=8", "--set", "participation=0.25", "--set", "num_newcomers=0",
+            "--set", "seed=1"]  # rounds 1-3 train clients 4 and 7, 0 and 4, 2 and 7
+    assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
+    want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
+    out = tmp_path / "killed"
+    assert killed_run(out, "round:4", *args).returncode == -9  # checkpoints after rounds 1, 2 and 3 are made
+    payload = torch.load(out / "checkpoint.pt", weights_only=False)
+    manifest = payload["client_files"]
+    assert payload["round"] == 3 and payload["clients"] == {}
+    trained = {report.round: set(report.participants) for report in payload["rounds"]}  # rounds 1-3
+    last_round_of = {cid: max(t for t, ids in trained.items() if cid in ids) for ids in trained.values() for cid in ids}
+    assert manifest == {cid: f"client{cid}-r{t}.pt" for cid, t in sorted(last_round_of.items())}
+    assert len(set(last_round_of.values())) > 1  # some files are from earlier checkpoints: not rewritten since
+    files = sorted(p.name for p in (out / checkpoint.CLIENTS).iterdir())
+    assert files == sorted(manifest.values())  # the older versions were deleted once no checkpoint named them
+    loaded = checkpoint.load(out / "checkpoint.pt", load_config(out / "config.toml"))
+    assert sorted(loaded["clients"]) == sorted(manifest)
+    assert set(loaded["clients"][min(manifest)]) == {"model", "xi"}
+
+    # a missing and a damaged file: one line each, nothing lost
+    for name, damage in (("missing", lambda p: p.unlink()), ("damaged", lambda p: p.write_bytes(b"not a state"))):
+        broken = copy_run(out, tmp_path / name)
+        victim = broken / checkpoint.CLIENTS / manifest[min(manifest)]
+        damage(victim)
+        code, _, err = cli("run", "--resume", str(broken))
+        assert code == 2 and err.count("\n") == 1 and f"client state file {victim} of the checkpoint is {name if name == 'missing' else 'unreadable'}" in err, err
+        assert not (broken / "results.json").exists() and (broken / "checkpoint.pt").exists()
+
+    # the format before the files: every state inline in checkpoint.pt
+    inline = copy_run(out, tmp_path / "inline")
+    old = {**payload, "clients": loaded["clients"]}
+    del old["client_files"]
+    torch.save(old, inline / "checkpoint.pt")
+    for path in (inline / checkpoint.CLIENTS).iterdir():
+        path.unlink()
+    code, _, err = cli("run", "--resume", str(inline))
+    assert code == 0, err
+    assert strip_times(json.loads((inline / "results.json").read_text())) == want
+
+    code, _, err = cli("run", "--resume", str(out))
+    assert code == 0, err
+    assert strip_times(json.loads((out / "results.json").read_text())) == want
+    assert not (out / checkpoint.CLIENTS).exists() and not (out / "checkpoint.pt").exists()

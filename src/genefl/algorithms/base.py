@@ -220,6 +220,8 @@ class ClientAlgorithm:
         raise NotImplementedError
 
     def evaluate(self, env: ClientEnv, broadcast: Broadcast) -> float:
+        """The client's test accuracy with what it was sent. Reads `env.store`, never writes it: the
+        simulator does not store a state back after an evaluation."""
         self.prepare(env, broadcast)
         return accuracy(env.model, env.data.x_test, env.data.y_test)
 

@@ -8,6 +8,14 @@ the population's events, reports, ledger, notes) plus every client's persistent 
 one, all but wall times. The file is written to a temporary name, fsynced and renamed, so a kill at
 any moment leaves the previous checkpoint intact.
 
+The simulator's client states are kept beside the checkpoint, in `checkpoint.clients/`: one file per
+client and version, named `client<id>-r<round>.pt`, and the checkpoint holds the manifest (client
+-> file) of those it is made of. A checkpoint writes only the states stored or dropped since the
+previous one (`ClientStateFiles`), so its cost follows the clients that took part, not the
+population (at 10,000 clients with personal models it would otherwise rewrite every state each
+time); a file is deleted only once a checkpoint that no longer names it is in place, so a kill at
+any moment still leaves a complete previous checkpoint.
+
 A checkpoint also holds the identity of its run (`config.run_table`: the whole config but the
 Flower runtime's own settings), and `load` resumes it only into a run of the same identity: a
 checkpoint of another method, seed or lr, or a config.toml edited after the kill, would otherwise be
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import types
 from collections.abc import Callable
@@ -33,6 +42,7 @@ from ..protocol.population import EVENTS
 from .events import NewcomerReport, RoundReport
 
 FILE = "checkpoint.pt"
+CLIENTS = "checkpoint.clients"  # the folder beside FILE holding the simulator's client state files
 VERSION = 1
 # Modules that moved when the package was laid out in layers: a checkpoint pickled before the move
 # names its classes by the old paths, and still resumes.
@@ -66,6 +76,92 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         os.close(directory)
 
 
+def _fsynced(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ClientStateFiles:
+    """The client-state files of the checkpoints in one folder, written incrementally.
+
+    `write(round, states)` writes the states of the clients stored or dropped since the last
+    checkpoint (`states.take_touched()`) and returns the new checkpoint's manifest (client -> file
+    name); once that checkpoint is saved, `prune` deletes every file it does not name. `read` gives
+    a checkpoint's states back from its manifest."""
+
+    def __init__(self, checkpoint_path: Path, manifest: dict[int, str] | None = None):
+        """`manifest`: the resumed checkpoint's; entries whose file is not in this folder (a checkpoint
+        loaded from elsewhere) are dropped, and those clients' states are written at the next save."""
+        self.folder = checkpoint_path.with_name(CLIENTS)
+        self.manifest: dict[int, str] = {cid: name for cid, name in (manifest or {}).items()
+                                         if (self.folder / name).is_file()}
+        self.pending: set[int] = set()  # clients to write at the next checkpoint besides those touched
+
+    def write(self, round: int, states) -> dict[int, str]:
+        self.folder.mkdir(exist_ok=True)
+        manifest = dict(self.manifest)
+        touched, self.pending = states.take_touched() | self.pending, set()
+        for cid in sorted(touched):
+            state = states.get(cid)
+            if state is None:  # dropped (departed), or nothing stored
+                manifest.pop(cid, None)
+                continue
+            name = f"client{cid}-r{round}.pt"
+            with open(self.folder / name, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            manifest[cid] = name
+        _fsynced(self.folder)
+        self.manifest = manifest
+        return dict(manifest)
+
+    def prune(self) -> None:
+        """Delete the files the current manifest does not name (older versions, a killed save's)."""
+        keep = set(self.manifest.values())
+        for path in self.folder.glob("client*.pt") if self.folder.is_dir() else ():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def read_from(self, manifest: dict[int, str]) -> dict[int, dict[str, Any]]:
+        """The states a checkpoint's manifest names, refused in one line if a file is missing or damaged."""
+        states = {}
+        for cid, name in manifest.items():
+            path = self.folder / name
+            try:
+                state = torch.load(path, weights_only=True)
+            except FileNotFoundError:
+                raise GeneflError(f"resume: client state file {path} of the checkpoint is missing; "
+                                  "rerun from the start with --force") from None
+            except Exception as exc:  # a damaged file can fail in many ways
+                raise GeneflError(f"resume: client state file {path} of the checkpoint is unreadable "
+                                  f"({type(exc).__name__}); rerun from the start with --force") from None
+            states[cid] = state
+        return states
+
+    def remove(self) -> None:
+        """The run is complete (or starts afresh): no file is needed any more."""
+        self.manifest = {}
+        self.prune()
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def client_manifest(payload: dict[str, Any]) -> dict[int, str]:
+    """A checkpoint's manifest of client-state files ({} for one holding its states inline), refused
+    in one line unless it is a table of client id -> plain file name."""
+    manifest = payload.get("client_files", {})
+    if not (isinstance(manifest, dict) and all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 and isinstance(n, str)
+            and re.fullmatch(r"client\d+-r\d+\.pt", n) for c, n in manifest.items())):
+        raise GeneflError("resume: the checkpoint is damaged: its client files are not a table of client id -> "
+                          "file name; rerun from the start with --force")
+    return manifest
+
+
 def identity(config: Config) -> dict[str, Any]:
     """What `save`'s callers store under "config": the run's identity."""
     return run_table(config)
@@ -92,6 +188,9 @@ def load(path: Path, config: Config) -> dict[str, Any]:
     if differences:
         raise GeneflError(f"resume: the checkpoint in {path.parent} is of a different run (checkpoint vs this config): "
                           + ", ".join(differences))
+    manifest = client_manifest(payload)
+    if manifest:  # the simulator's client states, from their files beside the checkpoint
+        payload["clients"] = ClientStateFiles(path, {}).read_from(manifest)
     return payload
 
 

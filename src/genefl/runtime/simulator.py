@@ -42,8 +42,10 @@ class InProcessClients:
         self.failures: dict[int, str] = {}
         self.decoded: dict = {}  # decoded broadcast tensors by packed object, for one batch of calls
 
-    def call(self, handler, cid: int, round: int, *args: Any) -> Any:
-        """Run one client-half handler for `cid` with its state opened, and store the state after."""
+    def call(self, handler, cid: int, round: int, *args: Any, stores: bool = True) -> Any:
+        """Run one client-half handler for `cid` with its state opened, and store the state after;
+        `stores=False` for the handlers that only read it (evaluation, the local-only baseline): the
+        state is not written back, and a checkpoint does not count the client as changed."""
         state = self.states.open(cid)
         try:
             env = ClientEnv(cid, round, self.model, self.scenario.data(cid, round), state, self.config, self.spec, self.layers)
@@ -53,7 +55,8 @@ class InProcessClients:
                 return ClientUpdate(meta={NEED_INITIAL: True})
             return handler(env, *inputs)
         finally:
-            self.states.close(cid, state)
+            if stores:
+                self.states.close(cid, state)
 
     def available(self, ids: list[int]) -> list[int]:
         return list(ids)
@@ -80,7 +83,7 @@ class InProcessClients:
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         self.decoded = {}
         evaluate = functools.partial(evaluate_and_send, self.client)
-        return {cid: self.call(evaluate, cid, round, b) for cid, b in broadcasts.items()}
+        return {cid: self.call(evaluate, cid, round, b, stores=False) for cid, b in broadcasts.items()}
 
     def evaluate_absent(self, round: int, models: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         """An absent client's own model, tested here as a present one's is (the same client half, its
@@ -88,7 +91,7 @@ class InProcessClients:
         return self.evaluate(round, models)
 
     def local_baseline(self, round: int, cid: int) -> float:
-        return self.call(local_baseline, cid, round)
+        return self.call(local_baseline, cid, round, stores=False)
 
 
 class Simulator:
@@ -114,13 +117,15 @@ class Simulator:
         if resume is not None:
             self.loop.check_resume(resume)  # before any client state is replaced
         # a run goes on from its own client states only: none for a fresh run (a `state_dir` may
-        # hold an earlier run's), its checkpoint's for a resumed one
-        self.clients.states.restore(resume.get("clients") if resume is not None else {})
-        save = None
+        # hold an earlier run's), its checkpoint's for a resumed one (`checkpoint.load` read them)
+        restored = resume.get("clients") if resume is not None else {}
+        self.clients.states.restore(restored)
+        files = None
         if self.checkpoint_path is not None:
-            def save(snapshot: dict[str, Any]) -> None:
-                checkpoint.save(self.checkpoint_path, {**snapshot, "clients": dict(self.clients.states.items()),
-                                                       "config": checkpoint.identity(self.config)})
+            files = checkpoint.ClientStateFiles(self.checkpoint_path, resume.get("client_files") if resume else None)
+            files.pending = set(restored) - set(files.manifest)  # states without a file here yet: the next save writes them
+            files.prune()  # a fresh run's leftovers, or the files a killed save wrote after its checkpoint
+        save = self._checkpointer(files) if files is not None else None
         try:
             result = self.loop.run({"config": self.config, "layers": self.layers, "model": self.spec.name}, resume, save)
         finally:
@@ -128,4 +133,14 @@ class Simulator:
         if self.checkpoint_path is not None:
             self.checkpoint_path.unlink(missing_ok=True)  # the run is complete: results.json is its record
             self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp").unlink(missing_ok=True)
+            files.remove()
         return result
+
+    def _checkpointer(self, files: checkpoint.ClientStateFiles):
+        """What the loop calls to save a checkpoint: the client states that changed, then the snapshot."""
+        def save(snapshot: dict[str, Any]) -> None:
+            manifest = files.write(snapshot["round"], self.clients.states)
+            checkpoint.save(self.checkpoint_path, {**snapshot, "clients": {}, "client_files": manifest,
+                                                   "config": checkpoint.identity(self.config)})
+            files.prune()  # only now: until the rename, the previous checkpoint needs its files
+        return save

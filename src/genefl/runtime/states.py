@@ -4,7 +4,8 @@
 client and holds in memory only the state of the client being served, so thousands of clients with
 personal models (GENE-FL's private layers) fit in bounded memory. Both are opened and closed around
 every client call, so client halves see a plain dict either way, and both `drop` the state of a
-client that left the federation for good.
+client that left the federation for good. Both remember which clients they stored since the last
+`take_touched()`, so a checkpoint rewrites only those (`checkpoint.ClientStateFiles`).
 
 A run starts from its own state only: the simulator `restore`s the store at the start of every run,
 to nothing for a fresh run and to its checkpoint's client states for a resumed one. A given
@@ -33,12 +34,23 @@ from ..paths import checked
 class MemoryStates:
     def __init__(self):
         self._states: dict[int, dict[str, Any]] = {}
+        self._touched: set[int] = set()
 
     def open(self, cid: int) -> dict[str, Any]:
         return self._states.setdefault(cid, {})
 
     def close(self, cid: int, state: dict[str, Any]) -> None:
-        pass  # the dict is the storage
+        self._touched.add(cid)  # the dict is the storage; the client half may have changed it
+
+    def get(self, cid: int) -> dict[str, Any] | None:
+        """The client's stored state, None when it has none (never opened, or dropped)."""
+        state = self._states.get(cid)
+        return state if state else None
+
+    def take_touched(self) -> set[int]:
+        """The clients stored, or dropped, since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     def items(self) -> Iterator[tuple[int, dict[str, Any]]]:
         return iter(list(self._states.items()))
@@ -46,10 +58,12 @@ class MemoryStates:
     def drop(self, cid: int) -> None:
         """Forget a client that left for good (`population.departures`)."""
         self._states.pop(cid, None)
+        self._touched.add(cid)
 
     def restore(self, states: dict[int, dict[str, Any]]) -> None:
         check_restored(states)
         self._states = {cid: dict(state) for cid, state in states.items()}
+        self._touched = set()
 
     def nbytes_in_memory(self) -> int:
         return sum(_tensor_bytes(state) for _, state in self.items())
@@ -72,6 +86,7 @@ class DiskStates:
             remove_orphaned_state_folders()
         root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")) if self._own else checked("state_dir", root)
         self.root, self.folder = root, root / run if run else root
+        self._touched: set[int] = set()
         try:
             root.mkdir(parents=True, exist_ok=True)
             self.folder.mkdir(exist_ok=True)
@@ -94,10 +109,22 @@ class DiskStates:
         tmp = self._path(cid).with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self._path(cid))  # never a half-written state file
+        self._touched.add(cid)
+
+    def get(self, cid: int) -> dict[str, Any] | None:
+        """The client's stored state, None when it has none (never stored, or dropped)."""
+        path = self._path(cid)
+        return _read(path) if path.exists() else None
+
+    def take_touched(self) -> set[int]:
+        """The clients stored, or dropped, since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     def drop(self, cid: int) -> None:
         """Delete the file of a client that left for good (`population.departures`)."""
         self._path(cid).unlink(missing_ok=True)
+        self._touched.add(cid)
 
     def items(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for path in sorted(self.folder.glob("client*.pt")):
@@ -112,6 +139,7 @@ class DiskStates:
             path.unlink()
         for cid, state in states.items():
             self.close(cid, state)
+        self._touched = set()
 
     def cleanup(self) -> None:
         if self._own:
