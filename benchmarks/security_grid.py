@@ -15,6 +15,10 @@ Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `
 genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers; `krum` and `multikrum` with
 `defence.byzantine` = `--byzantine`), plus `normbound` (the mean of
 changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
+`absent` is not a defence but the reference for one: the attackers never take part (a trace file has
+them offline every round, `population.availability = "trace"`; they still enrol in Stage 0 and are
+still evaluated), which is what a defence that found every attacker and nothing else would leave.
+The table gives `acc_clients_honest` beside `acc_clients`: the training clients that do not attack.
 
 Usage:
   GENEFL_DATA=../shared/data python benchmarks/security_grid.py --config configs/newcomers_fashion_alpha0.1.toml \\
@@ -34,10 +38,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
-DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "normbound")
+DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "normbound", "absent")
 
 
 def defence_sets(defence: str, args) -> list[str]:
+    if defence == "absent":  # the trace file is per cell and seed: `absent_trace`
+        return ["defence.aggregator=mean", "population.availability=trace"]
     if defence == "normbound":
         return ["defence.aggregator=mean", f"defence.norm_bound={args.norm_bound}"]
     if defence == "trimmed_mean":
@@ -53,6 +59,19 @@ def method_of(label: str) -> str:
         if label.endswith("_" + defence):
             return label[:-len(defence) - 1]
     return label
+
+
+def absent_trace(folder: Path, config_file: str, sets: list[str], fraction: float) -> Path:
+    """A trace file with every client online in every round but the run's attackers (never online)."""
+    from genefl.config import load_config
+    from genefl.protocol.adversary import attackers
+
+    config = load_config(config_file or None, [s for s in sets if not s.startswith("population.")])
+    bad = attackers(config.seed, config.num_clients, fraction)
+    path = folder.parent / f"{folder.name}.trace.csv"
+    rows = [f"{cid},1,{config.rounds}" for cid in range(config.num_clients + config.num_newcomers) if cid not in bad]
+    path.write_text("\n".join(["client,online_from,online_until", *rows]) + "\n")
+    return path
 
 
 def cell(out: Path, attack: str, label: str, fraction: float) -> Path:
@@ -91,6 +110,9 @@ def run_missing(args, sets: list[str]) -> None:
                                      *defence_sets(defence, args)]
                         if fraction:
                             cell_sets += [f"adversary.kind={attack}", f"adversary.fraction={fraction}"]
+                        if defence == "absent":
+                            trace = absent_trace(folder, args.config, cell_sets, fraction)
+                            cell_sets.append(f"population.trace_file={trace}")
                         cmd = [sys.executable, "-m", "genefl.cli", "run", *(["--config", args.config] if args.config else []),
                                *[a for s in cell_sets for a in ("--set", s)], "--out", str(folder), "--force"]
                         try:
@@ -136,7 +158,7 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
                 continue
             rows[(label, fraction)] = {"seeds": len(found), "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
                                        **{k: mean_of(found, k) for k in (
-                "acc_clients", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
+                "acc_clients", "acc_clients_honest", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
     return rows
 
@@ -161,13 +183,14 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
         if not any(f for _, f in rows):
             continue
         lines += [f"### {attack}", "",
-                  "| method_defence | attackers | seeds | training clients | vs clean, no defence | newcomers, last epoch | "
-                  "backdoor: clients | backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method_defence | attackers | seeds | training clients | vs clean, no defence | honest clients | "
+                  "newcomers, last epoch | backdoor: clients | backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for (label, fraction), r in sorted(rows.items()):
             difference = versus_clean(rows, label, r)
             versus = "-" if difference is None else f"{100 * difference:+.1f}"
-            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {pct(r['acc_newcomers_last_epoch'])} | "
+            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {pct(r['acc_clients_honest'])} | "
+                         f"{pct(r['acc_newcomers_last_epoch'])} | "
                          f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | "
                          f"{pct(r['backdoor_success_poisoned_cluster'])} | {r['bytes_total'] / 1e6:.2f} |")
         lines.append("")

@@ -365,6 +365,20 @@ def test_scaled_sign_flips_break_fedavg_and_median_trimmed_mean_and_multikrum_re
         f"multikrum left out clients {', '.join(map(str, bad))} " in " ".join(r["notes"]) for r in doc["rounds"])
 
 
+def test_acc_clients_honest_leaves_the_attackers_out(one_thread):
+    """What a defence protects is the clients that do not attack: results.json's summary gives their mean
+    beside `acc_clients` (all training clients) in an attacked run, and only there."""
+    config = load_config(None, ["method=\"fedavg\"", "num_clients=10", "rounds=2", "num_newcomers=0",
+                                "adversary.kind=\"scale\"", "adversary.fraction=0.3", "adversary.scale=-10"])
+    result = Simulator(config, build_scenario(config)).run()
+    summary = build_results(result)["summary"]
+    final = result.rounds[-1].acc_by_client
+    honest = [a for c, a in final.items() if c not in (4, 6, 9)]  # the attackers at seed 0 (the test above)
+    assert summary["acc_clients_honest"] == pytest.approx(sum(honest) / 7)
+    assert summary["acc_clients"] == pytest.approx(sum(final.values()) / 10) != summary["acc_clients_honest"]
+    assert "acc_clients_honest" not in run("rounds=1", "num_newcomers=0")["summary"]
+
+
 def test_a_boosted_backdoor_takes_fedavg_and_the_median_stops_it(one_thread):
     common = ["rounds=6", "eval_every=3", "num_newcomers=2", "newcomer_epochs=2", "adversary.kind=\"backdoor\"",
               "adversary.fraction=0.1"]

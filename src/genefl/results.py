@@ -12,7 +12,8 @@ evaluated round (those present: `genefl.protocol.population`); newcomer accuraci
 Each round also counts the clients `online`, `present`, `absent` and `departed` by then, and in
 evaluated rounds gives `acc_absent`, the mean accuracy of the absent clients' own models on their own
 test data (`RoundLoop._evaluate_absent`; null when nobody is absent or the method keeps no model of a
-client's own). `acc_local`, `rounds_to_useful` and `newcomers_rounds_to_useful_median` are null
+client's own). In a run with attackers (`adversary`), `acc_clients_honest` is `acc_clients` over the
+training clients that do not attack. `acc_local`, `rounds_to_useful` and `newcomers_rounds_to_useful_median` are null
 unless `population.local_baseline` (`population.rounds_to_useful`); cohorts: `newcomer_cohorts`.
 """
 
@@ -115,6 +116,8 @@ def build_results(result) -> dict[str, Any]:
         "dp_epsilon_per_upload": epsilon_per_upload(config.dp_noise) if config.dp_clip > 0 else None,
     }
     attackers = run_attackers(config)
+    if attackers:  # what a defence protects: the training clients that do not attack
+        summary["acc_clients_honest"] = last.mean_acc(leaving_out=attackers) if last else None
     if config.adversary.kind == "backdoor":  # on the training clients that do not attack; newcomers after fine-tuning
         summary["backdoor_success"] = last.mean_backdoor(attackers) if last else None
         summary["backdoor_success_newcomers"] = _mean([n.backdoor_success for n in news])

@@ -27,9 +27,9 @@ class RoundReport:
     absent: int = 0  # clients in the federation but not present: away (a return), or a Flower node not connected
     acc_absent_by_client: dict[int, float] | None = None  # absent clients' own models, evaluated (`RoundLoop._evaluate_absent`)
 
-    def mean_acc(self, training_only: bool = True) -> float | None:
+    def mean_acc(self, training_only: bool = True, leaving_out: frozenset[int] = frozenset()) -> float | None:
         accs = [a for c, a in self.acc_by_client.items()  # NaN: an empty test split, left out
-                if (c < self.num_training_clients or not training_only) and not math.isnan(a)]
+                if (c < self.num_training_clients or not training_only) and c not in leaving_out and not math.isnan(a)]
         return sum(accs) / len(accs) if accs else None
 
     def mean_absent(self) -> float | None:
