@@ -78,6 +78,18 @@ def test_multikrum_averages_the_m_best_scores_by_samples():
     assert notes == ["round 1: multikrum left out client 4 (kept 0, 1, 2, 3 of 5)"]
 
 
+def test_cosine_keeps_the_changes_that_point_with_the_median_change_and_weights_them_by_samples():
+    sent = {"w": torch.tensor([1.0, 1.0])}
+    # changes from `sent`: (1, 0), (2, 1), (0, 1), (-3, -1); their coordinate median is (0.5, 0.5):
+    # cosines > 0, > 0, > 0, < 0
+    updates = [(0, [2.0, 1.0], 1), (1, [3.0, 2.0], 3), (2, [1.0, 2.0], 1), (3, [-2.0, 0.0], 5)]
+    w, notes = combine(updates, sent=sent, aggregator="cosine")
+    assert w.tolist() == pytest.approx([(2 * 1 + 3 * 3 + 1 * 1) / 5, (1 * 1 + 2 * 3 + 2 * 1) / 5])
+    assert notes == ["round 1: cosine left out client 3 (change against the median change; kept 3 of 4)"]
+    w, notes = combine(updates[:2], sent=sent, aggregator="cosine")  # two updates: no majority, their mean
+    assert w.tolist() == pytest.approx([(2 + 9) / 4, (1 + 6) / 4]) and notes == []
+
+
 def test_krum_distances_from_gram_matrices_keep_small_distances_between_large_models():
     """Models of norm ~300 that differ by ~0.005: the Gram form, centred, matches the exact differences to
     1e-9, block by block as in one piece; uncentred it would lose them (float64 keeps ~16 digits of 1e5)."""
@@ -363,6 +375,11 @@ def test_scaled_sign_flips_break_fedavg_and_median_trimmed_mean_and_multikrum_re
     bad = doc["method_info"]["adversary"]["attackers"]
     assert bad == [4, 6, 9] and all(
         f"multikrum left out clients {', '.join(map(str, bad))} " in " ".join(r["notes"]) for r in doc["rounds"])
+    # a direction test: the flipped changes point against the median change, every round
+    doc = run(*attack, "defence.aggregator=\"cosine\"")
+    assert doc["summary"]["acc_clients"] > clean - 0.03
+    assert all("cosine left out clients 4, 6, 9 (change against the median change; kept 7 of 10)" in " ".join(r["notes"])
+               for r in doc["rounds"]), [r["notes"] for r in doc["rounds"]]
 
 
 def test_acc_clients_honest_leaves_the_attackers_out(one_thread):

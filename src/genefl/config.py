@@ -110,7 +110,7 @@ class DefenceOptions(Options):
 
     section = "defence"
 
-    aggregator: str = option("mean", choices(AGGREGATORS))  # "mean" (the streaming weighted mean) | "median" | "trimmed_mean" | "krum" | "multikrum"
+    aggregator: str = option("mean", choices(AGGREGATORS))  # "mean" (the streaming weighted mean) | "median" | "trimmed_mean" | "krum" | "multikrum" | "cosine"
     trim: float = option(0.1, check(lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"))  # trimmed_mean: fraction of the values dropped at each end, per coordinate
     byzantine: int = option(1, nonneg())  # krum, multikrum: f, the attackers tolerated (needs more than 2f + 2 updates)
     multikrum_m: int = option(0, nonneg())  # multikrum: updates averaged; 0 = n - f of the n received

@@ -11,13 +11,22 @@ cluster for PACFL and GENE-FL); each tensor is aggregated over the clients that 
   n − f) and takes their sample-weighted mean. Ties go to the lower client id. Distances cover the
   floating-point tensors; where clients sent different tensors (FedLP, GENE-FL's first round), Krum
   runs once per group of tensors sent by the same clients (the whole update when everyone sent the same).
+- `cosine`: the sample-weighted mean of the updates whose change (from what the server sent that
+  client) points the way the others' do: a positive cosine with the coordinate-wise median of all the
+  changes. A whole-update direction test, after FLTrust's ReLU-cosine trust (Cao et al., NDSS 2021)
+  with the median change as the reference in place of a server-side dataset; it answers updates that
+  pull against the rest (sign flips), not ones that agree in direction (a scaled or boosted update:
+  pair it with `norm_bound`) or sit inside the honest spread (ALIE). Where clients sent different
+  tensors it runs once per group of tensors sent by the same clients, as Krum does.
 - `norm_bound` C > 0, with any aggregator: each update's change from what the server sent that client is
   scaled to L2 norm at most C before it is aggregated (Sun et al., 2019, "Can you really backdoor FL?").
 Median and trimmed mean are unweighted (as in their papers and Flower's FedMedian / FedTrimmedAvg).
 
 Breakdown points (how many of n updates may be arbitrary before the result can be moved
 arbitrarily far): mean 0 (one update suffices); median ⌈n/2⌉ − 1 of n, just under one half; trimmed
-mean k = ⌊trim·n⌋ updates; Krum / Multi-Krum f updates if n > 2f + 2. What this leaves a GENE-FL or
+mean k = ⌊trim·n⌋ updates; Krum / Multi-Krum f updates if n > 2f + 2; `cosine` keeps no
+guarantee of its own beyond its reference's (the median's, just under one half): attackers whose
+changes agree in direction with the median are kept. What this leaves a GENE-FL or
 PACFL cluster of 2–5 members (an attacker can choose its cluster: `adversary.signature_classes`):
 - median: of 2, their unweighted mean (no protection); of 3 or 4 it outvotes one attacker, of 5 two.
 - trimmed mean: trims nothing until trim·n ≥ 1 (trim 0.2 covers one attacker in 5, 0.25 in 4, 0.34 in
@@ -32,7 +41,7 @@ Where f is too large for the updates a round (or cluster) received, Krum runs wi
 allow and says so in the round's notes.
 
 Notes (results.json `rounds[].notes` and `method_info.notes`, beside malformed replies): every update
-Krum or Multi-Krum leaves out and every change `norm_bound` scales down is named. The median and the
+Krum, Multi-Krum or `cosine` leaves out and every change `norm_bound` scales down is named. The median and the
 trimmed mean act per coordinate and leave no update out as a whole; they note instead when they
 protect nothing: a median of 1 or 2 updates, a trimmed mean that trims nothing.
 """
@@ -48,9 +57,9 @@ import torch
 from .aggregate import LayerwiseMean
 from ..errors import ConfigError
 
-AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multikrum")
+AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multikrum", "cosine")
 USES = {"mean": (), "median": (), "trimmed_mean": ("trim",), "krum": ("byzantine",),
-        "multikrum": ("byzantine", "multikrum_m")}  # the `defence` keys each aggregator reads
+        "multikrum": ("byzantine", "multikrum_m"), "cosine": ()}  # the `defence` keys each aggregator reads
 
 
 def middle_ranks(values: torch.Tensor, low: int, high: int) -> torch.Tensor:
@@ -165,8 +174,8 @@ class Combiner:
         """`previous` with every received tensor replaced by its aggregate (same dtype and device)."""
         if self.options.aggregator == "mean":
             return self._mean.result(previous)
-        if self.options.aggregator in ("krum", "multikrum"):
-            return self._krum(previous)
+        if self.options.aggregator in ("krum", "multikrum", "cosine"):
+            return self._by_senders(previous)
         out = dict(previous)
         for name in self.names():
             values = torch.stack([t[name].detach() for _, t, _ in self._kept if name in t])  # (n, ...), as sent
@@ -192,13 +201,16 @@ class Combiner:
             self.notes.append(f"{self.where}: trimmed_mean of {short[0]} updates with trim {self.options.trim:g} "
                               "trims nothing (their plain mean)")
 
-    def _krum(self, previous: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _by_senders(self, previous: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Krum, Multi-Krum or `cosine`: whole updates kept or left out, then their weighted mean, once per
+        group of tensors sent by the same clients."""
         blocks: dict[tuple[int, ...], list[str]] = {}  # the clients (positions) that sent a tensor -> its names
         for name in sorted(self.names()):
             blocks.setdefault(tuple(i for i, (_, t, _) in enumerate(self._kept) if name in t), []).append(name)
         out = dict(previous)
+        choose = self._cosine_block if self.options.aggregator == "cosine" else self._krum_block
         for senders, names in blocks.items():
-            chosen = self._krum_block(senders, names, len(blocks) > 1)
+            chosen = choose(senders, names, len(blocks) > 1)
             mean = LayerwiseMean()
             for i in chosen:
                 _, tensors, weight = self._kept[i]
@@ -228,6 +240,35 @@ class Combiner:
                               f"{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} (kept "
                               f"{', '.join(str(c) for c in sorted(self._kept[i][0] for i in chosen))} of {n})")
         return chosen
+
+
+    def _cosine_block(self, senders: tuple[int, ...], names: list[str], several: bool) -> list[int]:
+        """The positions (in `_kept`) `cosine` keeps among `senders` for the tensors `names`."""
+        floats = [k for k in names if self._kept[senders[0]][1][k].is_floating_point()
+                  and all(k in self.sent(self._kept[i][0]) for i in senders)]
+        if len(senders) < 3 or not floats:
+            return list(senders)  # no majority to set a direction against: their mean
+        changes = torch.cat([torch.stack([
+            (self._kept[i][1][k].detach().to(torch.float64) - self.sent(self._kept[i][0])[k].to(torch.float64)).reshape(-1)
+            for i in senders]) for k in floats], dim=1)  # (n, d)
+        chosen = [senders[j] for j in _cosine_block_choice(changes)] or list(senders)  # none agrees: all
+        left = sorted(self._kept[i][0] for i in senders if i not in chosen)
+        if left:
+            what = f" ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})" if several else ""
+            self.notes.append(f"{self.where}{what}: cosine left out client{'s' if len(left) > 1 else ''} "
+                              f"{', '.join(map(str, left))} (change against the median change; kept "
+                              f"{len(chosen)} of {len(senders)})")
+        return chosen
+
+
+def _cosine_block_choice(changes: torch.Tensor) -> list[int]:
+    """(n, d) float64 changes -> the rows with a positive cosine to their coordinate-wise median (all of
+    them when the median is zero: no direction to test against)."""
+    reference = coordinate_median(changes)
+    norm = float(reference.norm())
+    if norm == 0:
+        return list(range(changes.shape[0]))
+    return [i for i, c in enumerate((changes @ reference).tolist()) if c > 0]
 
 
 def _like(value: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
