@@ -13,7 +13,7 @@ backdoor its success on the newcomers, against the attacker fraction: one line p
 
 Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `--trim`, 0.25 by default:
 genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers; `krum` and `multikrum` with
-`defence.byzantine` = `--byzantine`), plus `normbound` (the mean of
+`defence.byzantine` = `--byzantine`; `cosine`), plus `normbound` (the mean of
 changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
 `absent` is not a defence but the reference for one: the attackers never take part (a trace file has
 them offline every round, `population.availability = "trace"`; they still enrol in Stage 0 and are
@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
-DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "normbound", "absent")
+DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "cosine", "normbound", "absent")
 
 
 def defence_sets(defence: str, args) -> list[str]:
