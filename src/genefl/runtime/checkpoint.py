@@ -89,8 +89,8 @@ class ClientStateFiles:
 
     `write(round, states)` writes the states of the clients stored or dropped since the last
     checkpoint (`states.take_touched()`) and returns the new checkpoint's manifest (client -> file
-    name); once that checkpoint is saved, `prune` deletes every file it does not name. `read` gives
-    a checkpoint's states back from its manifest."""
+    name); once that checkpoint is saved, `prune` deletes every file it does not name. `read_from`
+    gives the states a manifest names back."""
 
     def __init__(self, checkpoint_path: Path, manifest: dict[int, str] | None = None):
         """`manifest`: the resumed checkpoint's; entries whose file is not in this folder (a checkpoint
