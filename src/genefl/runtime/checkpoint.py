@@ -63,21 +63,23 @@ _PICKLE = types.SimpleNamespace(**{**vars(pickle), "Unpickler": _Unpickler})  # 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"version": VERSION, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    _save_synced(tmp, {"version": VERSION, **payload})
     fault("checkpoint", payload["round"])
     os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
+    _fsync_folder(path.parent)  # the rename itself survives a crash
 
 
-def _fsynced(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _save_synced(path: Path, value: Any) -> None:
+    """`torch.save` to `path`, on the disk (not only in the page cache) when it returns."""
+    with open(path, "wb") as f:
+        torch.save(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the names created in or renamed into `folder` survive a crash."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -89,8 +91,8 @@ class ClientStateFiles:
 
     `write(round, states)` writes the states of the clients stored or dropped since the last
     checkpoint (`states.take_touched()`) and returns the new checkpoint's manifest (client -> file
-    name); once that checkpoint is saved, `prune` deletes every file it does not name. `read_from`
-    gives the states a manifest names back."""
+    name); once that checkpoint is saved, `prune` deletes every file it does not name.
+    (`read_client_states` gives the states a manifest names back.)"""
 
     def __init__(self, checkpoint_path: Path, manifest: dict[int, str] | None = None):
         """`manifest`: the resumed checkpoint's; entries whose file is not in this folder (a checkpoint
@@ -110,12 +112,9 @@ class ClientStateFiles:
                 manifest.pop(cid, None)
                 continue
             name = f"client{cid}-r{round}.pt"
-            with open(self.folder / name, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
+            _save_synced(self.folder / name, state)
             manifest[cid] = name
-        _fsynced(self.folder)
+        _fsync_folder(self.folder)
         self.manifest = manifest
         return dict(manifest)
 
@@ -126,28 +125,31 @@ class ClientStateFiles:
             if path.name not in keep:
                 path.unlink(missing_ok=True)
 
-    def read_from(self, manifest: dict[int, str]) -> dict[int, dict[str, Any]]:
-        """The states a checkpoint's manifest names, refused in one line if a file is missing or damaged."""
-        states = {}
-        for cid, name in manifest.items():
-            path = self.folder / name
-            try:
-                state = torch.load(path, weights_only=True)
-            except FileNotFoundError:
-                raise GeneflError(f"resume: client state file {path} of the checkpoint is missing; "
-                                  "rerun from the start with --force") from None
-            except Exception as exc:  # a damaged file can fail in many ways
-                raise GeneflError(f"resume: client state file {path} of the checkpoint is unreadable "
-                                  f"({type(exc).__name__}); rerun from the start with --force") from None
-            states[cid] = state
-        return states
-
     def remove(self) -> None:
-        """The run is complete (or starts afresh): no file is needed any more."""
+        """The run is complete: no file is needed any more."""
         self.manifest = {}
         self.prune()
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+def read_client_states(checkpoint_path: Path, manifest: dict[int, str]) -> dict[int, dict[str, Any]]:
+    """The states a checkpoint's manifest names (files in `checkpoint.clients/` beside it), refused in
+    one line if a file is missing or damaged."""
+    folder = checkpoint_path.with_name(CLIENTS)
+    states = {}
+    for cid, name in manifest.items():
+        path = folder / name
+        try:
+            state = torch.load(path, weights_only=True)
+        except FileNotFoundError:
+            raise GeneflError(f"resume: client state file {path} of the checkpoint is missing; "
+                              "rerun from the start with --force") from None
+        except Exception as exc:  # a damaged file can fail in many ways
+            raise GeneflError(f"resume: client state file {path} of the checkpoint is unreadable "
+                              f"({type(exc).__name__}); rerun from the start with --force") from None
+        states[cid] = state
+    return states
 
 
 def client_manifest(payload: dict[str, Any]) -> dict[int, str]:
@@ -190,7 +192,7 @@ def load(path: Path, config: Config) -> dict[str, Any]:
                           + ", ".join(differences))
     manifest = client_manifest(payload)
     if manifest:  # the simulator's client states, from their files beside the checkpoint
-        payload["clients"] = ClientStateFiles(path, {}).read_from(manifest)
+        payload["clients"] = read_client_states(path, manifest)
     return payload
 
 
