@@ -244,12 +244,12 @@ class Combiner:
 
     def _cosine_block(self, senders: tuple[int, ...], names: list[str], several: bool) -> list[int]:
         """The positions (in `_kept`) `cosine` keeps among `senders` for the tensors `names`."""
-        floats = [k for k in names if self._kept[senders[0]][1][k].is_floating_point()
-                  and all(k in self.sent(self._kept[i][0]) for i in senders)]
+        sent = {i: self.sent(self._kept[i][0]) for i in senders}  # once per client: it builds its broadcast
+        floats = [k for k in names if self._kept[senders[0]][1][k].is_floating_point() and all(k in sent[i] for i in senders)]
         if len(senders) < 3 or not floats:
             return list(senders)  # no majority to set a direction against: their mean
         changes = torch.cat([torch.stack([
-            (self._kept[i][1][k].detach().to(torch.float64) - self.sent(self._kept[i][0])[k].to(torch.float64)).reshape(-1)
+            (self._kept[i][1][k].detach().to(torch.float64) - sent[i][k].to(torch.float64)).reshape(-1)
             for i in senders]) for k in floats], dim=1)  # (n, d)
         chosen = [senders[j] for j in _cosine_block_choice(changes)] or list(senders)  # none agrees: all
         left = sorted(self._kept[i][0] for i in senders if i not in chosen)
