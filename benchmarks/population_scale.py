@@ -77,10 +77,10 @@ def child(method: str, clients: int, rounds: int, store: str, out: Path) -> dict
 
     def save(path, payload):  # the checkpoint as written, measured after the write
         real_save(path, payload)
-        states = list((path.parent / checkpoint.CLIENTS).glob("client*.pt"))
-        new = [p for p in states if p.name.endswith(f"-r{payload['round']}.pt")]  # what this save wrote
-        sizes.append((path.stat().st_size + sum(p.stat().st_size for p in states),
-                      path.stat().st_size + sum(p.stat().st_size for p in new)))
+        states = {p.name: p.stat().st_size for p in (path.parent / checkpoint.CLIENTS).glob("client*.pt")}
+        written = sum(n for name, n in states.items() if name.endswith(f"-r{payload['round']}.pt"))  # this save's
+        main = path.stat().st_size
+        sizes.append((main + sum(states.values()), main + written))
 
     checkpoint.save = save
     start_wall, start_cpu = time.perf_counter(), time.process_time()

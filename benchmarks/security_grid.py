@@ -65,12 +65,13 @@ def absent_trace(folder: Path, config_file: str, sets: list[str], fraction: floa
     """A trace file with every client online in every round but the run's attackers (never online)."""
     from genefl.config import load_config
     from genefl.protocol.adversary import attackers
+    from genefl.protocol.population import TRACE_HEADER
 
     config = load_config(config_file or None, [s for s in sets if not s.startswith("population.")])
     bad = attackers(config.seed, config.num_clients, fraction)
     path = folder.parent / f"{folder.name}.trace.csv"
     rows = [f"{cid},1,{config.rounds}" for cid in range(config.num_clients + config.num_newcomers) if cid not in bad]
-    path.write_text("\n".join(["client,online_from,online_until", *rows]) + "\n")
+    path.write_text("\n".join([",".join(TRACE_HEADER), *rows]) + "\n")
     return path
 
 
