@@ -46,6 +46,14 @@ def run_config(overrides: list[str], out) -> str:
     return " ".join(quoted + [f"flower.out='{out}'", "flower.node_wait=60.0", "flower.round_timeout=120.0"])
 
 
+def assert_same_weights(out, sim_weights) -> None:
+    """The Flower run's final weights (`out/weights.pt`) are the simulator's, tensor by tensor (atol 1e-6)."""
+    flower_weights = torch.load(out / "weights.pt")
+    assert flower_weights.keys() == sim_weights.keys() and sim_weights
+    for name, value in sim_weights.items():
+        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+
+
 def simulate(overrides: list[str]):
     config = load_config(None, overrides)
     result = Simulator(config, build_scenario(config)).run()
@@ -95,15 +103,12 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     assert not (out / "checkpoint.pt").exists()
     assert sorted(p.name.rsplit("-", 1)[1] for p in states.iterdir()) == ["client0", "client1", "client2"]
     flower_doc = json.loads((out / "results.json").read_text())
-    flower_weights = torch.load(out / "weights.pt")
     sim_doc, sim_weights = simulate(RESUMED)
     assert len(flower_doc["rounds"]) == 3 and len((out / "rounds.csv").read_text().splitlines()) == 4
     for key in ("bytes_up", "bytes_down", "bytes_total", "bytes_eval"):
         assert flower_doc["summary"][key] == sim_doc["summary"][key], key
     assert [r["bytes_up"] for r in flower_doc["rounds"]] == [r["bytes_up"] for r in sim_doc["rounds"]]
-    assert flower_weights.keys() == sim_weights.keys() and sim_weights
-    for name, value in sim_weights.items():
-        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+    assert_same_weights(out, sim_weights)
     assert flower_doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
     assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
     for key in ("cluster_of", "adversary", "notes"):
@@ -262,10 +267,7 @@ def test_nodes_that_arrive_leave_and_come_back_equal_the_simulator_on_their_trac
     for key in ("bytes_up", "bytes_down", "bytes_total", "bytes_eval"):
         assert doc["summary"][key] == sim_doc["summary"][key], key
     assert sim_doc["newcomers"][0]["arrival_round"] == newcomer["arrival_round"]
-    flower_weights = torch.load(out / "weights.pt")
-    assert flower_weights.keys() == sim_weights.keys() and sim_weights
-    for name, value in sim_weights.items():
-        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+    assert_same_weights(out, sim_weights)
     assert doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
 
 
@@ -335,10 +337,7 @@ def test_a_node_stopped_for_good_is_a_departure_equal_to_the_simulator_on_its_tr
     assert [[r[k] for k in per_round] for r in doc["rounds"]] == [[r[k] for k in per_round] for r in sim_doc["rounds"]]
     for key in ("bytes_up", "bytes_down", "bytes_total"):
         assert doc["summary"][key] == sim_doc["summary"][key], key
-    flower_weights = torch.load(out / "weights.pt")
-    assert flower_weights.keys() == sim.final_weights.keys() and sim.final_weights
-    for name, value in sim.final_weights.items():
-        assert torch.allclose(flower_weights[name].float(), value.float(), atol=1e-6, rtol=0), name
+    assert_same_weights(out, sim.final_weights)
     # the simulator also tests the offline client on its own data at the end; Flower cannot reach it
     final = sim.rounds[-1].acc_by_client
     assert sorted(final) == [0, 1, 2]
