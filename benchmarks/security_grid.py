@@ -14,7 +14,9 @@ backdoor its success on the newcomers, against the attacker fraction: one line p
 Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `--trim`, 0.25 by default:
 genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers; `krum` and `multikrum` with
 `defence.byzantine` = `--byzantine`; `cosine`), plus `normbound` (the mean of
-changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise.
+changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise,
+`reputation` (the mean with `defence.reputation`: clients whose mean cosine with the median change
+over their rounds is negative are left out) and `reputation_normbound` (both).
 `absent` is not a defence but the reference for one: the attackers never take part (a trace file has
 them offline every round, `population.availability = "trace"`; they still enrol in Stage 0 and are
 still evaluated), which is what a defence that found every attacker and nothing else would leave.
@@ -38,7 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
-DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "cosine", "normbound", "absent")
+DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "cosine", "normbound", "reputation",
+            "reputation_normbound", "absent")
 
 
 def defence_sets(defence: str, args) -> list[str]:
@@ -46,6 +49,10 @@ def defence_sets(defence: str, args) -> list[str]:
         return ["defence.aggregator=mean", "population.availability=trace"]
     if defence == "normbound":
         return ["defence.aggregator=mean", f"defence.norm_bound={args.norm_bound}"]
+    if defence == "reputation":
+        return ["defence.aggregator=mean", "defence.reputation=true"]
+    if defence == "reputation_normbound":
+        return ["defence.aggregator=mean", "defence.reputation=true", f"defence.norm_bound={args.norm_bound}"]
     if defence == "trimmed_mean":
         return ["defence.aggregator=trimmed_mean", f"defence.trim={args.trim}"]
     if defence in ("krum", "multikrum"):

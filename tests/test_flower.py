@@ -62,11 +62,13 @@ def simulate(overrides: list[str]):
 
 # payload codecs on: the ledger counts packed bytes, and error feedback's residuals live in the nodes' state;
 # an attacker (client 1) signs with client 2's main classes to join its cluster and flips its changes' signs
-# there, and the server aggregates each cluster by the median of changes clipped to norm 0.3
+# there, and the server aggregates each cluster by the median of changes clipped to norm 0.3, leaving out
+# whoever's mean cosine with the median change is negative (`defence.reputation`, scored from round 1)
 RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eval_every=3",
            "codec.up=int4", "codec.down=int8", "codec.error_feedback=true", "codec.signature=fp16",
            "adversary.kind=signflip", "adversary.fraction=0.34", "adversary.signature_classes=[3,5,6,7]",
-           "defence.aggregator=median", "defence.norm_bound=0.3"]
+           "defence.aggregator=median", "defence.norm_bound=0.3", "defence.reputation=true",
+           "defence.reputation_rounds=1"]
 
 
 def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
@@ -77,7 +79,8 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     residuals, which survive the new Flower run through the nodes' state-dir; every payload is
     codec-packed, and both runtimes count the same packed bytes. An attacker and a defence run too, the
     same way in both: the attacker's crafted signature puts it in the same cluster, its sign-flipped
-    updates and the clipped medians give the same weights, and the defence's notes are the same."""
+    updates and the clipped medians give the same weights, and the defence's notes are the same, as are
+    the reputation scores the ServerApp kept across its restart."""
     fed = Federation(tmp_path_factory.mktemp("resume"))
     out, states = fed.root / "out", fed.root / "node-states"
     try:
@@ -111,8 +114,10 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     assert_same_weights(out, sim_weights)
     assert flower_doc["summary"]["acc_clients"] == pytest.approx(sim_doc["summary"]["acc_clients"], abs=1e-6)
     assert flower_doc["method_info"]["gene_layers"] == sim_doc["method_info"]["gene_layers"]
-    for key in ("cluster_of", "adversary", "notes"):
+    for key in ("cluster_of", "adversary", "notes", "reputation"):
         assert flower_doc["method_info"][key] == sim_doc["method_info"][key], key
+    assert [count for _, count in sim_doc["method_info"]["reputation"].values()] == [3, 3, 3]
+    assert sim_doc["method_info"]["notes"][0].startswith("round 1: reputation left out client 1 (")
     assert sim_doc["method_info"]["cluster_of"] == {"0": 0, "1": 1, "2": 1}  # honest signatures: {0, 1} and {2}
     assert any("clipped" in note for note in sim_doc["method_info"]["notes"])
 

@@ -262,3 +262,21 @@ def test_a_checkpoint_writes_only_the_client_states_that_changed(tmp_path, cli):
     assert code == 0, err
     assert strip_times(json.loads((out / "results.json").read_text())) == want
     assert not (out / checkpoint.CLIENTS).exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_a_resumed_run_keeps_the_reputation_scores(tmp_path, cli):
+    """`defence.reputation`'s per-client scores are the loop's state: killed after round 2 and resumed,
+    round 3 still leaves out the sign flipper (it would be let back in with its scores lost: one score,
+    under `reputation_rounds`)."""
+    args = ["--set", "method=fedavg", "--set", "adversary.kind=signflip", "--set", "adversary.fraction=0.25",
+            "--set", "defence.reputation=true", "--set", "defence.reputation_rounds=2"]
+    assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
+    want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
+    bad = want["method_info"]["adversary"]["attackers"]
+    for t in (3, 4):
+        assert want["rounds"][t - 1]["notes"][0].startswith(f"round {t}: reputation left out client {bad[0]} (")
+    out = tmp_path / "killed"
+    proc = killed_run(out, "round:3", *args)
+    assert proc.returncode == -9, proc.stderr
+    assert cli("run", "--resume", str(out))[0] == 0
+    assert strip_times(json.loads((out / "results.json").read_text())) == want

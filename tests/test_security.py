@@ -23,6 +23,7 @@ from genefl.data.scenario import build_scenario, load_for
 from genefl.errors import ConfigError
 from genefl.protocol.messages import Broadcast, ClientUpdate
 from genefl.results import build_results
+from genefl.protocol.reputation import Reputation
 from genefl.protocol.robust import Combiner, pairwise_distances
 from genefl.runtime.assembly import assemble
 from genefl.runtime.simulator import Simulator
@@ -88,6 +89,39 @@ def test_cosine_keeps_the_changes_that_point_with_the_median_change_and_weights_
     assert notes == ["round 1: cosine left out client 3 (change against the median change; kept 3 of 4)"]
     w, notes = combine(updates[:2], sent=sent, aggregator="cosine")  # two updates: no majority, their mean
     assert w.tolist() == pytest.approx([(2 + 9) / 4, (1 + 6) / 4]) and notes == []
+
+
+def test_reputation_leaves_out_a_client_whose_mean_cosine_is_negative_and_lets_it_earn_its_way_back():
+    """Changes from `sent` = 0: (1, 0), (1, 1), (0, 1) and client 3's; with client 3 at (-1, -1) the
+    coordinate medians are (0.5, 0.5), the cosines 1/sqrt(2), 1, 1/sqrt(2), -1. reputation_rounds = 2:
+    nobody is left out in round 1 (one score each), client 3 in round 2 (mean -1); it then sends (1, 1)
+    (median (1, 1), cosine 1): mean -1/3 in round 3, still out, 0 in round 4, back in."""
+    sent = {"w": torch.zeros(2)}
+    honest = [(0, [1.0, 0.0]), (1, [1.0, 1.0]), (2, [0.0, 1.0])]
+    judge = Reputation(DefenceOptions(reputation=True, reputation_rounds=2))
+    notes: list[str] = []
+
+    def round_with(t, three):
+        ups = [(cid, ClientUpdate(tensors={"w": torch.tensor(v)})) for cid, v in [*honest, (3, three)]]
+        return judge.judge(t, ups, lambda cid: sent, notes)
+
+    assert round_with(1, [-1.0, -1.0]) == frozenset() and notes == []
+    assert judge.mean(0) == pytest.approx(math.sqrt(0.5)) and judge.mean(1) == pytest.approx(1.0)
+    assert round_with(2, [-1.0, -1.0]) == {3}
+    assert notes == ["round 2: reputation left out client 3 (mean cosine with the median change -1.000; kept 3 of 4)"]
+    assert round_with(3, [1.0, 1.0]) == {3} and judge.mean(3) == pytest.approx(-1 / 3)
+    assert round_with(4, [1.0, 1.0]) == frozenset() and judge.mean(3) == pytest.approx(0.0)
+    assert judge.report()["3"] == [0.0, 4]
+    # two reporters: no majority, nobody scored
+    before = judge.snapshot()
+    assert judge.judge(5, [(0, ClientUpdate(tensors={"w": torch.tensor([9.0, 9.0])})),
+                           (3, ClientUpdate(tensors={"w": torch.tensor([-9.0, -9.0])}))], lambda cid: sent, notes) == frozenset()
+    assert judge.snapshot() == before
+    # the Combiner then ignores the clients left out
+    combiner = Combiner(DefenceOptions(), [], "round 2", lambda cid: sent, frozenset({3}))
+    for cid, values in [*honest, (3, [-100.0, -100.0])]:
+        combiner.add(cid, {"w": torch.tensor(values)}, 1.0)
+    assert combiner.result({"w": torch.zeros(2)})["w"].tolist() == pytest.approx([2 / 3, 2 / 3])
 
 
 def test_krum_distances_from_gram_matrices_keep_small_distances_between_large_models():
@@ -346,6 +380,8 @@ def test_the_flower_run_config_names_the_same_attackers():
     (["adversary.kind=\"flood\""], "adversary.kind: must be one of none, signflip"),
     (["defence.trim=0.5", "defence.aggregator=\"trimmed_mean\""], "defence.trim: must be in [0, 0.5), got 0.5"),
     (["defence.trim=0.2"], "defence.trim: not used by aggregator 'mean'"),
+    (["defence.reputation_rounds=5"], "defence.reputation_rounds: not used while defence.reputation is false"),
+    (["defence.reputation=true", "defence.reputation_threshold=1"], "defence.reputation_threshold: must be in [-1, 1)"),
     (["defence.aggregator=\"krum\"", "defence.byzantine=4"], "defence.byzantine: krum with f = 4 needs more than 2f + 2 = 10 clients"),
     (["defence.aggregator=\"multikrum\"", "defence.multikrum_m=11"], "defence.multikrum_m: 11 is more than num_clients = 10"),
     (["method=\"local\"", "defence.aggregator=\"median\""], "defence: method local does not aggregate through genefl.protocol.robust"),
@@ -380,6 +416,22 @@ def test_scaled_sign_flips_break_fedavg_and_median_trimmed_mean_and_multikrum_re
     assert doc["summary"]["acc_clients"] > clean - 0.03
     assert all("cosine left out clients 4, 6, 9 (change against the median change; kept 7 of 10)" in " ".join(r["notes"])
                for r in doc["rounds"]), [r["notes"] for r in doc["rounds"]]
+
+
+def test_reputation_leaves_the_sign_flippers_out_once_it_has_their_scores_and_nobody_in_a_clean_run(one_thread):
+    common = ["rounds=8", "num_newcomers=0", "eval_every=8"]
+    attack = common + ["adversary.kind=\"signflip\"", "adversary.fraction=0.3"]
+    clean = run(*common)
+    plain = run(*common, "defence.reputation=true")
+    assert plain["summary"]["acc_clients"] == clean["summary"]["acc_clients"]  # nobody left out: the same run
+    assert not any(r.get("notes") for r in plain["rounds"])
+    assert min(mean for mean, _ in plain["method_info"]["reputation"].values()) > 0.5  # iid: all pull one way
+    undefended = run(*attack)["summary"]["acc_clients"]
+    doc = run(*attack, "defence.reputation=true", "defence.reputation_rounds=2")
+    notes = [" ".join(r.get("notes", [])) for r in doc["rounds"]]
+    assert notes[0] == "" and all("reputation left out clients 4, 6, 9 (" in n for n in notes[1:]), notes
+    assert doc["summary"]["acc_clients"] > undefended + 0.05  # measured: 0.81 -> 0.92 (clean 0.92)
+    assert sorted(c for c, (mean, count) in doc["method_info"]["reputation"].items() if mean < 0) == ["4", "6", "9"]
 
 
 def test_acc_clients_honest_leaves_the_attackers_out(one_thread):

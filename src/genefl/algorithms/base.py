@@ -85,13 +85,16 @@ class Strategy(abc.ABC):
         self.initial = initial  # the shared seeded initialisation (also the update template)
         self.optimizer = self.server_optimizer(config)
         self.notes: list[str] = []  # what a defence left out or scaled down; the round loop takes them
+        # the clients `defence.reputation` leaves out of the round being aggregated: the round loop sets it
+        # before `aggregate` (it judges the round's updates all at once) and clears it after
+        self.left_out: frozenset[int] = frozenset()
 
     def combiner(self, state: Any, round: int, where: str = "") -> Combiner:
         """A fresh aggregate for one round's updates (or one cluster's): the streaming weighted mean, or
         the robust aggregator and norm bound of `[defence]` (`genefl.protocol.robust`). A client's change is
         measured from what `configure_train` sends it from this `state`."""
         return Combiner(self.config.defence, self.notes, f"round {round}{where}",
-                        lambda cid: self.configure_train(state, round, cid).tensors)
+                        lambda cid: self.configure_train(state, round, cid).tensors, self.left_out)
 
     def take_notes(self) -> list[str]:
         notes, self.notes[:] = list(self.notes), []

@@ -20,6 +20,8 @@ cluster for PACFL and GENE-FL); each tensor is aggregated over the clients that 
   tensors it runs once per group of tensors sent by the same clients, as Krum does.
 - `norm_bound` C > 0, with any aggregator: each update's change from what the server sent that client is
   scaled to L2 norm at most C before it is aggregated (Sun et al., 2019, "Can you really backdoor FL?").
+- `reputation`, with any aggregator: the clients `genefl.protocol.reputation` distrusts (a negative mean
+  cosine with the median change over their rounds) are left out before any of the above (`left_out`).
 Median and trimmed mean are unweighted (as in their papers and Flower's FedMedian / FedTrimmedAvg).
 
 Breakdown points (how many of n updates may be arbitrary before the result can be moved
@@ -146,14 +148,19 @@ class Combiner:
     needs every update at once (a median or a Krum score depends on all of them), so only then are
     they collected, for the one round or cluster being aggregated. `sent(cid)`: the tensors the server
     sent client `cid` this round (the reference of its change, for `norm_bound`); `notes`: where
-    what a defence left out or scaled down is reported, each line starting with `where`."""
+    what a defence left out or scaled down is reported, each line starting with `where`; `left_out`:
+    the clients `defence.reputation` leaves out of this round (`genefl.protocol.reputation`), whose
+    updates `add` ignores (it has noted them)."""
 
-    def __init__(self, options, notes: list[str], where: str, sent: Callable[[int], dict[str, torch.Tensor]]):
-        self.options, self.notes, self.where, self.sent = options, notes, where, sent
+    def __init__(self, options, notes: list[str], where: str, sent: Callable[[int], dict[str, torch.Tensor]],
+                 left_out: frozenset[int] = frozenset()):
+        self.options, self.notes, self.where, self.sent, self.left_out = options, notes, where, sent, left_out
         self._mean = LayerwiseMean()
         self._kept: list[tuple[int, dict[str, torch.Tensor], float]] = []  # robust aggregators only
 
     def add(self, cid: int, tensors: dict[str, torch.Tensor], weight: float) -> None:
+        if cid in self.left_out:
+            return
         bound = self.options.norm_bound
         if bound > 0:
             tensors, norm = clip_change(tensors, self.sent(cid), bound)
@@ -282,6 +289,10 @@ def check(config) -> None:
               if k not in USES[opts.aggregator] and getattr(opts, k) != getattr(defaults, k)]
     if unused:
         raise ConfigError(f"defence.{unused[0]}: not used by aggregator {opts.aggregator!r}")
+    unused = [k for k in ("reputation_rounds", "reputation_threshold")
+              if not opts.reputation and getattr(opts, k) != getattr(defaults, k)]
+    if unused:
+        raise ConfigError(f"defence.{unused[0]}: not used while defence.reputation is false")
     n = config.num_clients
     if opts.aggregator in ("krum", "multikrum") and n <= 2 * opts.byzantine + 2:
         raise ConfigError(f"defence.byzantine: {opts.aggregator} with f = {opts.byzantine} needs more than 2f + 2 = "

@@ -25,6 +25,7 @@ from ..protocol.ledger import Ledger
 from ..protocol.messages import Broadcast, ClientUpdate
 from ..protocol.newcomer import NewcomerCurve
 from ..protocol.population import Population, share
+from ..protocol.reputation import Reputation
 from .events import Callback, NewcomerReport, RoundReport
 from .checkpoint import check_snapshot
 from .wire import Wire
@@ -93,6 +94,7 @@ class RoundLoop:
         self.signature_rows: int | None = None  # the training clients' signature row count
         self.wire = Wire(config, strategy)
         self.population = Population(config, arrivals)
+        self.reputation = Reputation(config.defence) if config.defence.reputation else None
 
     def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> int:
         """A client's first `NEED_INITIAL` reply (its seeded initial model is not the server's):
@@ -273,8 +275,12 @@ class RoundLoop:
         reported: list[int] = []
         checked = self._checked(t, self._trained(t, planned, broadcasts, references), rejected, references)
         checked = adversary.collude(checked, self.config, lambda cid: planned[cid].tensors)  # ALIE only
+        if self.reputation is not None:  # it judges the round's updates all at once, before any is aggregated
+            checked = list(checked)
+            self.strategy.left_out = self.reputation.judge(t, checked, lambda cid: planned[cid].tensors, self.notes)
         updates = ((cid, u) for cid, u in checked if not reported.append(cid))
         state = self.strategy.aggregate(state, t, updates)
+        self.strategy.left_out = frozenset()
         self.notes.extend(self.strategy.take_notes())  # what a defence left out or scaled down
         failed = sorted(set(participants) - set(reported) - set(rejected))
         for cid in failed:
@@ -341,6 +347,8 @@ class RoundLoop:
                            dataset=self.dataset, population=self.population.record())
         if self.notes:
             result.method_info["notes"] = list(self.notes)
+        if self.reputation is not None:
+            result.method_info["reputation"] = self.reputation.report()
         for cb in self.callbacks:
             cb.on_end(result)
         return result
@@ -364,7 +372,8 @@ class RoundLoop:
         return {"round": round, "server": state, "active": list(active), "waiting": list(waiting),
                 "rounds": list(self.rounds), "newcomers": list(self.newcomers), "ledger": self.ledger,
                 "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed,
-                "explicit": sorted(self.wire.explicit), "population": self.population.snapshot()}
+                "explicit": sorted(self.wire.explicit), "population": self.population.snapshot(),
+                "reputation": self.reputation.snapshot() if self.reputation is not None else {}}
 
     def check_resume(self, snap: Any) -> None:
         """Refuse, in one line, a snapshot this loop cannot go on from (a damaged checkpoint, or one
@@ -382,4 +391,6 @@ class RoundLoop:
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
         self.wire.explicit = set(snap["explicit"])
         self.population.restore(snap["population"])
+        if self.reputation is not None:
+            self.reputation.restore(snap.get("reputation", {}))  # a checkpoint written before it holds none
         return snap["server"], list(snap["active"]), list(snap["waiting"]), snap["round"] + 1, now - snap["elapsed"]

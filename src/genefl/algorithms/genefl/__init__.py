@@ -152,7 +152,8 @@ class Genefl(Strategy):
         for cid, update in updates:
             k, n = state.cluster_of.get(cid, 0), update.meta["num_samples"]
             means[k].add(cid, update.tensors, n)
-            scores[k].append((update.meta["scores"], n))
+            if cid not in self.left_out:  # a client `defence.reputation` leaves out has no say in the layers either
+                scores[k].append((update.meta["scores"], n))
             reported.add(cid)
         stepped = [self.optimizer.step(gene, mean.result(gene), moments, round, mean.names()) if mean else (gene, moments)
                    for mean, gene, moments in zip(means, state.genes, state.moments, strict=True)]
