@@ -20,7 +20,7 @@ from genefl.config import DefenceOptions, load_config
 from genefl import rng
 from genefl.algorithms import clustering
 from genefl.data.scenario import build_scenario, load_for
-from genefl.errors import ConfigError
+from genefl.errors import ConfigError, GeneflError
 from genefl.protocol.messages import Broadcast, ClientUpdate
 from genefl.results import build_results
 from genefl.protocol.reputation import Reputation
@@ -117,6 +117,8 @@ def test_reputation_leaves_out_a_client_whose_mean_cosine_is_negative_and_lets_i
     assert judge.judge(5, [(0, ClientUpdate(tensors={"w": torch.tensor([9.0, 9.0])})),
                            (3, ClientUpdate(tensors={"w": torch.tensor([-9.0, -9.0])}))], lambda cid: sent, notes) == frozenset()
     assert judge.snapshot() == before
+    with pytest.raises(GeneflError, match="^resume: the checkpoint is damaged: its 'reputation' is not a table"):
+        Reputation(DefenceOptions(reputation=True)).restore({"3": "x"})
     # the Combiner then ignores the clients left out
     combiner = Combiner(DefenceOptions(), [], "round 2", lambda cid: sent, frozenset({3}))
     for cid, values in [*honest, (3, [-100.0, -100.0])]:

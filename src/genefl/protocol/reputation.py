@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ..errors import GeneflError
 from .robust import coordinate_median
 
 MIN_REPORTERS = 3  # fewer: no majority to set a direction against
@@ -94,5 +95,10 @@ class Reputation:
     def snapshot(self) -> dict[int, list[float]]:
         return {cid: list(total) for cid, total in self.scores.items()}
 
-    def restore(self, scores: dict[int, list[float]]) -> None:
-        self.scores = {int(cid): [float(total[0]), int(total[1])] for cid, total in scores.items()}
+    def restore(self, scores: Any) -> None:
+        """The scores a checkpoint kept; a damaged table is a one-line refusal, not a traceback later."""
+        try:
+            self.scores = {int(cid): [float(total[0]), int(total[1])] for cid, total in scores.items()}
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+            raise GeneflError("resume: the checkpoint is damaged: its 'reputation' is not a table of client -> "
+                              "[sum of scores, count]; rerun from the start with --force") from None
