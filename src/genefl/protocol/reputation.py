@@ -49,33 +49,40 @@ class Reputation:
               notes: list[str]) -> frozenset[int]:
         """Score the round's (client id, update) pairs and return the clients to leave out of its aggregate;
         `sent(cid)`: the tensors the server sent that client this round; a note names who is left out."""
-        changes: dict[int, dict[str, torch.Tensor]] = {}
-        for cid, update in updates:
-            reference = sent(cid)
-            changes[cid] = {k: (v.detach().to(torch.float64) - reference[k].to(v.device, torch.float64)).reshape(-1)
-                            for k, v in update.tensors.items() if v.is_floating_point() and k in reference}
-        if len(changes) < MIN_REPORTERS:
+        if len(updates) < MIN_REPORTERS:
             return frozenset()
-        medians = {}
-        for name in sorted({k for change in changes.values() for k in change}):
-            values = [change[name] for change in changes.values() if name in change]
-            if len(values) >= MIN_REPORTERS:
-                medians[name] = coordinate_median(torch.stack(values))
-        for cid, change in changes.items():
-            names = [k for k in change if k in medians]
-            if not names:
+        references = {cid: sent(cid) for cid, _ in updates}  # once per client: a method may build it
+        senders: dict[str, list[int]] = {}  # tensor name -> positions (in `updates`) of the clients that sent it
+        for i, (cid, update) in enumerate(updates):
+            for name, value in update.tensors.items():
+                if value.is_floating_point() and name in references[cid]:
+                    senders.setdefault(name, []).append(i)
+        # per client and tensor: (change . median, |change|^2, |median|^2), one tensor at a time (a round's
+        # changes of a large model, all at once and in float64, would be gigabytes)
+        parts: list[dict[str, tuple[float, float, float]]] = [{} for _ in updates]
+        for name, rows in senders.items():
+            if len(rows) < MIN_REPORTERS:
                 continue
-            dot = sum(float(change[k] @ medians[k]) for k in names)
-            norms = (sum(float(change[k] @ change[k]) for k in names) * sum(float(medians[k] @ medians[k]) for k in names)) ** 0.5
+            block = torch.stack([(updates[i][1].tensors[name].detach().to(torch.float64)
+                                  - references[updates[i][0]][name].to(torch.float64)).reshape(-1) for i in rows])
+            median = coordinate_median(block)
+            for j, i in enumerate(rows):
+                parts[i][name] = float(block[j] @ median), float(block[j] @ block[j]), float(median @ median)
+        for (cid, update), part in zip(updates, parts):
+            names = [k for k in update.tensors if k in part]  # summed in the order it sent them
+            if not names:
+                continue  # it sent nothing that could be scored
+            dot, norm2, median2 = (sum(part[k][j] for k in names) for j in range(3))
             total = self.scores.setdefault(cid, [0.0, 0])
-            total[0] += dot / norms if norms > 0 else 0.0
+            total[0] += dot / (norm2 * median2) ** 0.5 if norm2 > 0 and median2 > 0 else 0.0
             total[1] += 1
-        left = sorted(cid for cid in changes if self.distrusted(cid))
+        cids = [cid for cid, _ in updates]
+        left = sorted(cid for cid in cids if self.distrusted(cid))
         if left:
             means = ", ".join(f"{self.mean(cid):+.3f}" for cid in left)
             notes.append(f"round {round}: reputation left out client{'s' if len(left) > 1 else ''} "
                          f"{', '.join(map(str, left))} (mean cosine with the median change {means}; kept "
-                         f"{len(changes) - len(left)} of {len(changes)})")
+                         f"{len(cids) - len(left)} of {len(cids)})")
         return frozenset(left)
 
     def mean(self, cid: int) -> float:
