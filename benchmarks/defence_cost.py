@@ -8,8 +8,9 @@ speed) and multiplied by 100. The aggregation: one `robust.Combiner` fed 100 upd
 state_dict and asked for its result, exactly as a server's round does it (the updates are synthetic: the
 measured client's trained weights plus seeded noise per client; the cost depends on their sizes, not
 their values). For `mean` (the default streaming mean), `median`, `trimmed_mean` (trim 0.1), `krum` and
-`multikrum` (f = 10), and `norm_bound` (with the mean; C = half the median update's change, so every
-update is clipped). Medians of `--repeats` timings, training and aggregation alternating.
+`multikrum` (f = 10), `norm_bound` (with the mean; C = half the median update's change, so every
+update is clipped), and `reputation` (with the mean: the round loop's scoring of the 100 changes against
+their coordinate-wise median, `genefl.protocol.reputation`, then the mean). Medians of `--repeats` timings, training and aggregation alternating.
 
 GENE-FL and PACFL aggregate per cluster: k clusters of 100/k updates cost no more than this (Krum's
 pairwise distances shrink to k (100/k)^2), and GENE-FL's aggregate covers only the learnGene layers.
@@ -34,7 +35,8 @@ from genefl.algorithms.base import ClientEnv
 from genefl.config import DefenceOptions, load_config
 from genefl.data.datasets import load_dataset
 from genefl.data.scenario import ClientData
-from genefl.protocol.messages import Broadcast
+from genefl.protocol.messages import Broadcast, ClientUpdate
+from genefl.protocol.reputation import Reputation
 from genefl.protocol.robust import Combiner
 from genefl.runtime.assembly import assemble
 
@@ -60,7 +62,11 @@ def timed(fn) -> float:
 def aggregate(options: DefenceOptions, updates: list[dict[str, torch.Tensor]], sent: dict[str, torch.Tensor]) -> list[str]:
     """One round's aggregation of `updates` under `options`, as a server does it; returns its notes."""
     notes: list[str] = []
-    combiner = Combiner(options, notes, "round 1", lambda cid: sent)
+    left_out = frozenset()
+    if options.reputation:  # the round loop's judgement first (a fresh memory: every client scored, none left out)
+        left_out = Reputation(options).judge(1, [(cid, ClientUpdate(tensors=t)) for cid, t in enumerate(updates)],
+                                             lambda cid: sent, notes)
+    combiner = Combiner(options, notes, "round 1", lambda cid: sent, left_out)
     for cid, tensors in enumerate(updates):
         combiner.add(cid, tensors, float(SAMPLES))
     combiner.result(sent)
@@ -91,7 +97,8 @@ def main() -> None:
                 "trimmed_mean": DefenceOptions(aggregator="trimmed_mean", trim=0.1),
                 "krum": DefenceOptions(aggregator="krum", byzantine=args.byzantine),
                 "multikrum": DefenceOptions(aggregator="multikrum", byzantine=args.byzantine),
-                "norm_bound": DefenceOptions(norm_bound=changes[len(changes) // 2] / 2)}
+                "norm_bound": DefenceOptions(norm_bound=changes[len(changes) // 2] / 2),
+                "reputation": DefenceOptions(reputation=True)}
     train_s, agg_s = [], {name: [] for name in defences}
     for name, options in defences.items():  # warm-up
         aggregate(options, updates, initial)
