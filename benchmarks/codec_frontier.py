@@ -22,6 +22,10 @@ Usage:
   GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --models cnn,lenet5 --seeds 0
   GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --starts --newcomers --models cnn --seeds 0,1,2 --variants fedavg,genefl
   python benchmarks/codec_frontier.py --table
+  GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --pairs --scenarios fashion_alpha0.1 --models cnn --seeds 0,1,2
+
+`--pairs` remakes the uncompressed GENE-FL runs on this machine under benchmarks/results/frontier_pairs/
+and writes pairs.md there: each codec variant minus its same-machine uncompressed run, seed by seed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "frontier"
+# uncompressed GENE-FL runs remade beside the codec runs they are paired with (a 2-bit run's trajectory
+# moves by points between machines, an fp32 one by less but not nothing: pair on one machine)
+PAIRS = ROOT / "benchmarks" / "results" / "frontier_pairs"
 CODEC8 = ["codec.signature=fp16"]
 # variant label -> its --set overrides (besides the scenario's config)
 VARIANTS = {
@@ -83,6 +90,23 @@ def run_missing(scenarios: list[str], models: list[str], variants: list[str], se
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
                     print(f"{status}: {folder.relative_to(ROOT)}", flush=True)
+
+
+def run_pairs(scenarios: list[str], models: list[str], seeds: list[int]) -> None:
+    """The uncompressed GENE-FL runs `pairs_table` pairs codec runs with, made on this machine."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for seed in seeds:
+        for scenario in scenarios:
+            for model in models:
+                folder = PAIRS / f"{scenario}_{model}" / "genefl" / f"seed{seed}"
+                if (folder / "results.json").exists():
+                    continue
+                cmd = [sys.executable, "-m", "genefl.cli", "run", "--config", str(ROOT / "configs" / f"newcomers_{scenario}.toml"),
+                       *[a for s in (f"model={model}", f"seed={seed}", "checkpoint_every=0", *VARIANTS["genefl"])
+                         for a in ("--set", s)], "--out", str(folder), "--force"]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
+                print(f"{status}: {folder.relative_to(ROOT)}", flush=True)
 
 
 def summary_of(folder: Path) -> dict | None:
@@ -217,6 +241,32 @@ def newcomers(seeds: list[int], groups: list[str]) -> None:
         print("\n".join(lines), flush=True)
 
 
+def pairs_table() -> str:
+    """PAIRS/pairs.md: every codec variant's training-client accuracy minus the uncompressed GENE-FL run
+    of the same scenario, model and seed made on the same machine (PAIRS/<group>/genefl/seed<s>/, run with
+    `--pairs`), per seed, with the mean, sd and the number of seeds within 1 point."""
+    lines = []
+    for group in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
+        base = {f.name: s["acc_clients"] for f in sorted((group / "genefl").glob("seed*")) if (s := summary_of(f))}
+        rows = []
+        for label in VARIANTS:
+            if not label.startswith("genefl_") or not (OUT / group.name / label).is_dir():
+                continue
+            diffs = {seed: 100 * (s["acc_clients"] - base[seed]) for seed in sorted(base)
+                     if (s := summary_of(OUT / group.name / label / seed))}
+            if diffs:
+                sizes = [summary_of(OUT / group.name / label / seed)["bytes_total"] for seed in diffs]
+                fedavg = summary_of(OUT / group.name / "fedavg" / "seed0")
+                ratio = f"{fedavg['bytes_total'] / statistics.fmean(sizes):.1f}" if fedavg else "-"
+                mean, sd = mean_sd(list(diffs.values()))
+                rows.append(f"| {label} | {ratio} | {', '.join(f'{k[4:]}: {v:+.2f}' for k, v in diffs.items())} | "
+                            f"{mean:+.2f} ± {sd:.2f} | {sum(abs(v) <= 1 for v in diffs.values())} of {len(diffs)} |")
+        if rows:
+            lines += [f"### {group.name}", "", "| variant | x less than FedAvg fp32 | codec − uncompressed, by seed (points) "
+                      "| mean ± sd | seeds within 1 point |", "|---|---|---|---|---|", *rows, ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--one"]:  # internal: one run keeping its starts (a subprocess of run_missing)
         folder, _, config_path, *sets = sys.argv[2:]
@@ -230,7 +280,17 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only write frontier.md and the figures from what exists")
     parser.add_argument("--starts", action="store_true", help="keep the fedavg and genefl runs' newcomer starts")
     parser.add_argument("--newcomers", action="store_true", help="then re-start their newcomers from every study start (the --scenarios x --models groups)")
+    parser.add_argument("--pairs", action="store_true",
+                        help="run the uncompressed genefl runs of --scenarios x --models x --seeds into frontier_pairs/ "
+                             "(beside codec runs made on this machine), then write frontier_pairs/pairs.md")
     args = parser.parse_args()
+    if args.pairs:
+        run_pairs(args.scenarios.split(","), args.models.split(","), [int(s) for s in args.seeds.split(",")])
+        PAIRS.mkdir(parents=True, exist_ok=True)
+        text = pairs_table()
+        (PAIRS / "pairs.md").write_text(text + "\n")
+        print(text)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     if not args.table:
         unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
