@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_run_writes_results_and_is_reproducible(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "training-client accuracy" in proc.stdout
         docs.append(json.loads((tmp_path / name / "results.json").read_text()))
-        assert (tmp_path / name / "config.toml").read_text().count("rounds = 3") == 1
+        assert tomllib.loads((tmp_path / name / "config.toml").read_text())["rounds"] == 3
         assert len((tmp_path / name / "rounds.csv").read_text().splitlines()) == 4  # header + 3 rounds
     a, b = docs
     for key in ("method", "dataset", "seed", "summary", "rounds", "newcomers"):
