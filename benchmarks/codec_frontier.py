@@ -70,13 +70,15 @@ STARTED = ("fedavg", "genefl")  # the runs whose newcomers' starts `--starts` ke
 STARTS_FILE = "newcomer_starts.pt"  # genefl.experiments.starts.STARTS_FILE
 
 
-def run_missing(scenarios: list[str], models: list[str], variants: list[str], seeds: list[int], starts: bool) -> None:
+def run_missing(scenarios: list[str], models: list[str], variants: list[str], seeds: list[int], starts: bool,
+                out: Path = OUT) -> None:
+    """Every (scenario, model, variant, seed) run missing under `out` (PAIRS for `--pairs`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for seed in seeds:
         for scenario in scenarios:
             for model in models:
                 for label in variants:
-                    folder = OUT / f"{scenario}_{model}" / label / f"seed{seed}"
+                    folder = out / f"{scenario}_{model}" / label / f"seed{seed}"
                     keep = starts and label in STARTED
                     if (folder / "results.json").exists() and (not keep or (folder / STARTS_FILE).exists()):
                         continue
@@ -90,23 +92,6 @@ def run_missing(scenarios: list[str], models: list[str], variants: list[str], se
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
                     print(f"{status}: {folder.relative_to(ROOT)}", flush=True)
-
-
-def run_pairs(scenarios: list[str], models: list[str], seeds: list[int]) -> None:
-    """The uncompressed GENE-FL runs `pairs_table` pairs codec runs with, made on this machine."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    for seed in seeds:
-        for scenario in scenarios:
-            for model in models:
-                folder = PAIRS / f"{scenario}_{model}" / "genefl" / f"seed{seed}"
-                if (folder / "results.json").exists():
-                    continue
-                cmd = [sys.executable, "-m", "genefl.cli", "run", "--config", str(ROOT / "configs" / f"newcomers_{scenario}.toml"),
-                       *[a for s in (f"model={model}", f"seed={seed}", "checkpoint_every=0", *VARIANTS["genefl"])
-                         for a in ("--set", s)], "--out", str(folder), "--force"]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                status = "finished" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
-                print(f"{status}: {folder.relative_to(ROOT)}", flush=True)
 
 
 def summary_of(folder: Path) -> dict | None:
@@ -252,10 +237,10 @@ def pairs_table() -> str:
         for label in VARIANTS:
             if not label.startswith("genefl_") or not (OUT / group.name / label).is_dir():
                 continue
-            diffs = {seed: 100 * (s["acc_clients"] - base[seed]) for seed in sorted(base)
-                     if (s := summary_of(OUT / group.name / label / seed))}
+            runs = {seed: s for seed in sorted(base) if (s := summary_of(OUT / group.name / label / seed))}
+            diffs = {seed: 100 * (s["acc_clients"] - base[seed]) for seed, s in runs.items()}
             if diffs:
-                sizes = [summary_of(OUT / group.name / label / seed)["bytes_total"] for seed in diffs]
+                sizes = [s["bytes_total"] for s in runs.values()]
                 fedavg = summary_of(OUT / group.name / "fedavg" / "seed0")
                 ratio = f"{fedavg['bytes_total'] / statistics.fmean(sizes):.1f}" if fedavg else "-"
                 mean, sd = mean_sd(list(diffs.values()))
@@ -284,14 +269,14 @@ def main() -> None:
                         help="run the uncompressed genefl runs of --scenarios x --models x --seeds into frontier_pairs/ "
                              "(beside codec runs made on this machine), then write frontier_pairs/pairs.md")
     args = parser.parse_args()
-    if args.pairs:
-        run_pairs(args.scenarios.split(","), args.models.split(","), [int(s) for s in args.seeds.split(",")])
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.pairs:  # the uncompressed GENE-FL runs `pairs_table` pairs codec runs with, made on this machine
+        run_missing(args.scenarios.split(","), args.models.split(","), ["genefl"], seeds, starts=False, out=PAIRS)
         PAIRS.mkdir(parents=True, exist_ok=True)
         text = pairs_table()
         (PAIRS / "pairs.md").write_text(text + "\n")
         print(text)
         return
-    seeds = [int(s) for s in args.seeds.split(",")]
     if not args.table:
         unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
         if unknown:

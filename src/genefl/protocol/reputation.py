@@ -66,8 +66,9 @@ class Reputation:
             block = torch.stack([(updates[i][1].tensors[name].detach().to(torch.float64)
                                   - references[updates[i][0]][name].to(torch.float64)).reshape(-1) for i in rows])
             median = coordinate_median(block)
+            median2 = float(median @ median)
             for j, i in enumerate(rows):
-                parts[i][name] = float(block[j] @ median), float(block[j] @ block[j]), float(median @ median)
+                parts[i][name] = float(block[j] @ median), float(block[j] @ block[j]), median2
         for (cid, update), part in zip(updates, parts):
             names = [k for k in update.tensors if k in part]  # summed in the order it sent them
             if not names:
