@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import genefl
+from genefl.protocol.robust import coordinate_median
 from genefl.runtime.events import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def main() -> None:
     for t in rounds[1:]:
         cids = sorted(capture.rounds[t])
         changes = torch.stack([capture.rounds[t][c][0] - start[t] for c in cids])
-        median = changes.median(dim=0).values
+        median = coordinate_median(changes)  # the defence's own reference (the middle pair averaged)
         previous = start[t] - start[t - 1] if t - 1 in start else None
         for i, cid in enumerate(cids):
             others = (changes.sum(0) - changes[i]) / (len(cids) - 1)
