@@ -16,7 +16,9 @@ genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers; `krum`
 `defence.byzantine` = `--byzantine`; `cosine`), plus `normbound` (the mean of
 changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor defence without the noise,
 `reputation` (the mean with `defence.reputation`: clients whose mean cosine with the median change
-over their rounds is negative are left out) and `reputation_normbound` (both).
+over their rounds is negative are left out), `reputation_normbound` (both), and `reputation_trusted`,
+`reputation_trusted_normbound` (the same with `defence.reputation_reference = "trusted"`: scored against
+the median of the clients not yet left out).
 `absent` is not a defence but the reference for one: the attackers never take part (a trace file has
 them offline every round, `population.availability = "trace"`; they still enrol in Stage 0 and are
 still evaluated), which is what a defence that found every attacker and nothing else would leave.
@@ -41,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("signflip", "scale", "gaussian", "alie", "labelflip", "backdoor")
 DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "cosine", "normbound", "reputation",
-            "reputation_normbound", "absent")
+            "reputation_normbound", "reputation_trusted", "reputation_trusted_normbound", "absent")
 
 
 def defence_sets(defence: str, args) -> list[str]:
@@ -53,6 +55,11 @@ def defence_sets(defence: str, args) -> list[str]:
         return ["defence.aggregator=mean", "defence.reputation=true"]
     if defence == "reputation_normbound":
         return ["defence.aggregator=mean", "defence.reputation=true", f"defence.norm_bound={args.norm_bound}"]
+    if defence == "reputation_trusted":
+        return ["defence.aggregator=mean", "defence.reputation=true", "defence.reputation_reference=trusted"]
+    if defence == "reputation_trusted_normbound":
+        return ["defence.aggregator=mean", "defence.reputation=true", "defence.reputation_reference=trusted",
+                f"defence.norm_bound={args.norm_bound}"]
     if defence == "trimmed_mean":
         return ["defence.aggregator=trimmed_mean", f"defence.trim={args.trim}"]
     if defence in ("krum", "multikrum"):

@@ -126,6 +126,28 @@ def test_reputation_leaves_out_a_client_whose_mean_cosine_is_negative_and_lets_i
     assert combiner.result({"w": torch.zeros(2)})["w"].tolist() == pytest.approx([2 / 3, 2 / 3])
 
 
+def test_reputation_reference_trusted_scores_against_the_median_of_the_clients_not_left_out():
+    """Honest changes (1, 0), (0, 1), (1, 1), attacker 3 at (-5, -5), accomplice 4 at (-1, 0.3), every
+    round; reputation_rounds = 1. The median of all five is (0, 0.3): client 3 scores negative and is left
+    out from round 1, client 4 scores +0.09 / (|(-1, 0.3)| * 0.3) > 0 and, against that reference, never
+    is. With reference "trusted" round 2's median is that of clients 0, 1, 2, 4: (0.5, 0.65); client 4
+    scores (-0.5 + 0.195) / (|(-1, 0.3)| * |(0.5, 0.65)|) < 0, its mean falls below 0 and it is left out too."""
+    sent = {"w": torch.zeros(2)}
+    changes = [(0, [1.0, 0.0]), (1, [0.0, 1.0]), (2, [1.0, 1.0]), (3, [-5.0, -5.0]), (4, [-1.0, 0.3])]
+    ups = [(cid, ClientUpdate(tensors={"w": torch.tensor(v, dtype=torch.float64)})) for cid, v in changes]
+    norm4 = math.hypot(1.0, 0.3)
+    first = 0.3 * 0.3 / (norm4 * 0.3)
+    for reference, second, left_in_round_2 in [("all", first, {3}),
+                                               ("trusted", (-0.5 + 0.3 * 0.65) / (norm4 * math.hypot(0.5, 0.65)), {3, 4})]:
+        judge = Reputation(DefenceOptions(reputation=True, reputation_rounds=1, reputation_reference=reference))
+        notes: list[str] = []
+        assert judge.judge(1, ups, lambda cid: sent, notes) == {3}
+        assert judge.mean(4) == pytest.approx(first)
+        assert judge.judge(2, ups, lambda cid: sent, notes) == left_in_round_2, reference
+        assert judge.mean(4) == pytest.approx((first + second) / 2)
+        assert judge.mean(0) >= 0 and judge.mean(1) > 0 and judge.mean(2) > 0
+
+
 def test_krum_distances_from_gram_matrices_keep_small_distances_between_large_models():
     """Models of norm ~300 that differ by ~0.005: the Gram form, centred, matches the exact differences to
     1e-9, block by block as in one piece; uncentred it would lose them (float64 keeps ~16 digits of 1e5)."""
@@ -383,6 +405,8 @@ def test_the_flower_run_config_names_the_same_attackers():
     (["defence.trim=0.5", "defence.aggregator=\"trimmed_mean\""], "defence.trim: must be in [0, 0.5), got 0.5"),
     (["defence.trim=0.2"], "defence.trim: not used by aggregator 'mean'"),
     (["defence.reputation_rounds=5"], "defence.reputation_rounds: not used while defence.reputation is false"),
+    (["defence.reputation_reference=\"trusted\""], "defence.reputation_reference: not used while defence.reputation is false"),
+    (["defence.reputation=true", "defence.reputation_reference=\"honest\""], "defence.reputation_reference: must be one of all, trusted"),
     (["defence.reputation=true", "defence.reputation_threshold=1"], "defence.reputation_threshold: must be in [-1, 1)"),
     (["defence.aggregator=\"krum\"", "defence.byzantine=4"], "defence.byzantine: krum with f = 4 needs more than 2f + 2 = 10 clients"),
     (["defence.aggregator=\"multikrum\"", "defence.multikrum_m=11"], "defence.multikrum_m: 11 is more than num_clients = 10"),

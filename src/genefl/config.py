@@ -118,6 +118,7 @@ class DefenceOptions(Options):
     reputation: bool = option(False)  # leave out clients whose mean cosine with the round's median change, over their rounds, is below reputation_threshold (protocol/reputation.py)
     reputation_rounds: int = option(3, positive())  # reputation: scores a client needs before it can be left out
     reputation_threshold: float = option(0.0, check(lambda v: -1 <= v < 1, "must be in [-1, 1)"))  # reputation: the mean score below which a client is left out
+    reputation_reference: str = option("all", choices(("all", "trusted")))  # reputation: the median change scores are taken against: of "all" reporters, or of the "trusted" ones (not left out at the round's start)
 
 
 @dataclass(frozen=True)

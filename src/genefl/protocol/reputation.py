@@ -4,7 +4,10 @@ aggregates through `genefl.protocol.robust`.
 Each round, every client that reported gets a score: the cosine between its change (every
 floating-point tensor it sent, minus what the server sent it) and the round's reference, the
 coordinate-wise median of all reporters' changes, tensor by tensor over the clients that sent that
-tensor (so GENE-FL's clusters, each sending its own layers, are compared on what they sent). The
+tensor (so GENE-FL's clusters, each sending its own layers, are compared on what they sent); with
+`defence.reputation_reference = "trusted"` the median is over the reporters not left out as the round
+starts (over all of them where fewer than 3 of a tensor's senders are trusted), so that attackers
+already found stop moving the reference their accomplices are scored against. The
 server keeps each client's sum of scores and their count. A client whose mean score is below
 `defence.reputation_threshold` (0) once it has at least `defence.reputation_rounds` (3) of them is
 left out of the round's aggregate, whatever `defence.aggregator` then does with the rest; it keeps
@@ -60,12 +63,21 @@ class Reputation:
         # per client and tensor: (change . median, |change|^2, |median|^2), one tensor at a time (a round's
         # changes of a large model, all at once and in float64, would be gigabytes)
         parts: list[dict[str, tuple[float, float, float]]] = [{} for _ in updates]
+        # "trusted": the median of the clients not left out as the round starts, so attackers already found
+        # stop pulling the reference their accomplices are scored against (all of them while fewer than 3)
+        trusted = [i for i, (cid, _) in enumerate(updates) if not self.distrusted(cid)]
         for name, rows in senders.items():
             if len(rows) < MIN_REPORTERS:
                 continue
             block = torch.stack([(updates[i][1].tensors[name].detach().to(torch.float64)
                                   - references[updates[i][0]][name].to(torch.float64)).reshape(-1) for i in rows])
-            median = coordinate_median(block)
+            voters = list(range(len(rows)))
+            if self.options.reputation_reference == "trusted":
+                kept = set(trusted)
+                voters = [j for j, i in enumerate(rows) if i in kept]
+                if len(voters) < MIN_REPORTERS:
+                    voters = list(range(len(rows)))
+            median = coordinate_median(block if len(voters) == len(rows) else block[voters])
             median2 = float(median @ median)
             for j, i in enumerate(rows):
                 parts[i][name] = float(block[j] @ median), float(block[j] @ block[j]), median2

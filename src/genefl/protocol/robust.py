@@ -289,7 +289,7 @@ def check(config) -> None:
               if k not in USES[opts.aggregator] and getattr(opts, k) != getattr(defaults, k)]
     if unused:
         raise ConfigError(f"defence.{unused[0]}: not used by aggregator {opts.aggregator!r}")
-    unused = [k for k in ("reputation_rounds", "reputation_threshold")
+    unused = [k for k in ("reputation_rounds", "reputation_threshold", "reputation_reference")
               if not opts.reputation and getattr(opts, k) != getattr(defaults, k)]
     if unused:
         raise ConfigError(f"defence.{unused[0]}: not used while defence.reputation is false")
