@@ -61,6 +61,8 @@ VARIANTS = {
     "genefl_int2_min0_ef": ["method=genefl", "codec.up=int2", "codec.down=int2", *CODEC8, "codec.min_numel=0",
                             "codec.error_feedback=true"],
     "genefl_up2_down3_min0": ["method=genefl", "codec.up=int2", "codec.down=int3", *CODEC8, "codec.min_numel=0"],
+    # the control for the one above: is it the broadcast's bits that matter, or any third bit?
+    "genefl_up3_down2_min0": ["method=genefl", "codec.up=int3", "codec.down=int2", *CODEC8, "codec.min_numel=0"],
     "genefl_int2_seed": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8, "first_contact=seed"],
     "flearngene": ["method=flearngene"],
     "fedper": ["method=fedper"],
