@@ -12,7 +12,13 @@ others). For each, at the default threshold (`clustering.beta` = 35 degrees) and
   are left out (exact on a seeded 990, against the full clustering restricted to them, from the same
   distance matrix): where that is low the population has no stable clusters for any method to find.
 
+`--sweep 300,500,700,900` instead: only the agreement (ARI, mean over the sample seeds) of the sampled
+clustering with the exact one at the first size, for each sample size, on the Synthetic(1, 1)
+signatures (no timing): how much of the population a sample must hold to agree with the exact clustering.
+
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/clustering_scale.py [--out FILE] [--sizes 1000,10000]
+       OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/clustering_scale.py --sweep 300,500,700,900 \
+           --out benchmarks/results/performance/clustering_sweep.txt
 Prints a table and a final JSON line, and writes the same text to --out
 (default benchmarks/results/performance/clustering_scale.txt).
 """
@@ -97,12 +103,26 @@ def at_scale(sigs: list[torch.Tensor], samples: list[int], exact_cpu_s: float, e
     return rows
 
 
+def sweep(sigs: list[torch.Tensor], samples: list[int], seeds: int) -> dict:
+    """Per setting and sample size: the sampled clustering's ARI with the exact one, one value per sample seed."""
+    from sklearn.metrics import adjusted_rand_score
+
+    distances = clustering.proximity_matrix(sigs)
+    rows = {}
+    for name, (k, beta) in SETTINGS.items():
+        exact = clustering.cluster(distances, k, beta)
+        rows[name] = {s: [round(float(adjusted_rand_score(exact, clustering.cluster_sampled(
+            sigs, s, k, beta, np.random.default_rng(seed)))), 3) for seed in range(seeds)] for s in samples}
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000", help="the first is compared with exact; the others are timed sampled")
     parser.add_argument("--sample", type=int, default=300, help="clients sampled at the first size")
     parser.add_argument("--scale-samples", default="300,1000", help="clients sampled at the larger sizes")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sweep", default="", help="comma-separated sample sizes: only their ARI with the exact clustering at the first size")
     parser.add_argument("--out", default="benchmarks/results/performance/clustering_scale.txt")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -111,6 +131,17 @@ def main() -> None:
     def say(text: str) -> None:
         print(text, flush=True)
         lines.append(text)
+
+    if args.sweep:
+        rows = sweep(synthetic_signatures(sizes[0]), [int(s) for s in args.sweep.split(",")], args.seeds)
+        say(f"synthetic(1,1), {sizes[0]} clients: ARI of the sampled clustering with the exact one, sample seeds 0-{args.seeds - 1}")
+        for name, by_sample in rows.items():
+            for sample, aris in by_sample.items():
+                say(f"  {name:8} sample {sample:>5}: {', '.join(f'{a:.3f}' for a in aris)} (mean {np.mean(aris):.3f})")
+        say(json.dumps(rows))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        return
 
     say(f"clustering at scale, {torch.get_num_threads()} torch thread(s), p = 5; load average {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} cores (CPU s: this process's own time, what an idle core would take)")
