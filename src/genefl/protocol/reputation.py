@@ -22,7 +22,10 @@ client (BENCHMARKS.md 8.7). What it cannot do: an attacker whose changes point w
 scaled update: pair it with `norm_bound`; ALIE) scores like an honest client; one that behaves
 until its count is reached and attacks afterwards keeps its credit for a while (the mean is over
 all its rounds); an honest client whose data pulls against most others' for long enough is left
-out. Scores are per client id, so a client that changes identity starts afresh.
+out. Scores are per client id, so a client that changes identity starts afresh. With the "trusted"
+reference an honest client left out narrows the reference for the others, and the next outlier scores
+lower: measured (BENCHMARKS.md 8.8) it held a 30% sign flip better than "all" and cost more without an
+attack and at 20%, which is why "all" is the default.
 
 The scores are kept by the round loop and checkpointed with it (both runtimes run the same loop),
 and reported in results.json (`method_info.reputation`: client -> [mean score, rounds scored]).
