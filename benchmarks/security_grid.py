@@ -51,15 +51,13 @@ def defence_sets(defence: str, args) -> list[str]:
         return ["defence.aggregator=mean", "population.availability=trace"]
     if defence == "normbound":
         return ["defence.aggregator=mean", f"defence.norm_bound={args.norm_bound}"]
-    if defence == "reputation":
-        return ["defence.aggregator=mean", "defence.reputation=true"]
-    if defence == "reputation_normbound":
-        return ["defence.aggregator=mean", "defence.reputation=true", f"defence.norm_bound={args.norm_bound}"]
-    if defence == "reputation_trusted":
-        return ["defence.aggregator=mean", "defence.reputation=true", "defence.reputation_reference=trusted"]
-    if defence == "reputation_trusted_normbound":
-        return ["defence.aggregator=mean", "defence.reputation=true", "defence.reputation_reference=trusted",
-                f"defence.norm_bound={args.norm_bound}"]
+    if defence.startswith("reputation"):  # reputation[_trusted][_normbound]
+        sets = ["defence.aggregator=mean", "defence.reputation=true"]
+        if "_trusted" in defence:
+            sets.append("defence.reputation_reference=trusted")
+        if defence.endswith("_normbound"):
+            sets.append(f"defence.norm_bound={args.norm_bound}")
+        return sets
     if defence == "trimmed_mean":
         return ["defence.aggregator=trimmed_mean", f"defence.trim={args.trim}"]
     if defence in ("krum", "multikrum"):

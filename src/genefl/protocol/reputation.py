@@ -68,17 +68,15 @@ class Reputation:
         parts: list[dict[str, tuple[float, float, float]]] = [{} for _ in updates]
         # "trusted": the median of the clients not left out as the round starts, so attackers already found
         # stop pulling the reference their accomplices are scored against (all of them while fewer than 3)
-        trusted = {i for i, (cid, _) in enumerate(updates) if not self.distrusted(cid)}
+        trusted = ({i for i, (cid, _) in enumerate(updates) if not self.distrusted(cid)}
+                   if self.options.reputation_reference == "trusted" else None)
         for name, rows in senders.items():
             if len(rows) < MIN_REPORTERS:
                 continue
             block = torch.stack([(updates[i][1].tensors[name].detach().to(torch.float64)
                                   - references[updates[i][0]][name].to(torch.float64)).reshape(-1) for i in rows])
-            voters = [j for j, i in enumerate(rows) if i in trusted]  # rows of `block`
-            if self.options.reputation_reference == "all" or len(voters) < MIN_REPORTERS or len(voters) == len(rows):
-                median = coordinate_median(block)
-            else:
-                median = coordinate_median(block[voters])
+            voters = [j for j, i in enumerate(rows) if i in trusted] if trusted is not None else []  # rows of `block`
+            median = coordinate_median(block[voters] if MIN_REPORTERS <= len(voters) < len(rows) else block)
             median2 = float(median @ median)
             for j, i in enumerate(rows):
                 parts[i][name] = float(block[j] @ median), float(block[j] @ block[j]), median2
