@@ -143,7 +143,7 @@ def test_genefl_and_pacfl_sample_only_above_clustering_sample():
     sigs = random_subspaces(120)
     updates = {c: ClientUpdate(extras={"signature": s}) for c, s in enumerate(sigs)}
     exact, _ = cluster_clients(load_config(None, ["clustering.method=exact", "clustering.beta=60"]), updates)
-    default, _ = cluster_clients(load_config(None, ["clustering.beta=60"]), updates)  # 120 <= sample = 1000
+    default, _ = cluster_clients(load_config(None, ["clustering.beta=60"]), updates)  # 120 <= sample = 10,000
     sampled, _ = cluster_clients(load_config(None, ["clustering.sample=30", "clustering.beta=60"]), updates)
     assert default == exact and sampled != exact
     planted_sigs, _ = planted(120, 4)
@@ -163,3 +163,37 @@ def test_a_newcomer_among_more_members_than_the_sample_joins_as_the_sample_left_
     for overrides in (["clustering.sample=20"], ["clustering.method=exact"], []):  # assign, then every member twice
         k, joined, known = join_cluster(load_config(None, overrides), cluster_of, members, 60, newcomer)
         assert k == truth[60] and joined[60] == k and 60 in known
+
+
+# ---- the compiled kernel (angles.py) that proximity_matrix takes above COMPILED_ABOVE clients ----
+def test_compiled_angles_equal_lapack_ones_for_every_pair():
+    """Random bases (p = 1, 3, 5 of R^12 and R^60), exact duplicates (0 degrees), nearly parallel ones
+    (a 1e-4 perturbation: the least accurate case for the squared-cosine route) and a pair with an
+    orthogonal column: every entry within 1e-6 degrees of batched LAPACK's, zero diagonal, symmetric."""
+    from genefl.algorithms import angles
+
+    gen = torch.Generator().manual_seed(0)
+    for d, p in ((12, 1), (12, 3), (60, 5)):
+        bases = [torch.linalg.qr(torch.randn(d, p, generator=gen, dtype=torch.float64))[0] for _ in range(150)]
+        bases += [b.clone() for b in bases[:5]]
+        bases += [torch.linalg.qr(b + 1e-4 * torch.randn(d, p, generator=gen, dtype=torch.float64))[0] for b in bases[:20]]
+        e = torch.eye(d, dtype=torch.float64)
+        bases += [e[:, :p], e[:, 1 : p + 1]]  # p - 1 shared columns, one orthogonal: mean angle 90 / p
+        compiled = angles.mean_angle_matrix(torch.stack(bases))
+        expected = clustering.proximity_matrix(bases).numpy()  # 177 clients: the LAPACK path
+        assert np.abs(compiled - expected).max() < 1e-6
+        assert np.array_equal(compiled, compiled.T) and not compiled.diagonal().any()
+        assert compiled[-2, -1] == pytest.approx(90.0 / p, abs=1e-9)
+        assert compiled[0, 150] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_above_compiled_above_clients_the_clustering_is_unchanged(monkeypatch):
+    """The same planted population clustered through LAPACK and, with the threshold lowered, through the
+    compiled kernel (in blocks of 64 clients, so that a block edge is crossed): the same labels."""
+    sigs, truth = planted(150, 5)
+    lapack = clustering.cluster(clustering.proximity_matrix(sigs), 0, 35.0)
+    monkeypatch.setattr(clustering, "COMPILED_ABOVE", 100)
+    compiled = clustering.proximity_matrix(sigs)
+    assert compiled.dtype == torch.float64 and compiled.shape == (150, 150)
+    assert clustering.cluster(compiled, 0, 35.0) == lapack
+    assert len(set(lapack)) == 5

@@ -59,7 +59,7 @@ class ClusteringOptions(Options):
     num_clusters: int = option(0, nonneg())  # K; 0 = cut the dendrogram at distance `beta` instead
     beta: float = option(35.0, positive())  # distance threshold in degrees (mean principal angle), used when K = 0
     method: str = option("sampled", choices(("exact", "sampled")))  # "exact": all pairwise angles | "sampled": exact up to `sample` clients; above, a seeded sample of them, the rest assigned (clustering.py)
-    sample: int = option(1000, check(lambda v: 2 <= v <= 1_000_000, "must be in 2..1000000"))  # "sampled": clients clustered exactly; every other one joins its nearest cluster
+    sample: int = option(10_000, check(lambda v: 2 <= v <= 1_000_000, "must be in 2..1000000"))  # "sampled": clients clustered exactly; every other one joins its nearest cluster
 
 
 @dataclass(frozen=True)
