@@ -2,19 +2,19 @@
 
 The exact clustering needs, for every pair of m clients, the p singular values of U_i^T U_j (p x p,
 p = 5): 50 million small matrices at m = 10,000. Batched LAPACK (`torch.linalg.svdvals`, what
-`clustering.proximity_matrix` uses below COMPILED_FROM clients) spends about 2 µs of CPU on each,
+`clustering.proximity_matrix` uses up to COMPILED_ABOVE clients) spends about 2 µs of CPU on each,
 most of it per-call overhead, and took both triangles: about 10 minutes of one core at 10,000.
 Here a Gram block comes from one BLAS product (float64), and each pair of the upper triangle takes
 the eigenvalues of M = G^T G (the squared cosines) by Householder tridiagonalisation and implicit
 QL, eigenvalues only (`tred2` / `tqli`, Numerical Recipes 3rd ed., sections 11.3-11.4), compiled by
-numba: about 1.3 µs of CPU a pair, and the rows of a block spread over the threads torch is allowed
-(`torch.get_num_threads()`, so `OMP_NUM_THREADS=1` keeps it to one core). Measured on 2 cores:
-10,000 random 5-dimensional subspaces of R^60 in 34 s (benchmarks/clustering_scale.py states the
+numba: about 1.1 µs of CPU a pair, the rows of a block spread over as many threads as torch is
+allowed (`torch.get_num_threads()`, so `OMP_NUM_THREADS=1` keeps it to one core). Measured on 2 cores:
+10,000 random 5-dimensional subspaces of R^60 in 30 s (benchmarks/clustering_scale.py states the
 Synthetic(1, 1) figures). The angles agree with the LAPACK path to about 1e-9 degrees
 (tests/test_clustering.py), so the clustering they give is the same.
 
-`clustering.proximity_matrix` imports this module (and with it numba, about 0.3 s) only from
-COMPILED_FROM clients on: clients, and servers of small populations, never load it. numba compiles
+`clustering.proximity_matrix` imports this module (and with it numba, about 0.3 s) only above
+COMPILED_ABOVE clients: clients, and servers of small populations, never load it. numba compiles
 the kernel on first use (a few seconds) and caches it on disk where it can write. Results do not
 depend on the thread count (each pair is computed alone).
 """
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 
-import numba
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 BLOCK_CLIENTS = 64  # clients whose Gram rows are held at once: 64 x 5 x 50,000 float64 = 128 MB at m = 10,000
 EPS = float(np.finfo(np.float64).eps)
@@ -36,23 +37,21 @@ def mean_angle_matrix(signatures: torch.Tensor) -> np.ndarray:
     """A[i, j] = mean principal angle in degrees between span(U_i) and span(U_j) for the stacked
     orthonormal bases `signatures` (m, d, p); symmetric, float64, zero diagonal."""
     m, d, p = signatures.shape
-    flat = signatures.double().transpose(1, 2).reshape(m * p, d).contiguous().numpy()  # each basis' columns as rows
+    flat = signatures.double().transpose(1, 2).reshape(m * p, d).contiguous()  # each basis' columns as rows
     angles = np.zeros((m, m))
-    threads = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
+    threads = max(1, torch.get_num_threads())
+    # Our own threads, not numba's parallel layer: its OpenMP workers spin after every parallel region
+    # and took a core from the rest of the run (a GENE-FL round at 10,000 clients cost 5x its CPU).
+    with ThreadPoolExecutor(threads) as pool:
         for start in range(0, m, BLOCK_CLIENTS):
-            rows = flat[start * p : (start + BLOCK_CLIENTS) * p]
-            gram = rows @ flat[start * p :].T  # (b p, (m - start) p): block i's columns against client start + j's
-            out = np.zeros((len(rows) // p, m - start))
-            _block(gram, p, out)  # fills out[i, j] for j > i only
+            gram = (flat[start * p : (start + BLOCK_CLIENTS) * p] @ flat[start * p :].T).numpy()  # torch's BLAS threads
+            out = np.zeros((len(gram) // p, m - start))  # (b, m - start): block i's clients against client start + j
+            list(pool.map(lambda t: _rows(gram, p, out, t, threads), range(threads)))  # rows t, t + threads, ...
             b, end = len(out), start + len(out)
-            angles[start:end, start:end] = out[:, :b] + out[:, :b].T
+            angles[start:end, start:end] = out[:, :b] + out[:, :b].T  # the kernel fills j > i only
             angles[start:end, end:] = out[:, b:]
             angles[end:, start:end] = out[:, b:].T
-        return angles
-    finally:
-        numba.set_num_threads(threads)
+    return angles
 
 
 @njit(cache=True)
@@ -156,13 +155,12 @@ def _mean_angle(gram, r0, c0, p, z, d, e):
         total += math.acos(math.sqrt(min(max(d[a], 0.0), 1.0)))
     return total / p * (180.0 / math.pi)
 
-@njit(parallel=True, cache=True)
-def _block(gram, p, out):
-    """out[i, j] for j > i: row i of the block against column client j (both offset alike)."""
-    for i in prange(out.shape[0]):
-        z = np.empty((p, p))
-        d = np.empty(p)
-        e = np.empty(p)
+@njit(cache=True, nogil=True)
+def _rows(gram, p, out, first, step):
+    """out[i, j] for j > i, for the rows i = first, first + step, ... (one thread's share, GIL released)."""
+    z = np.empty((p, p))
+    d = np.empty(p)
+    e = np.empty(p)
+    for i in range(first, out.shape[0], step):
         for j in range(i + 1, out.shape[1]):
             out[i, j] = _mean_angle(gram, i * p, j * p, p, z, d, e)
-
