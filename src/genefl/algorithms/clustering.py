@@ -10,10 +10,10 @@ seeded randomized SVD otherwise; p is clamped to min(d, n); signs of singular ve
 
 At scale (`clustering.method`): the exact clustering needs all m² angles and an O(m²) average
 linkage. Above COMPILED_ABOVE (1,000) clients the angles come from the compiled kernel of
-`angles.py` (numba; about 1.2 µs of CPU a pair with linkage, where LAPACK over both triangles spent
-about 5.5): measured on 2 cores, 10,000 Synthetic(1, 1) clients cluster exactly in 35 s (30 s of angles,
-the rest linkage), 2.5 GB at peak. "sampled" (the default) is exact up to `clustering.sample` clients (10,000) and above
-clusters a seeded sample of s clients exactly (`cluster_sampled`), then gives every other client
+`angles.py` (numba; about 1.2 µs of CPU a pair with linkage, where LAPACK over both triangles
+spent about 5.5): measured on 2 cores, 10,000 Synthetic(1, 1) clients cluster exactly in 35 s (30 s
+of angles, the rest linkage), 2.5 GB at peak. "sampled" (the default) is exact up to
+`clustering.sample` clients (10,000) and above clusters a seeded sample of s clients exactly (`cluster_sampled`), then gives every other client
 the cluster at the smallest mean principal angle from it: average linkage's own criterion (the
 mean distance to a cluster's members), and the rule a newcomer joins by (`nearest_cluster`). The
 mean is taken over at most `ASSIGN_MEMBERS` seeded members per cluster (an unbiased estimate of it),
@@ -67,7 +67,7 @@ def principal_angles(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
 def proximity_matrix(signatures: list[torch.Tensor]) -> torch.Tensor:
     """A[i, j] = mean principal angle (degrees) between clients i and j; symmetric, zero diagonal.
     Above COMPILED_ABOVE clients, from the compiled kernel of `angles` (the same angles to ~1e-9
-    degrees, about 15x less CPU); up to it, batched LAPACK as always (bit for bit today's numbers)."""
+    degrees, about 10x less CPU at 10,000 clients); up to it, batched LAPACK as always (bit for bit today's numbers)."""
     u = torch.stack([s.double() for s in signatures])  # (m, d, p)
     if len(u) > COMPILED_ABOVE:
         from genefl.algorithms import angles  # numba, loaded only by servers of large populations
