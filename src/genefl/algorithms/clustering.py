@@ -13,8 +13,8 @@ linkage. Above COMPILED_ABOVE (1,000) clients the angles come from the compiled 
 `angles.py` (numba; about 1.2 µs of CPU a pair with linkage, where LAPACK over both triangles
 spent about 5.5): measured on 2 cores, 10,000 Synthetic(1, 1) clients cluster exactly in 35 s (30 s
 of angles, the rest linkage), 2.5 GB at peak. "sampled" (the default) is exact up to
-`clustering.sample` clients (10,000) and above clusters a seeded sample of s clients exactly (`cluster_sampled`), then gives every other client
-the cluster at the smallest mean principal angle from it: average linkage's own criterion (the
+`clustering.sample` clients (10,000) and above clusters a seeded sample of s clients exactly
+(`cluster_sampled`), then gives every other client the cluster at the smallest mean principal angle from it: average linkage's own criterion (the
 mean distance to a cluster's members), and the rule a newcomer joins by (`nearest_cluster`). The
 mean is taken over at most `ASSIGN_MEMBERS` seeded members per cluster (an unbiased estimate of it),
 and only the `ASSIGN_CANDIDATES` clusters nearest by projection distance (one matrix product, no
