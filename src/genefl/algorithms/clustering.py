@@ -58,10 +58,16 @@ def signature(x: torch.Tensor, p: int, generator: torch.Generator | None = None)
     return (q @ u_small)[:, :p].float()
 
 
+def angles_of(products: torch.Tensor) -> torch.Tensor:
+    """Principal angles in degrees from products U_i^T U_j (..., p, p) of orthonormal bases: the arccos
+    of their singular values, batched over the leading dimensions."""
+    return torch.rad2deg(torch.arccos(torch.linalg.svdvals(products).clamp(0.0, 1.0)))
+
+
 def principal_angles(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
-    """Principal angles in degrees between span(u1) and span(u2), both with orthonormal columns."""
-    cosines = torch.linalg.svdvals(u1.double().T @ u2.double()).clamp(0.0, 1.0)
-    return torch.rad2deg(torch.arccos(cosines))
+    """Principal angles in degrees between span(u1) and span(u2), both with orthonormal columns; u2
+    may be a stack (k, d, p), giving (k, p)."""
+    return angles_of(u1.double().T @ u2.double())
 
 
 def proximity_matrix(signatures: list[torch.Tensor]) -> torch.Tensor:
@@ -83,8 +89,7 @@ def proximity_matrix(signatures: list[torch.Tensor]) -> torch.Tensor:
         rows = flat[start * p : (start + block) * p]  # (b * p, d)
         b = rows.shape[0] // p
         gram = (rows @ flat.T).reshape(b, p, m, p).permute(0, 2, 1, 3)  # (b, m, p, p)
-        cosines = torch.linalg.svdvals(gram)  # (b, m, p)
-        angles[start : start + b] = torch.rad2deg(torch.arccos(cosines.clamp(0.0, 1.0))).mean(dim=-1)
+        angles[start : start + b] = angles_of(gram).mean(dim=-1)
     angles = (angles + angles.T) / 2
     angles.fill_diagonal_(0.0)
     return angles
@@ -111,9 +116,7 @@ def cluster(distances: torch.Tensor, num_clusters: int = 0, beta: float = 35.0) 
 
 def nearest_cluster(sig: torch.Tensor, member_signatures: list[torch.Tensor], labels: list[int]) -> int:
     """The cluster whose members are, on average, at the smallest mean principal angle from `sig`."""
-    members = torch.stack([s.double() for s in member_signatures])  # (k, d, p)
-    cosines = torch.linalg.svdvals(sig.double().T @ members).clamp(0.0, 1.0)  # one batched call: (k, p)
-    dist = torch.rad2deg(torch.arccos(cosines)).mean(dim=-1).numpy()
+    dist = principal_angles(sig, torch.stack(member_signatures)).mean(dim=-1).numpy()  # one batched call
     labels_arr = np.asarray(labels)
     clusters = sorted(set(labels))
     means = [dist[labels_arr == k].mean() for k in clusters]
@@ -155,8 +158,7 @@ def _nearest(part: torch.Tensor, flat: torch.Tensor, owner: torch.Tensor, share:
         candidate = candidate & torch.zeros(b, clusters, dtype=torch.bool).scatter_(1, near, True)
     compared = candidate[:, owner]  # (b, k): the pairs whose angles are needed
     angles = torch.zeros(b, k, dtype=torch.float64)
-    cosines = torch.linalg.svdvals(gram[compared]).clamp(0.0, 1.0)  # (pairs, p)
-    angles[compared] = torch.rad2deg(torch.arccos(cosines)).mean(dim=-1)
+    angles[compared] = angles_of(gram[compared]).mean(dim=-1)
     best, nearest = torch.min((angles @ share).masked_fill(~candidate, math.inf), dim=1)
     return nearest.masked_fill(best > limit, -1)
 
