@@ -8,8 +8,8 @@ others). For each, at the default threshold (`clustering.beta` = 35 degrees) and
 - wall and CPU time of the exact clustering at 1,000 clients (batched LAPACK angles) and at 10,000
   (the compiled kernel of genefl/algorithms/angles.py), and of the sampled one at both sizes;
 - agreement with the exact clustering (adjusted Rand index): at 1,000 clients the mean over 3 sample
-  seeds, at 10,000 sample seed 0 for each --scale-samples size; and for scale the agreement of the exact clustering with itself when 1% of the clients
-  are left out (exact on a seeded 990, against the full clustering restricted to them, from the same
+  seeds, at 10,000 sample seed 0 for each --scale-samples size; and for scale the agreement of the
+  exact clustering with itself when 1% of the clients are left out (exact on a seeded 990, against the full clustering restricted to them, from the same
   distance matrix): where that is low the population has no stable clusters for any method to find.
 
 `--sweep 300,500,700,900` instead: only the agreement (ARI, mean over the sample seeds) of the sampled
@@ -126,7 +126,7 @@ def sweep(sigs: list[torch.Tensor], samples: list[int], seeds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000", help="the first is compared with exact; the others are timed sampled")
+    parser.add_argument("--sizes", default="1000,10000", help="the first: exact (LAPACK) against --sample, and against itself without 1%% of the clients; the others: exact against --scale-samples")
     parser.add_argument("--sample", type=int, default=300, help="clients sampled at the first size")
     parser.add_argument("--scale-samples", default="1000,3000", help="clients sampled at the larger sizes")
     parser.add_argument("--seeds", type=int, default=3)
