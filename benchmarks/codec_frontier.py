@@ -64,6 +64,12 @@ VARIANTS = {
     # the control for the one above: is it the broadcast's bits that matter, or any third bit?
     "genefl_up3_down2_min0": ["method=genefl", "codec.up=int3", "codec.down=int2", *CODEC8, "codec.min_numel=0"],
     "genefl_int2_seed": ["method=genefl", "codec.up=int2", "codec.down=int4", *CODEC8, "first_contact=seed"],
+    # broadcasts as the change from each client's last upload (codec.down_delta): the 2-bit broadcast's error
+    # is then a fraction of the change's range instead of the weights'
+    "genefl_int2_delta": ["method=genefl", "codec.up=int2", "codec.down=int2", *CODEC8, "codec.min_numel=0",
+                          "codec.down_delta=true"],
+    "fedavg_int2_delta": ["method=fedavg", "codec.up=int2", "codec.down=int2", "codec.min_numel=0", "codec.down_delta=true"],
+    "fedavg_int4_delta": ["method=fedavg", "codec.up=int4", "codec.down=int4", "codec.down_delta=true"],
     "flearngene": ["method=flearngene"],
     "fedper": ["method=fedper"],
 }

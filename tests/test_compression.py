@@ -199,11 +199,12 @@ def test_a_compressed_run_sends_fewer_bytes_and_reproduces(method):
 
 
 def test_killed_compressed_run_resumes_to_the_identical_result(tmp_path, cli):
-    """Error feedback's residuals live in the client store: a run killed mid-round (a real process,
-    SIGKILLed) and resumed must end exactly as the uninterrupted one."""
+    """Error feedback's residuals and `codec.down_delta`'s references live in the client store (and
+    the server's references in its checkpoint): a run killed mid-round (a real process, SIGKILLed)
+    and resumed must end exactly as the uninterrupted one."""
     from test_resume import TINY, killed_run
 
-    args = ["--set", "method=fedavg"] + [a for item in CODEC_RUN for a in ("--set", item)]
+    args = ["--set", "method=fedavg"] + [a for item in CODEC_RUN + ["codec.down_delta=true"] for a in ("--set", item)]
     assert cli("run", *TINY, *args, "--out", str(tmp_path / "whole"))[0] == 0
     want = strip_times(json.loads((tmp_path / "whole" / "results.json").read_text()))
     out = tmp_path / "killed"
@@ -220,3 +221,87 @@ def test_changes_are_moved_onto_what_the_server_meant_to_send():
     update = ClientUpdate(tensors={"w": torch.tensor([0.35, 0.9]), "n": torch.tensor(5)}, meta={"num_samples": 1})
     moved = compression.rebase(update, received, planned)
     assert torch.allclose(moved.tensors["w"], torch.tensor([0.4, 0.9])) and int(moved.tensors["n"]) == 5
+
+
+DELTA = ["method=fedavg", "codec.up=int2", "codec.down=int2", "codec.min_numel=0", "codec.down_delta=true"]
+
+
+def _simulator(*overrides, callbacks=()):
+    from genefl.data.scenario import build_scenario
+    from genefl.runtime.simulator import Simulator
+
+    config = small_config(*overrides)
+    return Simulator(config, build_scenario(config), callbacks)
+
+
+def test_a_broadcast_travels_as_the_change_from_the_clients_last_upload():
+    """`codec.down_delta`: after a client's upload both sides hold the same reference (its upload as
+    decoded); the next broadcast is the change from it, named by its digest, decoded to the same
+    tensors on both sides, and far closer to what the server meant to send than the weights at the
+    same bits; a client whose reference differs refuses it, and the server then sends the weights."""
+    from genefl.algorithms.base import ClientEnv
+    from genefl.protocol.messages import Broadcast
+    from genefl.runtime.client_side import received, train_and_send
+    from genefl.runtime.first_contact import NEED_INITIAL, InitialMismatch
+
+    sim = _simulator(*DELTA)
+    wire, initial, config = sim.loop.wire, sim.strategy.initial, sim.config
+    store: dict = {}
+
+    def env(round):
+        return ClientEnv(0, round, sim.model, sim.scenario.data(0, round), store, config, sim.spec, sim.layers)
+
+    first = wire.outgoing(Broadcast(tensors=dict(initial)), 1, 0)
+    assert compression.REFERENCE_FLAG not in first.meta  # nothing uploaded yet: the weights
+    update = train_and_send(sim.clients.client, env(1), received(env(1), first))
+    wire.decoded_update(update, (wire.as_received(first, 1, 0), Broadcast(tensors=initial)), 0)
+    mine, theirs = store[compression.DOWN_REFERENCE], wire.references[0]
+    assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[n], theirs[n]) for n in mine)
+
+    gen = torch.Generator().manual_seed(0)
+    planned = {n: t + 0.002 * torch.randn(t.shape, generator=gen) if t.is_floating_point() else t for n, t in theirs.items()}
+    sent = wire.outgoing(Broadcast(tensors=planned), 2, 0)
+    assert compression.REFERENCE_FLAG in sent.meta and compression.changed_names(sent) == sorted(
+        n for n, t in planned.items() if t.is_floating_point())
+    client_view, server_view = received(env(2), sent), wire.as_received(sent, 2, 0)
+    weights = wire.as_received(wire.outgoing(Broadcast(tensors=planned), 2), 2)  # no client: no reference
+    squared = {"change": 0.0, "weights": 0.0}
+    for name in compression.changed_names(sent):
+        assert torch.equal(client_view.tensors[name], server_view.tensors[name])
+        change = planned[name] - theirs[name]
+        error = (client_view.tensors[name] - planned[name]).abs().max()
+        assert error <= (change.max() - change.min()) / 3 / 2 + 1e-6  # half a 2-bit step of the change
+        squared["change"] += float(((client_view.tensors[name] - planned[name]) ** 2).sum())
+        squared["weights"] += float(((weights.tensors[name] - planned[name]) ** 2).sum())
+    assert squared["change"] < squared["weights"] / 100
+    assert nbytes(sent) - nbytes(wire.outgoing(Broadcast(tensors=planned), 2)) == 80  # the digest and a flag per tensor
+
+    store[compression.DOWN_REFERENCE] = {n: t + 1e-3 for n, t in mine.items()}  # e.g. an upload that never arrived
+    with pytest.raises(InitialMismatch, match="reference for broadcast changes"):
+        received(env(2), sent)
+    ask = ClientUpdate(meta={NEED_INITIAL: True})
+    assert "reference for broadcast changes" in wire.answer(0, ask, sent)
+    assert 0 not in wire.references and compression.REFERENCE_FLAG not in wire.outgoing(Broadcast(tensors=planned), 2, 0).meta
+    assert wire.answer(0, ask, sent) is None  # asked twice: an ordinary bad reply
+
+
+def test_a_client_that_lost_its_reference_asks_and_the_run_goes_on():
+    """Client 0's reference is dropped from its store right after its round-1 upload: its round-1
+    evaluation broadcast and its round-2 training broadcast are changes it cannot decode. It asks for
+    the weights, the server notes it and sends them, and the client is evaluated and trains as usual."""
+    from genefl.runtime.events import Callback
+
+    class LoseReference(Callback):
+        def on_upload(self, round, cid, sent, decoded):
+            if (round, cid) == (1, 0):
+                state = sim.clients.states.open(0)
+                del state[compression.DOWN_REFERENCE]
+                sim.clients.states.close(0, state)
+
+    sim = _simulator(*DELTA, "eval_every=1", "participation=1.0", callbacks=[LoseReference()])
+    rounds = sim.run().rounds
+    asked = [(r.round, n) for r in rounds for n in r.notes if "reference for broadcast changes" in n]
+    why = "client 0: its reference for broadcast changes is not the server's; sending it the weights"
+    assert asked == [(1, f"round 1: {why}")]  # at round 1's evaluation; its round-2 broadcast is then the weights
+    assert all(0 in r.acc_by_client and 0 in r.participants for r in rounds)
+    assert sorted(sim.loop.wire.references) == rounds[-1].participants  # its round-2 upload made a new one

@@ -60,12 +60,13 @@ def simulate(overrides: list[str]):
     return build_results(result), result.final_weights
 
 
-# payload codecs on: the ledger counts packed bytes, and error feedback's residuals live in the nodes' state;
+# payload codecs on: the ledger counts packed bytes, and error feedback's residuals and the references of
+# broadcasts sent as changes (`codec.down_delta`) live in the nodes' state;
 # an attacker (client 1) signs with client 2's main classes to join its cluster and flips its changes' signs
 # there, and the server aggregates each cluster by the median of changes clipped to norm 0.3, leaving out
 # whoever's mean cosine with the median change is negative (`defence.reputation`, scored from round 1)
 RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eval_every=3",
-           "codec.up=int4", "codec.down=int8", "codec.error_feedback=true", "codec.signature=fp16",
+           "codec.up=int4", "codec.down=int8", "codec.error_feedback=true", "codec.signature=fp16", "codec.down_delta=true",
            "adversary.kind=signflip", "adversary.fraction=0.34", "adversary.signature_classes=[3,5,6,7]",
            "defence.aggregator=median", "defence.norm_bound=0.3", "defence.reputation=true",
            "defence.reputation_rounds=1"]
@@ -75,8 +76,9 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     """The ServerApp is SIGKILLed mid-run (after round 1's checkpoint, during round 2) and a second
     `flwr run` with flower.resume=true finishes it: weights, bytes and accuracies equal an
     uninterrupted simulator run of the same config, so the Flower runtime agrees with the simulator
-    and nothing is lost on the way. GENE-FL's clients keep personal models and error-feedback
-    residuals, which survive the new Flower run through the nodes' state-dir; every payload is
+    and nothing is lost on the way. GENE-FL's clients keep personal models, error-feedback
+    residuals and the references their broadcasts are changes from (`codec.down_delta`), which survive
+    the new Flower run through the nodes' state-dir; every payload is
     codec-packed, and both runtimes count the same packed bytes. An attacker and a defence run too, the
     same way in both: the attacker's crafted signature puts it in the same cluster, its sign-flipped
     updates and the clipped medians give the same weights, and the defence's notes are the same, as are

@@ -72,6 +72,7 @@ class CodecOptions(Options):
     down: str = option("none", choices(CODECS))  # broadcasts, evaluation and newcomer welcomes (the weights): one of compression.CODECS
     signature: str = option("none", choices(QUANTIZERS))  # GENE-FL's / PACFL's signature uploads: none | fp16 | bf16 | int8 | int4 | int3 | int2
     error_feedback: bool = option(False)  # uploads: keep what the codec dropped and add it to the client's next upload
+    down_delta: bool = option(False)  # broadcasts to a client that has uploaded before: the change from its last upload as both sides decoded it (the server keeps one such reference per client)
     topk: float = option(0.01, fraction())  # topk / randk: fraction of each tensor's entries kept
     granularity: str = option("tensor", choices(("tensor", "channel")))  # int codecs: one offset and scale per "tensor" or per output "channel"
     rounding: str = option("auto", choices(("auto", "stochastic", "nearest")))  # int codecs: "stochastic" | "nearest" | "auto" (stochastic up, nearest down)

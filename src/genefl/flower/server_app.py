@@ -157,8 +157,8 @@ class FlowerClients:
 
     def evaluate(self, round: int, broadcasts: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         replies = self._exchange("evaluate", round, broadcasts).items()
-        return {cid: {k: float(v) for k, v in u.meta.items()} for cid, u in replies
-                if self._fields_ok(cid, u, EVALUATE_FIELDS)}
+        return {cid: u if asks_for_initial(u) else {k: float(v) for k, v in u.meta.items()} for cid, u in replies
+                if asks_for_initial(u) or self._fields_ok(cid, u, EVALUATE_FIELDS)}  # an ask: the loop resends
 
     def evaluate_absent(self, round: int, models: dict[int, Broadcast]) -> dict[int, dict[str, float]]:
         return {}  # an absent node is not connected: it cannot be asked (results.json: acc_absent null)

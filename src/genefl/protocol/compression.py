@@ -12,10 +12,16 @@ what it decodes: the server aggregates decoded updates, a client trains from the
   `codec.error_feedback`, what the codec dropped is kept in the client's store (`codec_residual`,
   checkpointed and resumed with the rest of its state) and added to its next upload (Seide et al.
   2014; Stich et al. 2018). Stochastic codecs draw from the client's seeded generator.
-- Broadcasts (training, evaluation, a newcomer's welcome) encode the weights themselves: the server
-  cannot know what an absent client holds. By default they round to nearest (`codec.rounding =
-  "auto"`): the smallest error in the model a client starts from; uploads round stochastically
-  (unbiased, so the average of many clients' codes is unbiased).
+- Broadcasts (training, evaluation, a newcomer's welcome) encode the weights themselves by default:
+  the server cannot know what an absent client holds. With `codec.down_delta`, a broadcast to a
+  client that has uploaded before is the change from that upload as both sides decoded it (the
+  client keeps it in its store, `codec_down_reference`; the server one per client, in its
+  checkpoint): a change between two nearby models, whose range is a fraction of the weights', so
+  the same bits carry far less error. The broadcast names the reference by its digest; a client
+  whose own differs (an upload that never arrived, a lost store) asks for the weights instead
+  (`runtime.wire`). By default broadcasts round to nearest (`codec.rounding = "auto"`): the
+  smallest error in the model a client starts from; uploads round stochastically (unbiased, so
+  the average of many clients' codes is unbiased).
 - GENE-FL's and PACFL's signatures use `codec.signature` (quantizers only: top-k of an orthonormal
   basis would break the clustering).
 
@@ -51,6 +57,8 @@ CODECS = ("none", "fp16", "bf16", "int8", "int4", "int3", "int2", "mixed", "qsgd
 QUANTIZERS = ("none", "fp16", "bf16", "int8", "int4", "int3", "int2")  # the codecs a signature may use
 MIXED_LEVELS = (8, 4, 3, 2)  # the bit widths `mixed` chooses from
 RESIDUAL = "codec_residual"  # the client-store key of error feedback's residuals
+DOWN_REFERENCE = "codec_down_reference"  # the client-store key of its last upload as decoded (`codec.down_delta`)
+REFERENCE_FLAG = "ref"  # Broadcast.meta key (`codec.down_delta`): its changes are from the tensors of this digest
 _FLOATS = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _FLOAT_NAMES = {v: k for k, v in _FLOATS.items()}
 MAX_NUMEL = 1 << 31  # a packed tensor claiming more values than this is refused before anything is allocated
@@ -290,7 +298,7 @@ def encode_message(message: Message, codec: str, opts, stochastic: bool, generat
     """`message` with its eligible tensors packed. `reference`: what the receiver holds (tensors of
     the same name and shape are sent as the change from it); `residual`: error feedback's store
     (read and updated); `cache`: id(tensor) -> Packed, so a tensor sent to many clients is encoded
-    once (broadcasts only: no reference, no residual)."""
+    once (broadcasts only, no residual; a tensor sent as a change is never cached)."""
     if codec == "none":
         return message
     names = _eligible(message, opts.min_numel)
@@ -300,12 +308,12 @@ def encode_message(message: Message, codec: str, opts, stochastic: bool, generat
     sections = {"tensors": dict(message.tensors), "extras": dict(message.extras)}
     for section, name in names:
         key, x = f"{section}/{name}", getattr(message, section)[name]
-        hit = cache.get(id(x)) if cache is not None else None
+        ref = getattr(reference, section).get(name) if reference is not None else None
+        delta = ref is not None and isinstance(ref, torch.Tensor) and ref.shape == x.shape
+        hit = cache.get(id(x)) if cache is not None and not delta else None  # a change is one receiver's own
         if hit is not None and hit[0] is x:
             sections[section][name] = hit[1]
             continue
-        ref = getattr(reference, section).get(name) if reference is not None else None
-        delta = ref is not None and isinstance(ref, torch.Tensor) and ref.shape == x.shape
         value = x - ref.to(x.device, x.dtype) if delta else x
         if residual is not None and key in residual and residual[key].shape == x.shape:
             value = value + residual[key].to(value.device, value.dtype)
@@ -315,10 +323,22 @@ def encode_message(message: Message, codec: str, opts, stochastic: bool, generat
             packed = Packed(packed.data, {**packed.spec, "dl": 1})
         if residual is not None:
             residual[key] = (value.detach().float().cpu() - decode_tensor(packed).float()).to(x.dtype)
-        if cache is not None:
+        if cache is not None and not delta:
             cache[id(x)] = (x, packed)
         sections[section][name] = packed
     return type(message)(tensors=sections["tensors"], extras=sections["extras"], meta=message.meta)
+
+
+def upload_reference(decoded: Message) -> dict[str, torch.Tensor]:
+    """What `codec.down_delta` sends a client's next broadcast as a change from: the model tensors of
+    its last upload as decoded. Client and server compute it from the same bytes, so they agree."""
+    return {name: t.detach().clone() for name, t in decoded.tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point()}
+
+
+def changed_names(message: Message) -> list[str]:
+    """The model tensors of an encoded message that travel as a change from a reference."""
+    return sorted(name for name, t in message.tensors.items() if isinstance(t, Packed) and t.spec.get("dl"))
 
 
 def is_packed(message: Message) -> bool:

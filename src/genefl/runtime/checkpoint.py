@@ -242,6 +242,11 @@ def check_snapshot(snap: Any, rounds: int) -> str | None:
     for name, (valid, what) in SNAPSHOT_FIELDS.items():
         if not valid(snap[name]):
             return f"{name!r} must be {what}, got {type(snap[name]).__name__}"
+    references = snap.get("references", {})  # codec.down_delta's (absent from older checkpoints)
+    if not isinstance(references, dict) or not all(
+            isinstance(c, int) and isinstance(r, dict) and all(isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in r.items())
+            for c, r in references.items()):
+        return "'references' must be a table of client ids to named tensors"
     if not 1 <= snap["round"] < rounds or len(snap["rounds"]) != snap["round"]:
         return f"it is of round {snap['round']} with {len(snap['rounds'])} round reports, in a run of {rounds} rounds"
     return None

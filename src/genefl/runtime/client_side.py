@@ -11,12 +11,13 @@ from __future__ import annotations
 from ..protocol import adversary
 from .. import rng
 from ..algorithms.base import ClientAlgorithm, ClientEnv
-from ..protocol.compression import RESIDUAL, decode_message, encode_message
+from ..protocol.compression import DOWN_REFERENCE, REFERENCE_FLAG, RESIDUAL, changed_names, decode_message, encode_message, \
+    upload_reference
 from ..protocol.defence import protect
 from ..protocol.messages import Broadcast, ClientUpdate
 from ..protocol.newcomer import FinetuneSettings, NewcomerCurve, finetune, newcomer_split_generator
 from ..protocol.training import load_into
-from .first_contact import SEED_FLAG, InitialMismatch, resolve_seed, seeded_initial
+from .first_contact import SEED_FLAG, InitialMismatch, initial_digest, resolve_seed, seeded_initial
 
 def train_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> ClientUpdate:
     """What a client sends after training: its method's update (an attacker's: trained on its poisoned
@@ -28,12 +29,16 @@ def train_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast
         update = client.train(env, broadcast)
     update = protect(update, broadcast, env.config.dp_clip, env.config.dp_noise, env.generator("dp-noise"))
     opts = env.config.codec
-    if opts.up == "none" or not isinstance(update, ClientUpdate):
+    if not isinstance(update, ClientUpdate):
         return update
-    residual = env.store.setdefault(RESIDUAL, {}) if opts.error_feedback else None
-    gen = env.generator("codec")
-    return encode_message(update, opts.up, opts, opts.rounding != "nearest", lambda section, name: gen,
-                          reference=broadcast, residual=residual)
+    if opts.up != "none":
+        residual = env.store.setdefault(RESIDUAL, {}) if opts.error_feedback else None
+        gen = env.generator("codec")
+        update = encode_message(update, opts.up, opts, opts.rounding != "nearest", lambda section, name: gen,
+                                reference=broadcast, residual=residual)
+    if opts.down_delta and opts.down != "none":  # the server decodes the same bytes to the same reference
+        env.store[DOWN_REFERENCE] = upload_reference(decode_message(update, broadcast, device=env.config.device))
+    return update
 
 
 def evaluate_and_send(client: ClientAlgorithm, env: ClientEnv, broadcast: Broadcast) -> dict[str, float]:
@@ -76,12 +81,21 @@ def send_signature(client: ClientAlgorithm, env: ClientEnv) -> ClientUpdate:
 
 
 def received(env: ClientEnv, broadcast: Broadcast, cache: dict | None = None) -> Broadcast:
-    """What the client half works with: the broadcast decoded (`codec.down`), and, when it was sent
-    with `SEED_FLAG`, its missing tensors rebuilt from the run's seed (both runtimes call this on
-    every broadcast). `cache`: decoded tensors by packed object, shared by clients of one round.
-    Raises `InitialMismatch` when the rebuilt tensors are not the ones the server's digest names:
-    the runtime then answers `NEED_INITIAL` instead of going on from a different model."""
-    broadcast = decode_message(broadcast, cache=cache, device=env.config.device)
+    """What the client half works with: the broadcast decoded (`codec.down`; its changes added to the
+    client's reference, `codec.down_delta`), and, when it was sent with `SEED_FLAG`, its missing
+    tensors rebuilt from the run's seed (both runtimes call this on every broadcast). `cache`:
+    decoded tensors by packed object, shared by clients of one round. Raises `InitialMismatch` when
+    the rebuilt tensors, or the reference, are not the ones the server's digest names: the runtime
+    then answers `NEED_INITIAL` instead of going on from a different model."""
+    reference = None
+    if REFERENCE_FLAG in broadcast.meta:
+        own = env.store.get(DOWN_REFERENCE) or {}
+        names = changed_names(broadcast)
+        if not all(n in own for n in names) or initial_digest({n: own[n] for n in names}) != broadcast.meta[REFERENCE_FLAG]:
+            raise InitialMismatch(f"client {env.cid}: its reference for broadcast changes is not the server's")
+        reference = Broadcast(tensors=own)
+        broadcast = Broadcast(broadcast.tensors, broadcast.extras, {k: v for k, v in broadcast.meta.items() if k != REFERENCE_FLAG})
+    broadcast = decode_message(broadcast, reference, cache=cache, device=env.config.device)
     flag = broadcast.meta.get(SEED_FLAG)
     if not flag:
         return broadcast

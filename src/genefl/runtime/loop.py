@@ -96,27 +96,28 @@ class RoundLoop:
         self.population = Population(config, arrivals)
         self.reputation = Reputation(config.defence) if config.defence.reputation else None
 
-    def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str) -> int:
-        """A client's first `NEED_INITIAL` reply (its seeded initial model is not the server's):
-        counted, noted, and from now on it is sent tensors; returns its bytes (0: not such a reply).
-        A second one is an ordinary bad reply."""
-        if not self.wire.may_ask(cid, reply):
+    def _asked_for_initial(self, round: int, cid: int, reply: ClientUpdate, kind: str, sent: Broadcast) -> int:
+        """A client's `NEED_INITIAL` reply to `sent` (its seeded initial model, or its reference for
+        broadcast changes, is not the server's): counted, noted, and the next broadcast to it carries
+        the tensors (`Wire.answer`); returns its bytes (0: not such a reply). A second one for the
+        same reason is an ordinary bad reply."""
+        why = self.wire.answer(cid, reply, sent)
+        if why is None:
             return 0
-        self.wire.explicit.add(cid)
-        self.notes.append(f"round {round}: client {cid}: its seeded initial model differs from the server's; sent it the tensors")
+        self.notes.append(f"round {round}: client {cid}: {why}")
         return self.ledger.record(round, cid, "up", kind, reply)
 
     def _trained(self, round: int, planned: dict[int, Broadcast], sent: dict[int, Broadcast], references: dict) -> Iterator:
         """The transport's training replies; a client that asks for the initial tensors is sent them
         (its reference for a packed change updated) and trains again."""
         for cid, update in self.transport.train(round, sent):
-            if not self._asked_for_initial(round, cid, update, "train"):
+            if not self._asked_for_initial(round, cid, update, "train", sent[cid]):
                 yield cid, update
                 continue
             again = self.wire.outgoing(planned[cid], round, cid)
             self.ledger.record(round, cid, "down", "train", again)
             if cid in references:
-                references[cid] = (self.wire.as_received(again, round), references[cid][1])
+                references[cid] = (self.wire.as_received(again, round, cid), references[cid][1])
             yield from self.transport.train(round, {cid: again})
 
     def _checked_signatures(self, signatures: dict[int, ClientUpdate]) -> dict[int, ClientUpdate]:
@@ -149,7 +150,7 @@ class RoundLoop:
         for cid, update in updates:
             self.ledger.record(round, cid, "up", "train", update)
             try:
-                decoded = self.wire.decoded_update(update, references.get(cid))
+                decoded = self.wire.decoded_update(update, references.get(cid), cid)
                 self.strategy.check(decoded)
             except GeneflError as exc:
                 rejected.append(cid)
@@ -184,7 +185,7 @@ class RoundLoop:
         broadcast = self.wire.outgoing(planned, round, cid)
         init_bytes = hello_bytes + self.ledger.record(round, cid, "down", "newcomer_init", broadcast)
         curve = self.transport.welcome(round, cid, broadcast)
-        asked = self._asked_for_initial(round, cid, curve, "newcomer_init")
+        asked = self._asked_for_initial(round, cid, curve, "newcomer_init", broadcast)
         if asked:
             init_bytes += asked
             broadcast = self.wire.outgoing(planned, round, cid)
@@ -192,7 +193,7 @@ class RoundLoop:
             curve = self.transport.welcome(round, cid, broadcast)
         if curve is None or isinstance(curve, ClientUpdate):
             return state, None
-        received = self.wire.as_received(broadcast, round)
+        received = self.wire.as_received(broadcast, round, cid)
         for cb in self.callbacks:
             cb.on_newcomer_start(round, cid, received)
         info = {k: v for k, v in broadcast.meta.items() if k != "init"}
@@ -210,6 +211,7 @@ class RoundLoop:
             elif cid in active:
                 active.remove(cid)
                 self.transport.depart(t, cid)
+                self.wire.forget(cid)
                 state = self.strategy.depart(state, t, cid)
             else:  # a newcomer whose welcome failed, a client refused at Stage 0
                 continue
@@ -269,7 +271,7 @@ class RoundLoop:
         references = {}  # what uploads are decoded against: needed only when a codec is on
         if self.config.codec.up != "none" or self.config.codec.down != "none":
             exact = self.config.codec.down != "none"
-            references = {cid: (self.wire.as_received(b, t), planned[cid] if exact else None) for cid, b in broadcasts.items()}
+            references = {cid: (self.wire.as_received(b, t, cid), planned[cid] if exact else None) for cid, b in broadcasts.items()}
         self.transport.failures.clear()
         rejected: list[int] = []
         reported: list[int] = []
@@ -304,10 +306,18 @@ class RoundLoop:
 
     def _evaluate(self, state: Any, t: int, clients: list[int]) -> dict[int, dict[str, float]]:
         clients = self.transport.available(clients)  # no message to a Flower node that is down
-        broadcasts = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t) for cid in clients}  # never by seed
+        broadcasts = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t, cid, by_seed=False) for cid in clients}
         for cid, broadcast in broadcasts.items():
             self.ledger.record(t, cid, "down", "eval", broadcast)
-        return self.transport.evaluate(t, broadcasts)
+        replies = self.transport.evaluate(t, broadcasts)
+        # a client whose reference for broadcast changes is not the server's asks for the weights
+        asked = [cid for cid, r in replies.items() if self._asked_for_initial(t, cid, r, "eval", broadcasts[cid])]
+        if asked:
+            again = {cid: self.wire.outgoing(self.strategy.configure_evaluate(state, cid), t, cid, by_seed=False) for cid in asked}
+            for cid, broadcast in again.items():
+                self.ledger.record(t, cid, "down", "eval", broadcast)
+            replies.update(self.transport.evaluate(t, again))
+        return {cid: r for cid, r in replies.items() if isinstance(r, dict)}
 
     def _evaluate_absent(self, state: Any, t: int, absent: list[int]) -> dict[int, float] | None:
         """The absent clients' own models (`Strategy.configure_absent`; a seeded sample of them with
@@ -373,6 +383,7 @@ class RoundLoop:
                 "rounds": list(self.rounds), "newcomers": list(self.newcomers), "ledger": self.ledger,
                 "notes": list(self.notes), "signature_rows": self.signature_rows, "elapsed": elapsed,
                 "explicit": sorted(self.wire.explicit), "population": self.population.snapshot(),
+                "references": dict(self.wire.references),
                 "reputation": self.reputation.snapshot() if self.reputation is not None else {}}
 
     def check_resume(self, snap: Any) -> None:
@@ -390,6 +401,7 @@ class RoundLoop:
         self.rounds, self.newcomers, self.ledger = list(snap["rounds"]), list(snap["newcomers"]), snap["ledger"]
         self.notes, self.signature_rows = list(snap["notes"]), snap["signature_rows"]
         self.wire.explicit = set(snap["explicit"])
+        self.wire.references = dict(snap.get("references", {}))  # a checkpoint written before codec.down_delta holds none
         self.population.restore(snap["population"])
         if self.reputation is not None:
             self.reputation.restore(snap.get("reputation", {}))  # a checkpoint written before it holds none
