@@ -197,3 +197,16 @@ def test_above_compiled_above_clients_the_clustering_is_unchanged(monkeypatch):
     assert compiled.dtype == torch.float64 and compiled.shape == (150, 150)
     assert clustering.cluster(compiled, 0, 35.0) == lapack
     assert len(set(lapack)) == 5
+
+
+def test_an_exact_clustering_too_large_for_memory_is_refused_in_one_line():
+    """1,000,000 clients clustered exactly need 24 TB for their pairwise angles: refused by name before
+    anything is allocated (no machine this runs on has that much); 10,000 (2.4 GB) fit a 4 GB budget."""
+    from genefl.errors import GeneflError
+
+    with pytest.raises(GeneflError, match=r"^clustering: 1,000,000 clients clustered exactly need about 24000.0 GB .* lower clustering.sample"):
+        clustering.check_exact_memory(1_000_000)
+    with pytest.raises(GeneflError, match="more than the 1.0 GB available here"):
+        clustering.check_exact_memory(10_000, available=10**9)
+    clustering.check_exact_memory(10_000, available=4 * 10**9)
+    assert clustering.available_memory() > 10**8

@@ -46,6 +46,7 @@ def cluster_clients(config: Config, signatures: dict[int, ClientUpdate]) -> tupl
     opts = config.clustering
     if len(ids) > 1:  # "exact", or "sampled" with at most `sample` clients: every pairwise angle
         sample = len(ids) if opts.method == "exact" else opts.sample
+        clustering.check_exact_memory(min(sample, len(ids)))
         labels = clustering.cluster_sampled(sigs, sample, opts.num_clusters, opts.beta,
                                             rng.numpy_rng(config.seed, "clustering-sample"))
     else:
