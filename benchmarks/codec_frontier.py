@@ -68,6 +68,8 @@ VARIANTS = {
     # is then a fraction of the change's range instead of the weights'
     "genefl_int2_delta": ["method=genefl", "codec.up=int2", "codec.down=int2", *CODEC8, "codec.min_numel=0",
                           "codec.down_delta=true"],
+    "genefl_up3_down2_delta": ["method=genefl", "codec.up=int3", "codec.down=int2", *CODEC8, "codec.min_numel=0",
+                               "codec.down_delta=true"],
     "fedavg_int2_delta": ["method=fedavg", "codec.up=int2", "codec.down=int2", "codec.min_numel=0", "codec.down_delta=true"],
     "fedavg_int4_delta": ["method=fedavg", "codec.up=int4", "codec.down=int4", "codec.down_delta=true"],
     "flearngene": ["method=flearngene"],
