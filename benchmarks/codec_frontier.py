@@ -31,6 +31,7 @@ and writes pairs.md there: each codec variant minus its same-machine uncompresse
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -236,10 +237,19 @@ def newcomers(seeds: list[int], groups: list[str]) -> None:
         print("\n".join(lines), flush=True)
 
 
+def last_evaluations(folder: Path, count: int = 3) -> float:
+    """Training-client accuracy averaged over a run's last `count` evaluated rounds (rounds.csv): less
+    at the mercy of one round's swing than the final accuracy alone."""
+    with open(folder / "rounds.csv") as f:
+        accs = [float(r["acc_clients"]) for r in csv.DictReader(f) if r["acc_clients"]]
+    return statistics.fmean(accs[-count:])
+
+
 def pairs_table() -> str:
     """PAIRS/pairs.md: every codec variant's training-client accuracy minus the uncompressed GENE-FL run
     of the same scenario, model and seed made on the same machine (PAIRS/<group>/genefl/seed<s>/, run with
-    `--pairs`), per seed, with the mean, sd and the number of seeds within 1 point."""
+    `--pairs`), per seed, with the mean, sd and the number of seeds within 1 point; then the mean
+    difference over the last three evaluations (rounds 24, 27 and 30 of these runs)."""
     lines = []
     for group in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
         base = {f.name: s["acc_clients"] for f in sorted((group / "genefl").glob("seed*")) if (s := summary_of(f))}
@@ -254,11 +264,13 @@ def pairs_table() -> str:
                 fedavg = summary_of(OUT / group.name / "fedavg" / "seed0")
                 ratio = f"{fedavg['bytes_total'] / statistics.fmean(sizes):.1f}" if fedavg else "-"
                 mean, sd = mean_sd(list(diffs.values()))
+                late = statistics.fmean(100 * (last_evaluations(OUT / group.name / label / seed)
+                                               - last_evaluations(group / "genefl" / seed)) for seed in runs)
                 rows.append(f"| {label} | {ratio} | {', '.join(f'{k[4:]}: {v:+.2f}' for k, v in diffs.items())} | "
-                            f"{mean:+.2f} ± {sd:.2f} | {sum(abs(v) <= 1 for v in diffs.values())} of {len(diffs)} |")
+                            f"{mean:+.2f} ± {sd:.2f} | {sum(abs(v) <= 1 for v in diffs.values())} of {len(diffs)} | {late:+.2f} |")
         if rows:
             lines += [f"### {group.name}", "", "| variant | x less than FedAvg fp32 | codec − uncompressed, by seed (points) "
-                      "| mean ± sd | seeds within 1 point |", "|---|---|---|---|---|", *rows, ""]
+                      "| mean ± sd | seeds within 1 point | mean, last 3 evaluations |", "|---|---|---|---|---|---|", *rows, ""]
     return "\n".join(lines)
 
 
