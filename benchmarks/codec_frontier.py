@@ -251,8 +251,9 @@ def last_evaluations(folder: Path, count: int = 3) -> float:
 def pairs_table() -> str:
     """PAIRS/pairs.md: every codec variant's training-client accuracy minus the uncompressed GENE-FL run
     of the same scenario, model and seed made on the same machine (PAIRS/<group>/genefl/seed<s>/, run with
-    `--pairs`), per seed, with the mean, sd and the number of seeds within 1 point; then the mean
-    difference over the last three evaluations (rounds 24, 27 and 30 of these runs)."""
+    `--pairs`), per seed, with the mean, sd and the number of seeds within 1 point; then the difference
+    over the last three evaluations (rounds 24, 27 and 30 of these runs), by seed and on the mean, and the
+    newcomers' mean difference after the last epoch."""
     lines = []
     for group in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
         base = {f.name: s["acc_clients"] for f in sorted((group / "genefl").glob("seed*")) if (s := summary_of(f))}
@@ -267,13 +268,18 @@ def pairs_table() -> str:
                 fedavg = summary_of(OUT / group.name / "fedavg" / "seed0")
                 ratio = f"{fedavg['bytes_total'] / statistics.fmean(sizes):.1f}" if fedavg else "-"
                 mean, sd = mean_sd(list(diffs.values()))
-                late = statistics.fmean(100 * (last_evaluations(OUT / group.name / label / seed)
-                                               - last_evaluations(group / "genefl" / seed)) for seed in runs)
+                late = {seed: 100 * (last_evaluations(OUT / group.name / label / seed) - last_evaluations(group / "genefl" / seed))
+                        for seed in runs}
+                newcomers = statistics.fmean(100 * (s["acc_newcomers_last_epoch"] - summary_of(group / "genefl" / seed)["acc_newcomers_last_epoch"])
+                                             for seed, s in runs.items())
                 rows.append(f"| {label} | {ratio} | {', '.join(f'{k[4:]}: {v:+.2f}' for k, v in diffs.items())} | "
-                            f"{mean:+.2f} ± {sd:.2f} | {sum(abs(v) <= 1 for v in diffs.values())} of {len(diffs)} | {late:+.2f} |")
+                            f"{mean:+.2f} ± {sd:.2f} | {sum(abs(v) <= 1 for v in diffs.values())} of {len(diffs)} | "
+                            f"{', '.join(f'{k[4:]}: {v:+.2f}' for k, v in late.items())} | {statistics.fmean(late.values()):+.2f} | "
+                            f"{newcomers:+.2f} |")
         if rows:
             lines += [f"### {group.name}", "", "| variant | x less than FedAvg fp32 | codec − uncompressed, by seed (points) "
-                      "| mean ± sd | seeds within 1 point | mean, last 3 evaluations |", "|---|---|---|---|---|---|", *rows, ""]
+                      "| mean ± sd | seeds within 1 point | last 3 evaluations, by seed | mean, last 3 evaluations "
+                      "| newcomers, mean |", "|---|---|---|---|---|---|---|---|", *rows, ""]
     return "\n".join(lines)
 
 
