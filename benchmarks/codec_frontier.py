@@ -4,7 +4,8 @@ Every (scenario, model, variant, seed) is one `genefl run` (one torch thread), w
 benchmarks/results/frontier/<scenario>_<model>/<variant>/seed<s>/ and skipped when its results.json
 exists, so the script can be stopped and started again and finishes config by config. `--table`
 then writes frontier.md (mean ± sd over the seeds found: training-client accuracy, newcomer
-accuracy, total MB, MB to initialise a newcomer, and the reduction against FedAvg fp32) and one
+accuracy, total MB, MB to initialise a newcomer, and the reduction against FedAvg fp32; then both
+accuracies seed by seed) and one
 figure per scenario and model (training-client and newcomer accuracy against total MB, newcomer
 accuracy against MB to initialise a newcomer with the study's starts beside the runs; log scale,
 Pareto front marked).
@@ -120,22 +121,26 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def table() -> str:
     lines = []
     for group in sorted(p for p in OUT.iterdir() if p.is_dir()):
-        runs = {label: [s for s in (summary_of(f) for f in sorted((group / label).glob("seed*"))) if s]
-                for label in VARIANTS if (group / label).is_dir()}
-        runs = {k: v for k, v in runs.items() if v}
+        by_seed = {label: {f.name[4:]: s for f in sorted((group / label).glob("seed*")) if (s := summary_of(f))}
+                   for label in VARIANTS if (group / label).is_dir()}
+        by_seed = {k: v for k, v in by_seed.items() if v}
+        runs = {k: list(v.values()) for k, v in by_seed.items()}
         if "fedavg" not in runs:
             continue
         base = statistics.fmean(s["bytes_total"] for s in runs["fedavg"])
         lines += [f"### {group.name}", "",
-                  "| variant | seeds | training clients | newcomers, last epoch | total MB | x less than FedAvg fp32 | MB to init a newcomer |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| variant | seeds | training clients | newcomers, last epoch | total MB | x less than FedAvg fp32 | MB to init a newcomer "
+                  "| training clients, by seed (%) | newcomers, by seed (%) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, summaries in runs.items():
             acc, acc_sd = mean_sd([s["acc_clients"] for s in summaries])
             new, new_sd = mean_sd([s["acc_newcomers_last_epoch"] for s in summaries])
             total = statistics.fmean(s["bytes_total"] for s in summaries)
             init = statistics.fmean(s["bytes_newcomer_init_mean"] for s in summaries)
+            clients = ", ".join(f"{seed}: {100 * s['acc_clients']:.1f}" for seed, s in by_seed[label].items())
+            newcomers = ", ".join(f"{seed}: {100 * s['acc_newcomers_last_epoch']:.1f}" for seed, s in by_seed[label].items())
             lines.append(f"| {label} | {len(summaries)} | {acc:.3f} ± {acc_sd:.3f} | {new:.3f} ± {new_sd:.3f} | "
-                         f"{total / 1e6:.2f} | {base / total:.1f} | {init / 1e6:.4f} |")
+                         f"{total / 1e6:.2f} | {base / total:.1f} | {init / 1e6:.4f} | {clients} | {newcomers} |")
         lines.append("")
         plot(group, runs)
     return "\n".join(lines)
