@@ -17,7 +17,9 @@ whose two runs kept their starts, in the groups that --scenarios and --models na
 of the newcomer study (the learnGene, FedAvg's global model, and both through the
 int8/int4/int3/int2 codecs, ...; `genefl.experiments.study`), one fine-tuning each, and writes
 `<scenario>_<model>/newcomers/study.md` and `starts.md`: every start's last-epoch accuracy paired
-against the FedAvg-initialised newcomer over all seeds' newcomers.
+against the FedAvg-initialised newcomer over all seeds' newcomers. `--starts --variants genefl_output`
+keeps the output-side learnGene's starts as well (GENE-FL with `genefl.gene_selection = "output"`); the
+study adds that start (`genefl_output`) where every seed has it.
 
 Usage:
   GENEFL_DATA=../shared/data python benchmarks/codec_frontier.py --models cnn,lenet5 --seeds 0
@@ -79,9 +81,13 @@ VARIANTS = {
     "fedavg_int4_delta": ["method=fedavg", "codec.up=int4", "codec.down=int4", "codec.down_delta=true"],
     "flearngene": ["method=flearngene"],
     "fedper": ["method=fedper"],
+    # the output-side learnGene (the original Learngene's choice: the last body layers) at GENE-FL's budget;
+    # the input side is the sensitivity-chosen window itself on both models ({conv1, conv2} in every run here)
+    "genefl_output": ["method=genefl", "genefl.gene_selection=output"],
 }
 SCENARIOS = ("fashion_alpha0.1", "fashion_alpha0.5", "mnist_alpha0.1")
 STARTED = ("fedavg", "genefl")  # the runs whose newcomers' starts `--starts` keeps (the study needs both)
+EXTRA_STARTS = ("genefl_output",)  # kept too when --starts names them; the study then adds their start
 STARTS_FILE = "newcomer_starts.pt"  # genefl.experiments.starts.STARTS_FILE
 
 
@@ -94,7 +100,7 @@ def run_missing(scenarios: list[str], models: list[str], variants: list[str], se
             for model in models:
                 for label in variants:
                     folder = out / f"{scenario}_{model}" / label / f"seed{seed}"
-                    keep = starts and label in STARTED
+                    keep = starts and label in (*STARTED, *EXTRA_STARTS)
                     if (folder / "results.json").exists() and (not keep or (folder / STARTS_FILE).exists()):
                         continue
                     sets = [f"model={model}", f"seed={seed}", "checkpoint_every=0", *VARIANTS[label]]
@@ -217,18 +223,20 @@ def run_one_keeping_starts(folder: Path, config_path: str, sets: list[str]) -> N
 def newcomers(seeds: list[int], groups: list[str]) -> None:
     """The newcomer study's starts on every group named (`<scenario>_<model>`) whose fedavg and genefl runs kept their starts."""
     from genefl.config import load_config
+    from genefl.experiments.comparison import Variant
     from genefl.experiments.study import add_run_bytes, analyse, metric, study_seed, t_interval, write_report
 
     for group in sorted(p for p in OUT.iterdir() if p.is_dir() and p.name in groups):
         found = [s for s in seeds if all((group / m / f"seed{s}" / STARTS_FILE).exists() for m in STARTED)]
         if not found:
             continue
+        extra = [label for label in EXTRA_STARTS if all((group / label / f"seed{s}" / STARTS_FILE).exists() for s in found)]
         records = []
         for s in found:
             config = load_config(group / "genefl" / f"seed{s}" / "config.toml")
-            records += study_seed(config, group, 1)
+            records += study_seed(config, group, 1, tuple(Variant(label, "genefl", {}) for label in extra))
         analysis = analyse(records)
-        add_run_bytes(analysis, group, [], found)
+        add_run_bytes(analysis, group, extra, found)
         write_report(analysis, records, group, found)
         key = {(r["seed"], r["newcomer"], r["start"]): r for r in records}
         pairs = sorted({(r["seed"], r["newcomer"]) for r in records})
