@@ -120,6 +120,11 @@ def summary_of(folder: Path) -> dict | None:
     return json.loads(path.read_text())["summary"] if path.exists() else None
 
 
+def by_seed_text(values: dict[str, float], spec: str) -> str:
+    """`{"seed0": 74.6, "seed1": 71.0}` -> "0: 74.6, 1: 71.0" (each value formatted with `spec`)."""
+    return ", ".join(f"{seed.removeprefix('seed')}: {v:{spec}}" for seed, v in values.items())
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -127,7 +132,7 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def table() -> str:
     lines = []
     for group in sorted(p for p in OUT.iterdir() if p.is_dir()):
-        by_seed = {label: {f.name[4:]: s for f in sorted((group / label).glob("seed*")) if (s := summary_of(f))}
+        by_seed = {label: {f.name: s for f in sorted((group / label).glob("seed*")) if (s := summary_of(f))}
                    for label in VARIANTS if (group / label).is_dir()}
         by_seed = {k: v for k, v in by_seed.items() if v}
         runs = {k: list(v.values()) for k, v in by_seed.items()}
@@ -143,8 +148,8 @@ def table() -> str:
             new, new_sd = mean_sd([s["acc_newcomers_last_epoch"] for s in summaries])
             total = statistics.fmean(s["bytes_total"] for s in summaries)
             init = statistics.fmean(s["bytes_newcomer_init_mean"] for s in summaries)
-            clients = ", ".join(f"{seed}: {100 * s['acc_clients']:.1f}" for seed, s in by_seed[label].items())
-            newcomers = ", ".join(f"{seed}: {100 * s['acc_newcomers_last_epoch']:.1f}" for seed, s in by_seed[label].items())
+            clients = by_seed_text({seed: 100 * s["acc_clients"] for seed, s in by_seed[label].items()}, ".1f")
+            newcomers = by_seed_text({seed: 100 * s["acc_newcomers_last_epoch"] for seed, s in by_seed[label].items()}, ".1f")
             lines.append(f"| {label} | {len(summaries)} | {acc:.3f} ± {acc_sd:.3f} | {new:.3f} ± {new_sd:.3f} | "
                          f"{total / 1e6:.2f} | {base / total:.1f} | {init / 1e6:.4f} | {clients} | {newcomers} |")
         lines.append("")
@@ -269,13 +274,13 @@ def pairs_table() -> str:
     newcomers' mean difference after the last epoch."""
     lines = []
     for group in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
-        base = {f.name: s["acc_clients"] for f in sorted((group / "genefl").glob("seed*")) if (s := summary_of(f))}
+        base = {f.name: s for f in sorted((group / "genefl").glob("seed*")) if (s := summary_of(f))}
         rows = []
         for label in VARIANTS:
             if not label.startswith("genefl_") or not (OUT / group.name / label).is_dir():
                 continue
             runs = {seed: s for seed in sorted(base) if (s := summary_of(OUT / group.name / label / seed))}
-            diffs = {seed: 100 * (s["acc_clients"] - base[seed]) for seed, s in runs.items()}
+            diffs = {seed: 100 * (s["acc_clients"] - base[seed]["acc_clients"]) for seed, s in runs.items()}
             if diffs:
                 sizes = [s["bytes_total"] for s in runs.values()]
                 fedavg = summary_of(OUT / group.name / "fedavg" / "seed0")
@@ -283,11 +288,11 @@ def pairs_table() -> str:
                 mean, sd = mean_sd(list(diffs.values()))
                 late = {seed: 100 * (last_evaluations(OUT / group.name / label / seed) - last_evaluations(group / "genefl" / seed))
                         for seed in runs}
-                newcomers = statistics.fmean(100 * (s["acc_newcomers_last_epoch"] - summary_of(group / "genefl" / seed)["acc_newcomers_last_epoch"])
+                newcomers = statistics.fmean(100 * (s["acc_newcomers_last_epoch"] - base[seed]["acc_newcomers_last_epoch"])
                                              for seed, s in runs.items())
-                rows.append(f"| {label} | {ratio} | {', '.join(f'{k[4:]}: {v:+.2f}' for k, v in diffs.items())} | "
+                rows.append(f"| {label} | {ratio} | {by_seed_text(diffs, '+.2f')} | "
                             f"{mean:+.2f} ± {sd:.2f} | {sum(abs(v) <= 1 for v in diffs.values())} of {len(diffs)} | "
-                            f"{', '.join(f'{k[4:]}: {v:+.2f}' for k, v in late.items())} | {statistics.fmean(late.values()):+.2f} | "
+                            f"{by_seed_text(late, '+.2f')} | {statistics.fmean(late.values()):+.2f} | "
                             f"{newcomers:+.2f} |")
         if rows:
             lines += [f"### {group.name}", "", "| variant | x less than FedAvg fp32 | codec − uncompressed, by seed (points) "
