@@ -18,7 +18,10 @@ changes clipped to `defence.norm_bound`, `--norm-bound`), the standard backdoor 
 `reputation` (the mean with `defence.reputation`: clients whose mean cosine with the median change
 over their rounds is negative are left out), `reputation_normbound` (both), and `reputation_trusted`,
 `reputation_trusted_normbound` (the same with `defence.reputation_reference = "trusted"`: scored against
-the median of the clients not yet left out).
+the median of the clients not yet left out). Any defence whose aggregator is not the mean (not `mean`,
+`normbound`, `reputation*` or `absent`) takes a
+`_bucket<s>` suffix (`median_bucket2`): `defence.bucket` = s, the aggregator run on the means of seeded
+buckets of s updates.
 `absent` is not a defence but the reference for one: the attackers never take part (a trace file has
 them offline every round, `population.availability = "trace"`; they still enrol in Stage 0 and are
 still evaluated), which is what a defence that found every attacker and nothing else would leave.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -46,7 +50,18 @@ DEFENCES = ("mean", "median", "trimmed_mean", "krum", "multikrum", "cosine", "no
             "reputation_normbound", "reputation_trusted", "reputation_trusted_normbound", "absent")
 
 
+BUCKETED = re.compile(r"(.+)_bucket(\d+)$")  # "median_bucket2": the median of buckets of 2
+
+
+def known_defence(defence: str) -> bool:
+    bucketed = BUCKETED.match(defence)
+    return defence in DEFENCES or bool(bucketed and bucketed[1] in DEFENCES  # only where the aggregator is not the mean
+                                       and bucketed[1] not in ("mean", "normbound", "absent") and not bucketed[1].startswith("reputation"))
+
+
 def defence_sets(defence: str, args) -> list[str]:
+    if bucketed := BUCKETED.match(defence):
+        return [*defence_sets(bucketed[1], args), f"defence.bucket={int(bucketed[2])}"]
     if defence == "absent":  # the trace file is per cell and seed: `absent_trace`
         return ["defence.aggregator=mean", "population.availability=trace"]
     if defence == "normbound":
@@ -67,6 +82,7 @@ def defence_sets(defence: str, args) -> list[str]:
 
 def method_of(label: str) -> str:
     """A cell label's method: the label less its defence ("my_method_trimmed_mean" -> "my_method")."""
+    label = BUCKETED.sub(r"\1", label)
     for defence in sorted(DEFENCES, key=len, reverse=True):  # "trimmed_mean" before "mean"
         if label.endswith("_" + defence):
             return label[:-len(defence) - 1]
@@ -286,9 +302,10 @@ def main() -> None:
     args.attacks, args.methods, args.defences = args.attacks.split(","), args.methods.split(","), args.defences.split(",")
     args.fractions = [float(f) for f in args.fractions.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    for name, given, known in (("attacks", args.attacks, ATTACKS), ("defences", args.defences, DEFENCES)):
-        if set(given) - set(known):
-            parser.error(f"--{name}: unknown {', '.join(sorted(set(given) - set(known)))}")
+    for name, unknown in (("attacks", set(args.attacks) - set(ATTACKS)),
+                          ("defences", {d for d in args.defences if not known_defence(d)})):
+        if unknown:
+            parser.error(f"--{name}: unknown {', '.join(sorted(unknown))}")
     if not args.table:
         run_missing(args, args.sets)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,7 @@ class DefenceOptions(Options):
     byzantine: int = option(1, nonneg())  # krum, multikrum: f, the attackers tolerated (needs more than 2f + 2 updates)
     multikrum_m: int = option(0, nonneg())  # multikrum: updates averaged; 0 = n - f of the n received
     norm_bound: float = option(0.0, weight())  # clip each update's change from what it was sent to this L2 norm (0 = off)
+    bucket: int = option(0, nonneg())  # median, trimmed_mean, krum, multikrum, cosine: s >= 2 aggregates the sample-weighted means of seeded buckets of s updates (Karimireddy et al., ICLR 2022); 0 or 1 = off
     reputation: bool = option(False)  # leave out clients whose mean cosine with the round's median change, over their rounds, is below reputation_threshold (protocol/reputation.py)
     reputation_rounds: int = option(3, positive())  # reputation: scores a client needs before it can be left out
     reputation_threshold: float = option(0.0, check(lambda v: -1 <= v < 1, "must be in [-1, 1)"))  # reputation: the mean score below which a client is left out

@@ -94,7 +94,7 @@ class Strategy(abc.ABC):
         the robust aggregator and norm bound of `[defence]` (`genefl.protocol.robust`). A client's change is
         measured from what `configure_train` sends it from this `state`."""
         return Combiner(self.config.defence, self.notes, f"round {round}{where}",
-                        lambda cid: self.configure_train(state, round, cid).tensors, self.left_out)
+                        lambda cid: self.configure_train(state, round, cid).tensors, self.left_out, self.config.seed)
 
     def take_notes(self) -> list[str]:
         notes, self.notes[:] = list(self.notes), []

@@ -77,7 +77,7 @@ class Scaffold(FedAvg):
         # Δc goes through the same aggregator as the models, without the norm bound (it is no model change)
         models, count = self.combiner(state, round), 0
         deltas = Combiner(replace(self.config.defence, norm_bound=0.0), self.notes, f"round {round}, delta_c",
-                          lambda cid: {}, self.left_out)
+                          lambda cid: {}, self.left_out, self.config.seed, f"round {round}")
         for cid, update in updates:
             if cid in self.left_out:  # its Δc is left out with its model (|S| counts the clients aggregated)
                 continue
