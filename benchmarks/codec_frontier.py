@@ -267,7 +267,8 @@ def last_evaluations(folder: Path, count: int = 3) -> float:
 
 
 def pairs_table() -> str:
-    """PAIRS/pairs.md: every codec variant's training-client accuracy minus the uncompressed GENE-FL run
+    """PAIRS/pairs.md: every GENE-FL variant's (each codec, and `genefl_output`, the output-side learnGene)
+    training-client accuracy minus the uncompressed GENE-FL run
     of the same scenario, model and seed made on the same machine (PAIRS/<group>/genefl/seed<s>/, run with
     `--pairs`), per seed, with the mean, sd and the number of seeds within 1 point; then the difference
     over the last three evaluations (rounds 24, 27 and 30 of these runs), by seed and on the mean, and the
@@ -295,7 +296,7 @@ def pairs_table() -> str:
                             f"{by_seed_text(late, '+.2f')} | {statistics.fmean(late.values()):+.2f} | "
                             f"{newcomers:+.2f} |")
         if rows:
-            lines += [f"### {group.name}", "", "| variant | x less than FedAvg fp32 | codec − uncompressed, by seed (points) "
+            lines += [f"### {group.name}", "", "| variant | x less than FedAvg fp32 | variant − uncompressed GENE-FL, by seed (points) "
                       "| mean ± sd | seeds within 1 point | last 3 evaluations, by seed | mean, last 3 evaluations "
                       "| newcomers, mean |", "|---|---|---|---|---|---|---|---|", *rows, ""]
     return "\n".join(lines)
