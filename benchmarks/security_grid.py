@@ -6,7 +6,8 @@ the script can be stopped and started again and finishes cell by cell; several c
 same OUT (one per core) share the cells, each claiming one at a time. Fraction 0 is the clean run
 (no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. `--table` then writes
 OUT/grid.md (per attack, method and defence: training-client accuracy and its difference from the
-method's clean run without a defence (paired by seed), newcomer accuracy after the last epoch, the backdoor's success on
+method's clean run without a defence (paired by seed; after the last round, and over the last three
+evaluations), newcomer accuracy after the last epoch, the backdoor's success on
 the honest training clients, on the newcomers and on the newcomers placed in a cluster holding an
 attacker, total MB; mean over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
 backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
@@ -154,7 +155,10 @@ def run_missing(args, sets: list[str]) -> None:
 
 def summaries(folder: Path) -> list[dict]:
     """Each seed's results.json summary, plus `backdoor_success_poisoned_cluster`: the backdoor's mean success on
-    the newcomers placed in a cluster that holds an attacker (clustered methods' backdoor runs; None otherwise)."""
+    the newcomers placed in a cluster that holds an attacker (clustered methods' backdoor runs; None otherwise),
+    and `acc_clients_late`: training-client accuracy averaged over the last three evaluations (rounds 24, 27
+    and 30 of the study's scenario), less sensitive than the last one alone to where a run that swings
+    from round to round happens to stop."""
     found = []
     for path in sorted(folder.glob("seed*/results.json")):
         doc = json.loads(path.read_text())
@@ -167,7 +171,10 @@ def summaries(folder: Path) -> list[dict]:
             values = [n["backdoor_success"] for n in doc["newcomers"]
                       if n.get("backdoor_success") is not None and n.get("cluster") in hit]
             poisoned = statistics.fmean(values) if values else None
-        found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned, "seed": doc["seed"]})
+        evaluated = [r["acc_clients"] for r in doc["rounds"] if r.get("acc_clients") is not None]
+        late = statistics.fmean(evaluated[-3:]) if evaluated else None
+        found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned, "seed": doc["seed"],
+                      "acc_clients_late": late})
     return found
 
 
@@ -186,18 +193,19 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             if not found:
                 continue
             rows[(label, fraction)] = {"seeds": len(found), "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
+                                       "late_by_seed": {s["seed"]: s["acc_clients_late"] for s in found},
                                        **{k: mean_of(found, k) for k in (
                 "acc_clients", "acc_clients_honest", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
     return rows
 
 
-def versus_clean(rows: dict, label: str, r: dict) -> float | None:
-    """Training-client accuracy minus the method's clean undefended run, paired by seed (mean over the
-    seeds both have)."""
-    clean = rows.get((method_of(label) + "_mean", 0.0), {}).get("acc_by_seed", {})
-    pairs = [r["acc_by_seed"][s] - clean[s] for s in r["acc_by_seed"] if s in clean
-             and r["acc_by_seed"][s] is not None and clean[s] is not None]
+def versus_clean(rows: dict, label: str, r: dict, key: str = "acc_by_seed") -> float | None:
+    """Training-client accuracy (`key`: after the last round, or `late_by_seed`: over the last three
+    evaluations) minus the same of the method's clean undefended run, paired by seed (mean over the seeds
+    both have)."""
+    clean = rows.get((method_of(label) + "_mean", 0.0), {}).get(key, {})
+    pairs = [r[key][s] - clean[s] for s in r[key] if s in clean and r[key][s] is not None and clean[s] is not None]
     return statistics.fmean(pairs) if pairs else None
 
 
@@ -212,13 +220,15 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
         if not any(f for _, f in rows):
             continue
         lines += [f"### {attack}", "",
-                  "| method_defence | attackers | seeds | training clients | vs clean, no defence | honest clients | "
-                  "newcomers, last epoch | backdoor: clients | backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method_defence | attackers | seeds | training clients | vs clean, no defence | vs clean, last 3 evaluations | "
+                  "honest clients | newcomers, last epoch | backdoor: clients | backdoor: newcomers | "
+                  "backdoor: newcomers of a poisoned cluster | total MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for (label, fraction), r in sorted(rows.items()):
-            difference = versus_clean(rows, label, r)
-            versus = "-" if difference is None else f"{100 * difference:+.1f}"
-            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {pct(r['acc_clients_honest'])} | "
+            versus, late = (versus_clean(rows, label, r, key) for key in ("acc_by_seed", "late_by_seed"))
+            versus, late = ("-" if v is None else f"{100 * v:+.1f}" for v in (versus, late))
+            lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {late} | "
+                         f"{pct(r['acc_clients_honest'])} | "
                          f"{pct(r['acc_newcomers_last_epoch'])} | "
                          f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | "
                          f"{pct(r['backdoor_success_poisoned_cluster'])} | {r['bytes_total'] / 1e6:.2f} |")
