@@ -171,7 +171,7 @@ def summaries(folder: Path) -> list[dict]:
             values = [n["backdoor_success"] for n in doc["newcomers"]
                       if n.get("backdoor_success") is not None and n.get("cluster") in hit]
             poisoned = statistics.fmean(values) if values else None
-        evaluated = [r["acc_clients"] for r in doc["rounds"] if r.get("acc_clients") is not None]
+        evaluated = [r["acc_clients"] for r in doc.get("rounds", []) if r.get("acc_clients") is not None]
         late = statistics.fmean(evaluated[-3:]) if evaluated else None
         found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned, "seed": doc["seed"],
                       "acc_clients_late": late})
