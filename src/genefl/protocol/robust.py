@@ -219,13 +219,10 @@ class Combiner:
         self._kept = []
         for start in range(0, len(order), size):
             members = sorted((kept[j] for j in order[start:start + size]), key=lambda entry: entry[0])
-            mean = LayerwiseMean()
-            for _, tensors, weight in members:
-                mean.add(tensors, weight)
             name = "+".join(str(cid) for cid, _, _ in members)
             self._members[name] = [(cid, weight) for cid, _, weight in members]
-            template = {k: v for _, tensors, _ in members for k, v in tensors.items()}  # every tensor a member sent
-            self._kept.append((name, mean.result(template), sum(weight for _, _, weight in members)))
+            self._kept.append((name, weighted_mean([(tensors, weight) for _, tensors, weight in members]),
+                               sum(weight for _, _, weight in members)))
         self.notes.append(f"{self.where}: buckets of {size}: {', '.join(name for name, _, _ in self._kept)}")
 
     def _reference(self, label: int | str) -> dict[str, torch.Tensor]:
@@ -233,11 +230,7 @@ class Combiner:
         clients (so that the bucket's change is the weighted mean of its clients' changes)."""
         if label not in self._members:
             return self.sent(label)
-        sent = [(self.sent(cid), weight) for cid, weight in self._members[label]]
-        mean = LayerwiseMean()
-        for tensors, weight in sent:
-            mean.add(tensors, weight)
-        return mean.result({k: v for tensors, _ in sent for k, v in tensors.items()})
+        return weighted_mean([(self.sent(cid), weight) for cid, weight in self._members[label]])
 
     def _note_unprotected(self) -> None:
         """A note when a median of 2 or fewer updates, or a trimmed mean that trims nothing, took their plain mean."""
@@ -321,6 +314,14 @@ def _cosine_block_choice(changes: torch.Tensor) -> list[int]:
     if norm == 0:
         return list(range(changes.shape[0]))
     return [i for i, c in enumerate((changes @ reference).tolist()) if c > 0]
+
+
+def weighted_mean(weighted: list[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
+    """Per tensor name, the weighted mean over the dicts that hold it, in the dtype they were sent in."""
+    mean = LayerwiseMean()
+    for tensors, weight in weighted:
+        mean.add(tensors, weight)
+    return mean.result({k: v for tensors, _ in weighted for k, v in tensors.items()})
 
 
 def _like(value: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
