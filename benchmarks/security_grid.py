@@ -26,7 +26,9 @@ buckets of s updates.
 `absent` is not a defence but the reference for one: the attackers never take part (a trace file has
 them offline every round, `population.availability = "trace"`; they still enrol in Stage 0 and are
 still evaluated), which is what a defence that found every attacker and nothing else would leave.
-The table gives `acc_clients_honest` beside `acc_clients`: the training clients that do not attack.
+The table gives `acc_clients_honest` beside `acc_clients`: the training clients that do not attack, and
+their difference from the same clients in the clean undefended run of the same seed (its results.json's
+`acc_by_client`; runs written before that key existed give "-").
 
 Usage:
   GENEFL_DATA=../shared/data python benchmarks/security_grid.py --config configs/newcomers_fashion_alpha0.1.toml \\
@@ -173,8 +175,9 @@ def summaries(folder: Path) -> list[dict]:
             poisoned = statistics.fmean(values) if values else None
         evaluated = [r["acc_clients"] for r in doc.get("rounds", []) if r.get("acc_clients") is not None]
         late = statistics.fmean(evaluated[-3:]) if evaluated else None
+        honest = {c: a for c, a in doc.get("acc_by_client", {}).items() if int(c) not in attackers} if attackers else None
         found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned, "seed": doc["seed"],
-                      "acc_clients_late": late})
+                      "acc_clients_late": late, "acc_by_client": doc.get("acc_by_client"), "honest_ids": honest})
     return found
 
 
@@ -194,6 +197,9 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
                 continue
             rows[(label, fraction)] = {"seeds": len(found), "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
                                        "late_by_seed": {s["seed"]: s["acc_clients_late"] for s in found},
+                                       "by_client_by_seed": {s["seed"]: s["acc_by_client"] for s in found},
+                                       "honest_by_seed": {s["seed"]: (s.get("acc_clients_honest"), s["honest_ids"])
+                                                          for s in found if s["honest_ids"] is not None},
                                        **{k: mean_of(found, k) for k in (
                 "acc_clients", "acc_clients_honest", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
@@ -209,6 +215,20 @@ def versus_clean(rows: dict, label: str, r: dict, key: str = "acc_by_seed") -> f
     return statistics.fmean(pairs) if pairs else None
 
 
+def honest_versus_clean(rows: dict, label: str, r: dict) -> float | None:
+    """The honest clients' accuracy minus the same clients' in the method's clean undefended run of the same
+    seed (from its results.json's `acc_by_client`; mean over the seeds both have). Unlike `versus_clean`,
+    the attackers' own accuracy is left out on both sides: a defence that leaves them out is not charged
+    for what a model that never learnt their data scores on their tests."""
+    clean = rows.get((method_of(label) + "_mean", 0.0), {}).get("by_client_by_seed", {})
+    pairs = []
+    for seed, (honest, ids) in r.get("honest_by_seed", {}).items():
+        before = [clean[seed][c] for c in ids if clean.get(seed) and clean[seed].get(c) is not None]
+        if honest is not None and before and len(before) == len(ids):
+            pairs.append(honest - statistics.fmean(before))
+    return statistics.fmean(pairs) if pairs else None
+
+
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -221,14 +241,15 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
             continue
         lines += [f"### {attack}", "",
                   "| method_defence | attackers | seeds | training clients | vs clean, no defence | vs clean, last 3 evaluations | "
-                  "honest clients | newcomers, last epoch | backdoor: clients | backdoor: newcomers | "
-                  "backdoor: newcomers of a poisoned cluster | total MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "honest clients | honest vs the same clients clean | newcomers, last epoch | backdoor: clients | "
+                  "backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for (label, fraction), r in sorted(rows.items()):
             versus, late = (versus_clean(rows, label, r, key) for key in ("acc_by_seed", "late_by_seed"))
-            versus, late = ("-" if v is None else f"{100 * v:+.1f}" for v in (versus, late))
+            honest = honest_versus_clean(rows, label, r)
+            versus, late, honest = ("-" if v is None else f"{100 * v:+.1f}" for v in (versus, late, honest))
             lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {late} | "
-                         f"{pct(r['acc_clients_honest'])} | "
+                         f"{pct(r['acc_clients_honest'])} | {honest} | "
                          f"{pct(r['acc_newcomers_last_epoch'])} | "
                          f"{pct(r['backdoor_success'])} | {pct(r['backdoor_success_newcomers'])} | "
                          f"{pct(r['backdoor_success_poisoned_cluster'])} | {r['bytes_total'] / 1e6:.2f} |")

@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -61,22 +62,31 @@ def test_every_genefl_import_in_the_benchmarks_exists():
 
 def test_security_grid_pairs_each_cell_with_its_own_methods_clean_run(tmp_path, monkeypatch):
     """The grid's "vs clean, no defence" column subtracts, seed by seed, the clean undefended run of the
-    cell's own method, also for a method whose name holds an underscore (labels are method_defence)."""
+    cell's own method, also for a method whose name holds an underscore (labels are method_defence); the
+    "honest vs the same clients clean" column, the attacked run's honest clients against the same clients
+    of that clean run (its `acc_by_client`), "-" where the clean run predates `acc_by_client`."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     grid = importlib.import_module("security_grid")
 
-    def write(folder, seed, acc):
+    def write(folder, seed, acc, by_client=None, attackers=()):
         (folder / f"seed{seed}").mkdir(parents=True)
-        doc = {"seed": seed, "method_info": {}, "newcomers": [],
+        doc = {"seed": seed, "method_info": {"adversary": {"attackers": list(attackers)}} if attackers else {}, "newcomers": [],
                "summary": {"acc_clients": acc, "acc_newcomers_last_epoch": None, "backdoor_success": None,
                            "backdoor_success_newcomers": None, "bytes_total": 1e6}}
+        if by_client:
+            doc["acc_by_client"] = by_client
+        if attackers:
+            doc["summary"]["acc_clients_honest"] = statistics.fmean(a for c, a in by_client.items() if int(c) not in attackers)
         (folder / f"seed{seed}" / "results.json").write_text(json.dumps(doc))
-    write(tmp_path / "clean" / "my_method_mean", 0, 0.80)
-    write(tmp_path / "clean" / "my_method_mean", 1, 0.90)
+    write(tmp_path / "clean" / "my_method_mean", 0, 0.80, {"0": 0.7, "1": 0.9, "2": 0.8})
+    write(tmp_path / "clean" / "my_method_mean", 1, 0.90)  # written before acc_by_client
     write(tmp_path / "clean" / "my_trimmed_mean", 0, 0.10)  # a method named "my" with trimmed_mean: not the reference
-    write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 0, 0.75)
+    write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 0, 0.75, {"0": 0.6, "1": 0.85, "2": 0.8}, [2])
     write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 1, 0.80)
     rows = grid.collect(tmp_path, "signflip", [0.0, 0.2])
     assert grid.method_of("my_method_trimmed_mean") == "my_method" and grid.method_of("my_multikrum") == "my"
     assert grid.versus_clean(rows, "my_method_trimmed_mean", rows[("my_method_trimmed_mean", 0.2)]) \
         == pytest.approx(((0.75 - 0.80) + (0.80 - 0.90)) / 2)
+    # seed 0 only: honest clients 0 and 1 at 0.725 against the same clients' 0.80 in the clean run
+    assert grid.honest_versus_clean(rows, "my_method_trimmed_mean", rows[("my_method_trimmed_mean", 0.2)]) \
+        == pytest.approx(0.725 - 0.80)

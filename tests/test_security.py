@@ -521,6 +521,21 @@ def test_acc_clients_honest_leaves_the_attackers_out(one_thread):
     assert "acc_clients_honest" not in run("rounds=1", "num_newcomers=0")["summary"]
 
 
+def test_acc_by_client_lets_another_runs_honest_clients_be_compared(one_thread):
+    """results.json's `acc_by_client`: each training client's accuracy in the last evaluated round (not
+    the newcomers'), so that a clean run can be averaged over the clients an attacked run calls honest."""
+    common = ["rounds=2", "num_newcomers=1", "newcomer_rounds=[1]", "newcomer_epochs=1"]
+    attacked = run(*common, "adversary.kind=\"scale\"", "adversary.fraction=0.3", "adversary.scale=-10")
+    clean = run(*common)
+    assert sorted(clean["acc_by_client"], key=int) == [str(c) for c in range(10)]  # newcomer 10 joined, not listed
+    assert clean["summary"]["acc_clients"] == pytest.approx(sum(clean["acc_by_client"].values()) / 10)
+    honest = [c for c in attacked["acc_by_client"] if int(c) not in attacked["method_info"]["adversary"]["attackers"]]
+    assert attacked["summary"]["acc_clients_honest"] == pytest.approx(
+        sum(attacked["acc_by_client"][c] for c in honest) / 7)
+    clean_honest = sum(clean["acc_by_client"][c] for c in honest) / 7
+    assert clean_honest - attacked["summary"]["acc_clients_honest"] > 0.05  # the attack hurts the clients it does not own
+
+
 def test_a_boosted_backdoor_takes_fedavg_and_the_median_stops_it(one_thread):
     common = ["rounds=6", "eval_every=3", "num_newcomers=2", "newcomer_epochs=2", "adversary.kind=\"backdoor\"",
               "adversary.fraction=0.1"]

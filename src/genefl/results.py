@@ -3,7 +3,7 @@ interrupted run keeps what it finished) and `results.json` (schema below, writte
 
 results.json: {method, dataset, seed, summary{acc_clients, acc_newcomers_first_epoch,
 acc_newcomers_last_epoch, bytes_up, bytes_down, bytes_total, bytes_eval, bytes_newcomer_init_mean,
-model_bytes, wall_s, ...}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
+model_bytes, wall_s, ...}, acc_by_client{id: accuracy in the last evaluated round}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
 newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, acc_local, rounds_to_useful, ...}],
 newcomer_cohorts[{arrival_round, clients, acc_init, acc_by_epoch, acc_by_round, rounds_to_useful_median}],
 method_info{...}, population{arrivals, not_arrived, departures, returns, unreachable}}. Accuracies are
@@ -129,6 +129,9 @@ def build_results(result) -> dict[str, Any]:
             info["adversary"]["signature_classes"] = list(config.adversary.signature_classes)
     return {
         "method": config.method, "dataset": result.dataset or config.dataset, "seed": config.seed, "summary": summary,
+        # per client, so that a subset (e.g. another run's honest clients) can be compared between runs
+        "acc_by_client": {str(c): a for c, a in sorted(last.acc_by_client.items())
+                          if c < last.num_training_clients} if last else {},
         "rounds": [round_row(r, attackers) for r in result.rounds],
         "newcomers": [newcomer_row(n, useful[n.id]) for n in news],
         "newcomer_cohorts": newcomer_cohorts(news, result.rounds, useful),
