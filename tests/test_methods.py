@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genefl.algorithms import REGISTRY
-from genefl.protocol.messages import Broadcast, ClientUpdate, nbytes
+from genefl.protocol.messages import Broadcast, nbytes
 from genefl.results import build_results
 from genefl.runtime.simulator import Simulator
 from genefl.data.scenario import build_scenario
