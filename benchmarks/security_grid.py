@@ -4,8 +4,8 @@ Each cell is one run at one torch thread, written to
 OUT/<attack>/<method>_<defence>/f<fraction>/seed<s>/ and skipped when its results.json exists, so
 the script can be stopped and started again and finishes cell by cell; several copies started on the
 same OUT (one per core) share the cells, each claiming one at a time. Fraction 0 is the clean run
-(no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. `--table` then writes
-OUT/grid.md (per attack, method and defence: training-client accuracy and its difference from the
+(no attacker), shared by every attack: OUT/clean/<method>_<defence>/seed<s>/. Every call (`--table`: only this)
+then writes, over every cell in OUT, OUT/grid.md (per attack, method and defence: training-client accuracy and its difference from the
 method's clean run without a defence (paired by seed; after the last round, and over the last three
 evaluations), newcomer accuracy after the last epoch, the backdoor's success on
 the honest training clients, on the newcomers and on the newcomers placed in a cluster holding an
@@ -229,6 +229,11 @@ def honest_versus_clean(rows: dict, label: str, r: dict) -> float | None:
     return statistics.fmean(pairs) if pairs else None
 
 
+def fractions_found(out: Path) -> list[float]:
+    """Every attacker fraction with a cell in OUT (OUT/<attack>/<label>/f<fraction>), and 0 (the clean runs)."""
+    return sorted({0.0} | {float(p.name[1:]) for p in out.glob("*/*/f*") if p.is_dir()})
+
+
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -328,7 +333,8 @@ def main() -> None:
                         help="krum, multikrum: f, the attackers tolerated (genefl's default 1; 4 for 20%% of 20 clients)")
     parser.add_argument("--summary-fraction", type=float, default=0.0,
                         help="also write OUT/summary.md: every --seeds seed side by side at this attacker fraction")
-    parser.add_argument("--table", action="store_true", help="only write grid.md and the figures from what exists")
+    parser.add_argument("--table", action="store_true", help="only write grid.md and the figures from what exists "
+                        "(every call writes them over every cell in OUT, whatever its --attacks and --fractions)")
     args = parser.parse_args()
     args.attacks, args.methods, args.defences = args.attacks.split(","), args.methods.split(","), args.defences.split(",")
     args.fractions = [float(f) for f in args.fractions.split(",")]
@@ -340,7 +346,7 @@ def main() -> None:
     if not args.table:
         run_missing(args, args.sets)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = table(args.out, args.attacks, args.fractions)
+    text = table(args.out, list(ATTACKS), fractions_found(args.out))  # the whole folder, whatever this call ran
     (args.out / "grid.md").write_text(text + "\n")
     if args.summary_fraction:
         (args.out / "summary.md").write_text(by_seed(args.out, args.attacks, args.summary_fraction, args.seeds))
