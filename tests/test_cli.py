@@ -4,12 +4,17 @@ matters (a run reproduced by a second process, one error of each kind), else thr
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
 
 import pytest
+import torch
 
+import genefl as genefl_package
+from conftest import REPO
 from genefl.cli import main
 
 FAST = ["--set", "rounds=3", "--set", "num_clients=4", "--set", "num_newcomers=1", "--set", "newcomer_epochs=2"]
@@ -43,6 +48,25 @@ def test_run_writes_results_and_is_reproducible(tmp_path):
     assert 0 <= s["acc_clients"] <= 1 and s["bytes_total"] == s["bytes_up"] + s["bytes_down"] > 0
     assert len(a["newcomers"]) == 1 and len(a["newcomers"][0]["acc_by_epoch"]) == 2
     assert strip_times(a) == strip_times(b)
+    # what produced them: this checkout's commit when the tests run from one (CI's clean checkout does)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert a["code"]["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert a["code"]["genefl"] == genefl_package.__version__ and a["code"]["torch"] == torch.__version__
+
+
+def test_a_copy_of_genefl_outside_a_checkout_names_no_commit(tmp_path):
+    """An installed (copied) genefl has no commit to name: null, not the commit of whatever repository
+    surrounds it."""
+    shutil.copytree(REPO / "src" / "genefl", tmp_path / "pkg" / "genefl", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "notes.txt").write_text("a repository around it, with a commit, that does not track it\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "notes.txt"], ["commit", "-q", "-m", "notes"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", "import json; from genefl.results import code_version; "
+                           "print(json.dumps(code_version()))"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "pkg")}, cwd=tmp_path)
+    code = json.loads(proc.stdout)
+    assert code["git_commit"] is None and code["git_dirty"] is None and code["genefl"] == genefl_package.__version__
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -3,7 +3,8 @@ interrupted run keeps what it finished) and `results.json` (schema below, writte
 
 results.json: {method, dataset, seed, summary{acc_clients, acc_newcomers_first_epoch,
 acc_newcomers_last_epoch, bytes_up, bytes_down, bytes_total, bytes_eval, bytes_newcomer_init_mean,
-model_bytes, wall_s, ...}, acc_by_client{id: accuracy in the last evaluated round}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
+model_bytes, wall_s, ...}, acc_by_client{id: accuracy in the last evaluated round}, code{genefl, git_commit,
+git_dirty, torch}, rounds[{round, acc_clients, bytes_up, bytes_down, wall_s, ...}],
 newcomers[{id, arrival_round, init, init_bytes, acc_init, acc_by_epoch, acc_local, rounds_to_useful, ...}],
 newcomer_cohorts[{arrival_round, clients, acc_init, acc_by_epoch, acc_by_round, rounds_to_useful_median}],
 method_info{...}, population{arrivals, not_arrived, departures, returns, unreachable}}. Accuracies are
@@ -20,8 +21,10 @@ unless `population.local_baseline` (`population.rounds_to_useful`); cohorts: `ne
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -137,7 +140,30 @@ def build_results(result) -> dict[str, Any]:
         "newcomer_cohorts": newcomer_cohorts(news, result.rounds, useful),
         "method_info": info,
         "population": result.population,
+        "code": code_version(),
     }
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """What produced a result, since the same config and seed give the same numbers only on the same code:
+    genefl's version; the git commit of its source when it runs from a checkout, and whether the package's
+    files differed from that commit (null both when not a checkout); torch's version (its arithmetic can
+    change between releases)."""
+    import torch
+
+    from . import __version__
+
+    source = Path(__file__).resolve().parent
+    commit = dirty = None
+    try:
+        git = functools.partial(subprocess.run, cwd=source, capture_output=True, text=True, timeout=10)
+        if git(["git", "ls-files", "--error-unmatch", "results.py"]).returncode == 0:  # this file is tracked here
+            commit = git(["git", "rev-parse", "HEAD"]).stdout.strip() or None
+            dirty = bool(git(["git", "status", "--porcelain", "--", "."]).stdout.strip())
+    except (OSError, subprocess.SubprocessError):  # no git, or it hangs: the version alone
+        pass
+    return {"genefl": __version__, "git_commit": commit, "git_dirty": dirty if commit else None, "torch": torch.__version__}
 
 
 def write_config(config: Config, path: Path) -> None:
