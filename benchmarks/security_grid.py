@@ -175,9 +175,8 @@ def summaries(folder: Path) -> list[dict]:
             poisoned = statistics.fmean(values) if values else None
         evaluated = [r["acc_clients"] for r in doc.get("rounds", []) if r.get("acc_clients") is not None]
         late = statistics.fmean(evaluated[-3:]) if evaluated else None
-        honest = {c: a for c, a in doc.get("acc_by_client", {}).items() if int(c) not in attackers} if attackers else None
         found.append({**doc["summary"], "backdoor_success_poisoned_cluster": poisoned, "seed": doc["seed"],
-                      "acc_clients_late": late, "acc_by_client": doc.get("acc_by_client"), "honest_ids": honest})
+                      "acc_clients_late": late, "acc_by_client": doc.get("acc_by_client"), "attackers": attackers})
     return found
 
 
@@ -198,8 +197,8 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             rows[(label, fraction)] = {"seeds": len(found), "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
                                        "late_by_seed": {s["seed"]: s["acc_clients_late"] for s in found},
                                        "by_client_by_seed": {s["seed"]: s["acc_by_client"] for s in found},
-                                       "honest_by_seed": {s["seed"]: (s.get("acc_clients_honest"), s["honest_ids"])
-                                                          for s in found if s["honest_ids"] is not None},
+                                       "honest_by_seed": {s["seed"]: (s.get("acc_clients_honest"), s["attackers"])
+                                                          for s in found if s["attackers"]},
                                        **{k: mean_of(found, k) for k in (
                 "acc_clients", "acc_clients_honest", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
@@ -222,9 +221,9 @@ def honest_versus_clean(rows: dict, label: str, r: dict) -> float | None:
     for what a model that never learnt their data scores on their tests."""
     clean = rows.get((method_of(label) + "_mean", 0.0), {}).get("by_client_by_seed", {})
     pairs = []
-    for seed, (honest, ids) in r.get("honest_by_seed", {}).items():
-        before = [clean[seed][c] for c in ids if clean.get(seed) and clean[seed].get(c) is not None]
-        if honest is not None and before and len(before) == len(ids):
+    for seed, (honest, attackers) in r.get("honest_by_seed", {}).items():
+        before = [a for c, a in (clean.get(seed) or {}).items() if int(c) not in attackers and a is not None]
+        if honest is not None and before:
             pairs.append(honest - statistics.fmean(before))
     return statistics.fmean(pairs) if pairs else None
 

@@ -9,7 +9,6 @@ import importlib
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -68,7 +67,7 @@ def test_security_grid_pairs_each_cell_with_its_own_methods_clean_run(tmp_path, 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     grid = importlib.import_module("security_grid")
 
-    def write(folder, seed, acc, by_client=None, attackers=()):
+    def write(folder, seed, acc, by_client=None, attackers=(), honest=None):
         (folder / f"seed{seed}").mkdir(parents=True)
         doc = {"seed": seed, "method_info": {"adversary": {"attackers": list(attackers)}} if attackers else {}, "newcomers": [],
                "summary": {"acc_clients": acc, "acc_newcomers_last_epoch": None, "backdoor_success": None,
@@ -76,12 +75,13 @@ def test_security_grid_pairs_each_cell_with_its_own_methods_clean_run(tmp_path, 
         if by_client:
             doc["acc_by_client"] = by_client
         if attackers:
-            doc["summary"]["acc_clients_honest"] = statistics.fmean(a for c, a in by_client.items() if int(c) not in attackers)
+            doc["summary"]["acc_clients_honest"] = honest
         (folder / f"seed{seed}" / "results.json").write_text(json.dumps(doc))
     write(tmp_path / "clean" / "my_method_mean", 0, 0.80, {"0": 0.7, "1": 0.9, "2": 0.8})
     write(tmp_path / "clean" / "my_method_mean", 1, 0.90)  # written before acc_by_client
     write(tmp_path / "clean" / "my_trimmed_mean", 0, 0.10)  # a method named "my" with trimmed_mean: not the reference
-    write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 0, 0.75, {"0": 0.6, "1": 0.85, "2": 0.8}, [2])
+    # an attacked run needs no acc_by_client of its own: the honest clients are the clean run's, less the attackers
+    write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 0, 0.75, attackers=[2], honest=0.725)
     write(tmp_path / "signflip" / "my_method_trimmed_mean" / "f0.2", 1, 0.80)
     rows = grid.collect(tmp_path, "signflip", [0.0, 0.2])
     assert grid.method_of("my_method_trimmed_mean") == "my_method" and grid.method_of("my_multikrum") == "my"
