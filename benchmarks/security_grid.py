@@ -10,7 +10,8 @@ method's clean run without a defence (paired by seed; after the last round, and 
 evaluations), newcomer accuracy after the last epoch, the backdoor's success on
 the honest training clients, on the newcomers and on the newcomers placed in a cluster holding an
 attacker, total MB; mean over the seeds found, per fraction) and OUT/<attack>.png (training-client accuracy, or for the
-backdoor its success on the newcomers, against the attacker fraction: one line per method x defence).
+backdoor its success on the newcomers, against the attacker fraction: one line per method x defence, each
+averaged over the seeds it has at every one of its fractions, named in the legend).
 
 Defences are `defence.aggregator` values (`trimmed_mean` with `defence.trim` = `--trim`, 0.25 by default:
 genefl's own default 0.1 trims 2 of 20 updates, fewer than 20% attackers; `krum` and `multikrum` with
@@ -194,7 +195,8 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             found = summaries(cell(out, attack, label, fraction))
             if not found:
                 continue
-            rows[(label, fraction)] = {"seeds": len(found), "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
+            rows[(label, fraction)] = {"seeds": len(found), "found": found,
+                                       "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
                                        "late_by_seed": {s["seed"]: s["acc_clients_late"] for s in found},
                                        "by_client_by_seed": {s["seed"]: s["acc_by_client"] for s in found},
                                        "honest_by_seed": {s["seed"]: (s.get("acc_clients_honest"), s["attackers"])
@@ -291,6 +293,19 @@ def by_seed(out: Path, attacks: list[str], fraction: float, seeds: list[int]) ->
     return "\n".join(lines) + "\n"
 
 
+def line(rows: dict[tuple[str, float], dict], label: str, key: str, skip_clean: bool = False) -> tuple[list[int], list[tuple[float, float]]]:
+    """A figure's line for one method_defence: the seeds it has at every one of its fractions, and (fraction, mean
+    of `key` over those seeds) per fraction. One line, one set of seeds: a point averaged over three seeds beside
+    one of a single seed would draw a slope that is only the seeds' difference. `skip_clean`: leave out fraction 0
+    (a backdoor's success in the clean run is 0 by definition, not measured)."""
+    cells = {f: r for (lab, f), r in rows.items() if lab == label and not (skip_clean and f == 0)}
+    seeds = set.intersection(*({s["seed"] for s in r["found"] if s.get(key) is not None} for r in cells.values())) \
+        if cells else set()
+    if not seeds:
+        return [], []
+    return sorted(seeds), sorted((f, statistics.fmean(s[key] for s in r["found"] if s["seed"] in seeds)) for f, r in cells.items())
+
+
 def plot(out: Path, attack: str, rows: dict[tuple[str, float], dict]) -> None:
     import matplotlib
 
@@ -299,17 +314,18 @@ def plot(out: Path, attack: str, rows: dict[tuple[str, float], dict]) -> None:
 
     key, ylabel = (("backdoor_success_newcomers", "backdoor success on newcomers") if attack == "backdoor"
                    else ("acc_clients", "training-client accuracy"))
-    fig, ax = plt.subplots(figsize=(7, 4.4))
+    fig, ax = plt.subplots(figsize=(9, 4.4))
     for i, label in enumerate(sorted({lab for lab, _ in rows})):
-        points = sorted((f, r[key]) for (lab, f), r in rows.items() if lab == label and r[key] is not None)
-        if attack == "backdoor":  # the clean run has no backdoor to measure: success 0 by definition is not plotted
-            points = [(f, v) for f, v in points if f > 0]
-        ax.plot([100 * f for f, _ in points], [v for _, v in points], marker="o", ls="-" if label.startswith("genefl") else "--",
-                color=f"C{i % 10}", label=label)
+        seeds, points = line(rows, label, key, skip_clean=attack == "backdoor")
+        if not points:
+            continue
+        style = "-" if label.startswith("genefl") else ":" if label.startswith("flearngene") else "--"
+        ax.plot([100 * f for f, _ in points], [v for _, v in points], marker="os^D"[i // 10 % 4], ls=style, color=f"C{i % 10}",
+                label=f"{label} (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, sorted(seeds)))})")
     ax.set_xlabel("attackers (% of training clients)")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{out.name}: {attack}", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / f"{attack}.png", dpi=120)
     plt.close(fig)

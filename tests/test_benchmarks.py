@@ -90,3 +90,10 @@ def test_security_grid_pairs_each_cell_with_its_own_methods_clean_run(tmp_path, 
     # seed 0 only: honest clients 0 and 1 at 0.725 against the same clients' 0.80 in the clean run
     assert grid.honest_versus_clean(rows, "my_method_trimmed_mean", rows[("my_method_trimmed_mean", 0.2)]) \
         == pytest.approx(0.725 - 0.80)
+    # the figure draws each line over the seeds it has at all its fractions: my_method_mean has seeds 0 and 1
+    # clean; with only seed 0 at 20% its line is seed 0's (0.80 -> 0.75 would be 0.85 -> 0.75 over both seeds)
+    write(tmp_path / "signflip" / "my_method_mean" / "f0.2", 0, 0.75, attackers=[2], honest=0.7)
+    rows = grid.collect(tmp_path, "signflip", [0.0, 0.2])
+    assert grid.line(rows, "my_method_mean", "acc_clients") == ([0], [(0.0, 0.80), (0.2, 0.75)])
+    grid.plot(tmp_path, "signflip", rows)
+    assert (tmp_path / "signflip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
