@@ -21,29 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GENEFL_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist, the tests marked `long(seconds)` start first, longest first. Left in file
-    order, the Flower tests (which mostly wait on the processes they start) could queue behind one
-    another on one worker and end the run alone; started first they overlap with the CPU-bound rest.
-    Each long test is followed by one unmarked test: with `--maxschedchunk=1` (pyproject) a worker
-    holds the test it runs and the next, and that next should not be another long one."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # one process runs everything anyway: keep file order (and module fixtures together)
-
-    def seconds(item) -> float:
-        mark = item.get_closest_marker("long")
-        return mark.args[0] if mark else 0.0
-
-    long = sorted((item for item in items if seconds(item)), key=seconds, reverse=True)  # stable: same order in every worker
-    short = [item for item in items if not seconds(item)]
-    ordered = []
-    for item in long:
-        ordered.append(item)
-        if short:
-            ordered.append(short.pop(0))
-    items[:] = ordered + short
-
-
 def small_config(*overrides: str):
     """A seconds-long digits scenario."""
     base = ["rounds=3", "num_clients=4", "num_newcomers=1", "newcomer_epochs=2", "seed=1"]

@@ -25,7 +25,6 @@ def write_standin(root: Path, name: str, per_file: int) -> Path:
 
 # GENE-FL (Fisher, learnGene, a newcomer) on the CIFAR-10 stand-in; the CIFAR-100 one (100 classes,
 # its own pickle keys) with one FedAvg round, as ResNet-18 rounds are the suite's most expensive
-@pytest.mark.long(80)
 @pytest.mark.parametrize("name, per_file, method", [("cifar10", 12, "genefl"), ("cifar100", 60, "fedavg")])
 def test_cifar_config_runs_on_a_standin(tmp_path, name, per_file, method):
     data = tmp_path / "data"

@@ -31,7 +31,6 @@ def strip_times(doc):
     return doc
 
 
-@pytest.mark.long(40)
 def test_run_writes_results_and_is_reproducible(tmp_path):
     docs = []
     for name in ("a", "b"):

@@ -7,8 +7,6 @@ import csv
 import json
 import statistics
 
-import pytest
-
 from genefl.config import load_config
 from test_cli import genefl, strip_times
 
@@ -21,7 +19,6 @@ def is_png(path) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-@pytest.mark.long(35)
 def test_compare_writes_runs_tables_and_plots(tmp_path):
     out = tmp_path / "cmp"
     proc = genefl("compare", *TINY, "--methods", "fedavg,genefl,genefl[newcomer_init=random]", "--seeds", "0,1",

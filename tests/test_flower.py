@@ -72,7 +72,6 @@ RESUMED = ["method=genefl", "rounds=3", "num_clients=3", "num_newcomers=0", "eva
            "defence.reputation_rounds=1"]
 
 
-@pytest.mark.long(240)
 def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     """The ServerApp is SIGKILLed mid-run (after round 1's checkpoint, during round 2) and a second
     `flwr run` with flower.resume=true finishes it: weights, bytes and accuracies equal an
@@ -125,7 +124,6 @@ def test_serverapp_killed_and_resumed_equals_the_simulator(tmp_path_factory):
     assert any("clipped" in note for note in sim_doc["method_info"]["notes"])
 
 
-@pytest.mark.long(140)
 def test_run_goes_on_when_a_supernode_dies(tmp_path_factory, monkeypatch):
     """On the README's secure deployment (its certificate commands as written, its TLS + SuperNode
     authentication SuperLink and node flags, one registered key pair per node), with your own method
@@ -178,7 +176,6 @@ def test_run_goes_on_when_a_supernode_dies(tmp_path_factory, monkeypatch):
         (sim_doc["rounds"][0]["bytes_up"], sim_doc["rounds"][0]["bytes_down"])
 
 
-@pytest.mark.long(65)
 def test_flower_ray_simulation_runs_genefl(tmp_path_factory, monkeypatch):
     """On your own model (a factory imported by the Ray workers), with its learnGene and byte sizes."""
     root = tmp_path_factory.mktemp("sim")
@@ -221,7 +218,6 @@ def rounds_written(out) -> list[dict[str, str]]:
     return list(csv.DictReader(text[:text.rfind("\n") + 1].splitlines()))
 
 
-@pytest.mark.long(250)
 def test_nodes_that_arrive_leave_and_come_back_equal_the_simulator_on_their_trace(tmp_path_factory):
     """Node 2 joins with its own .npz file (the documented format). The population is what the nodes
     do: after round 1, node 2 is stopped (SIGTERM) and newcomer node 3 starts (an arrival, welcomed the GENE-FL way: signature -> cluster -> learnGene only); once a round
@@ -297,7 +293,6 @@ NODE_LEAVES = ["method=genefl", "rounds=4", "num_clients=3", "num_newcomers=0", 
                "participation=0.67", "seed=2"]
 
 
-@pytest.mark.long(190)
 def test_a_node_stopped_for_good_is_a_departure_equal_to_the_simulator_on_its_trace(tmp_path_factory):
     """Node 2 trains in round 1, then its SuperNode is stopped (SIGTERM) and never comes back: a
     departure. The ServerApp is paused (SIGSTOP) from the moment round 1 is written until the SuperLink

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from genefl.cli import main
@@ -150,7 +149,6 @@ def test_realistic_case_counts_the_local_steps_it_attacks():
     assert result["case"] == "local_epochs" and result["steps"] == 4 and len(result["per_image"]["psnr"]) == 4
 
 
-@pytest.mark.long(90)
 def test_privacy_table_in_parallel_chunks_equals_the_sequential_run(tmp_path):
     """benchmarks/privacy_table.py --jobs/--split (how the published cells were run, partly on a GPU):
     each cell's methods attacked in separate processes and merged must give the very records, grids

@@ -32,7 +32,6 @@ def packages(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-@pytest.mark.long(65)
 def test_python_api_example_runs_as_written(tmp_path, monkeypatch, packages):
     from sklearn.datasets import load_digits
 
@@ -71,7 +70,6 @@ def test_your_own_method_from_the_readme_is_fedprox_bit_for_bit(packages):
         genefl.run(genefl.Config(method="my_methods:NOPE", **tiny))
 
 
-@pytest.mark.long(60)
 @pytest.mark.parametrize("line", cli_examples())
 def test_every_cli_example_runs(line, tmp_path):
     args = shlex.split(line.replace("../shared/data", str(SHARED_DATA)).replace("--seeds 0,1,2", "--seeds 0"))

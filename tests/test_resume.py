@@ -27,7 +27,6 @@ def killed_run(out, fault: str, *args) -> subprocess.CompletedProcess:
 # Where a run is killed is the loop's business, the same for every method: GENE-FL and SCAFFOLD
 # (per-client state on both sides) are killed at each of the three places, FedAvg and FedAdam (the
 # server optimizer's moments) in a round only.
-@pytest.mark.long(45)
 @pytest.mark.parametrize("method, faults", [("genefl", ("round:3", "newcomer:3", "checkpoint:2")),
                                             ("scaffold", ("round:3", "newcomer:3", "checkpoint:2")),
                                             ("fedavg", ("round:3",)), ("fedadam", ("round:3",))])
@@ -163,7 +162,6 @@ def test_checkpointed_ledger_and_signatures_come_back_as_they_were():
     assert back["states"][1].signatures == {}
 
 
-@pytest.mark.long(35)
 def test_a_checkpoint_pickled_before_the_modules_moved_still_resumes(tmp_path, cli):
     """Checkpoints name their classes by module path; one written when the protocol modules were at
     the package's top (genefl.ledger, genefl.messages, ...) resumes to the uninterrupted result."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import statistics
 
-import pytest
 import torch
 from scipy.stats import t
 
@@ -21,7 +20,6 @@ TINY = ["--set", "rounds=3", "--set", "num_clients=4", "--set", "num_newcomers=3
         "--set", "newcomer_val_fraction=0.2"]
 
 
-@pytest.mark.long(120)
 def test_newcomer_study_end_to_end(tmp_path):
     out = tmp_path / "study"
     proc = genefl("newcomers", *TINY, "--seeds", "0,1", "--replicates", "2", "--methods", "local", "--out", str(out))

@@ -147,13 +147,17 @@ def build_results(result) -> dict[str, Any]:
 @functools.cache
 def code_version() -> dict[str, Any]:
     """What produced a result, since the same config and seed give the same numbers only on the same code:
-    genefl's version; the git commit of its source when it runs from a checkout, and whether the package's
-    files differed from that commit (null both when not a checkout); torch's version (its arithmetic can
-    change between releases)."""
+    genefl's installed version (null when it is not installed); the git commit of its source when it runs from
+    a checkout, and whether the package's files differed from that commit (null both when not a checkout);
+    torch's version (its arithmetic can change between releases)."""
+    import importlib.metadata
+
     import torch
 
-    from . import __version__
-
+    try:  # the installed distribution's version (importing the package root from here would be an upward import)
+        version = importlib.metadata.version("genefl")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
     source = Path(__file__).resolve().parent
     commit = dirty = None
     try:
@@ -163,7 +167,7 @@ def code_version() -> dict[str, Any]:
             dirty = bool(git(["git", "status", "--porcelain", "--", "."]).stdout.strip())
     except (OSError, subprocess.SubprocessError):  # no git, or it hangs: the version alone
         pass
-    return {"genefl": __version__, "git_commit": commit, "git_dirty": dirty if commit else None, "torch": torch.__version__}
+    return {"genefl": version, "git_commit": commit, "git_dirty": dirty if commit else None, "torch": torch.__version__}
 
 
 def write_config(config: Config, path: Path) -> None:
