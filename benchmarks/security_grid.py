@@ -198,9 +198,6 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             rows[(label, fraction)] = {"seeds": len(found), "found": found,
                                        "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
                                        "late_by_seed": {s["seed"]: s["acc_clients_late"] for s in found},
-                                       "by_client_by_seed": {s["seed"]: s["acc_by_client"] for s in found},
-                                       "honest_by_seed": {s["seed"]: (s.get("acc_clients_honest"), s["attackers"])
-                                                          for s in found if s["attackers"]},
                                        **{k: mean_of(found, k) for k in (
                 "acc_clients", "acc_clients_honest", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
@@ -221,11 +218,12 @@ def honest_versus_clean(rows: dict, label: str, r: dict) -> float | None:
     seed (from its results.json's `acc_by_client`; mean over the seeds both have). Unlike `versus_clean`,
     the attackers' own accuracy is left out on both sides: a defence that leaves them out is not charged
     for what a model that never learnt their data scores on their tests."""
-    clean = rows.get((method_of(label) + "_mean", 0.0), {}).get("by_client_by_seed", {})
+    clean = {s["seed"]: s["acc_by_client"] for s in rows.get((method_of(label) + "_mean", 0.0), {}).get("found", [])}
     pairs = []
-    for seed, (honest, attackers) in r.get("honest_by_seed", {}).items():
-        before = [a for c, a in (clean.get(seed) or {}).items() if int(c) not in attackers and a is not None]
-        if honest is not None and before:
+    for s in r["found"]:
+        honest, attackers = s.get("acc_clients_honest"), s["attackers"]
+        before = [a for c, a in (clean.get(s["seed"]) or {}).items() if int(c) not in attackers and a is not None]
+        if attackers and honest is not None and before:
             pairs.append(honest - statistics.fmean(before))
     return statistics.fmean(pairs) if pairs else None
 
