@@ -195,21 +195,18 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
             found = summaries(cell(out, attack, label, fraction))
             if not found:
                 continue
-            rows[(label, fraction)] = {"seeds": len(found), "found": found,
-                                       "acc_by_seed": {s["seed"]: s["acc_clients"] for s in found},
-                                       "late_by_seed": {s["seed"]: s["acc_clients_late"] for s in found},
-                                       **{k: mean_of(found, k) for k in (
+            rows[(label, fraction)] = {"seeds": len(found), "found": found, **{k: mean_of(found, k) for k in (
                 "acc_clients", "acc_clients_honest", "acc_newcomers_last_epoch", "backdoor_success", "backdoor_success_newcomers",
                 "backdoor_success_poisoned_cluster", "bytes_total")}}
     return rows
 
 
-def versus_clean(rows: dict, label: str, r: dict, key: str = "acc_by_seed") -> float | None:
-    """Training-client accuracy (`key`: after the last round, or `late_by_seed`: over the last three
-    evaluations) minus the same of the method's clean undefended run, paired by seed (mean over the seeds
-    both have)."""
-    clean = rows.get((method_of(label) + "_mean", 0.0), {}).get(key, {})
-    pairs = [r[key][s] - clean[s] for s in r[key] if s in clean and r[key][s] is not None and clean[s] is not None]
+def versus_clean(rows: dict, label: str, r: dict, key: str = "acc_clients") -> float | None:
+    """Training-client accuracy (`key`: `acc_clients` after the last round, or `acc_clients_late` over the
+    last three evaluations) minus the same of the method's clean undefended run, paired by seed (mean over
+    the seeds both have)."""
+    clean = {s["seed"]: s.get(key) for s in rows.get((method_of(label) + "_mean", 0.0), {}).get("found", [])}
+    pairs = [s[key] - clean[s["seed"]] for s in r["found"] if s.get(key) is not None and clean.get(s["seed"]) is not None]
     return statistics.fmean(pairs) if pairs else None
 
 
@@ -249,7 +246,7 @@ def table(out: Path, attacks: list[str], fractions: list[float]) -> str:
                   "backdoor: newcomers | backdoor: newcomers of a poisoned cluster | total MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for (label, fraction), r in sorted(rows.items()):
-            versus, late = (versus_clean(rows, label, r, key) for key in ("acc_by_seed", "late_by_seed"))
+            versus, late = (versus_clean(rows, label, r, key) for key in ("acc_clients", "acc_clients_late"))
             honest = honest_versus_clean(rows, label, r)
             versus, late, honest = ("-" if v is None else f"{100 * v:+.1f}" for v in (versus, late, honest))
             lines.append(f"| {label} | {fraction:.0%} | {r['seeds']} | {pct(r['acc_clients'])} | {versus} | {late} | "
