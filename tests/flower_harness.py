@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,21 @@ def flower_env(home: Path) -> dict[str, str]:
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONUNBUFFERED="1",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")  # Flower starts its helpers from PATH
     return env
+
+
+def app_folder(root: Path) -> Path:
+    """`root`/app: this checkout's Flower app as `flwr run` ships it (pyproject.toml and the files its
+    `fab-include` names, src/genefl/**/*.py), for `flwr run` to build the FAB from. Built from the checkout
+    itself, the FAB is the same bytes (tests/test_flower_config.py checks) but `flwr run` first walks every
+    file under it, the .venv the README makes there included (~51,000 files: 12 s per
+    `flwr run`)."""
+    app = root / "app"
+    if not app.exists():
+        for source in [REPO / "pyproject.toml", *(REPO / "src" / "genefl").rglob("*.py")]:
+            target = app / source.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return app
 
 
 def wait_for_port(port: int, seconds: float = 30) -> None:
@@ -117,8 +133,9 @@ class Federation:
 
     def run(self, run_config: str, timeout: float = 400, federation_config: str | None = None,
             stream: bool = True) -> subprocess.CompletedProcess:
-        """`flwr run` of this checkout; with `stream`, returns when the run ends, else once it is submitted."""
-        args = [str(BIN / "flwr"), "run", str(REPO), "test", "--run-config", run_config] + (["--stream"] if stream else [])
+        """`flwr run` of this checkout's app (`app_folder`); with `stream`, returns when the run ends, else once
+        it is submitted."""
+        args = [str(BIN / "flwr"), "run", str(app_folder(self.root)), "test", "--run-config", run_config] + (["--stream"] if stream else [])
         if federation_config:
             args += ["--federation-config", federation_config]
         return subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=timeout, cwd=self.root)

@@ -29,6 +29,15 @@ def test_run_config_maps_back_to_the_same_config():
     assert config_from_run_config(flat) == expected
 
 
+def test_the_tests_flwr_run_ships_the_checkouts_fab(tmp_path):
+    """The Flower tests `flwr run` a copy of the app's files (flower_harness.app_folder) to spare the walk
+    over the checkout's .venv: the FAB built from it is byte for byte the checkout's."""
+    from flower_harness import app_folder
+    from flwr.cli.build import build_fab_from_disk
+
+    assert build_fab_from_disk(app_folder(tmp_path)) == build_fab_from_disk(REPO)
+
+
 def test_bad_run_config_is_a_one_line_error():
     from genefl.errors import ConfigError
 
