@@ -269,7 +269,8 @@ def by_seed(out: Path, attacks: list[str], fraction: float, seeds: list[int]) ->
     def joined(values) -> str:
         return "; ".join("-" if v is None else v for v in values)
 
-    labels = sorted(p.name for p in (out / "clean").iterdir() if p.is_dir()) if (out / "clean").is_dir() else []
+    # a defence run only under attack (no clean run of its own) has a row too
+    labels = sorted({p.name for d in (out / "clean", *(out / a for a in attacks)) if d.is_dir() for p in d.iterdir() if p.is_dir()})
     lines = [f"| method_defence | clean (seeds {', '.join(map(str, seeds))}) | "
              + " | ".join(f"{a}, {fraction:.0%}" for a in attacks) + " | backdoor: clients | backdoor: newcomers |",
              "|---" * (len(attacks) + 4) + "|"]

@@ -95,5 +95,10 @@ def test_security_grid_pairs_each_cell_with_its_own_methods_clean_run(tmp_path, 
     write(tmp_path / "signflip" / "my_method_mean" / "f0.2", 0, 0.75, attackers=[2], honest=0.7)
     rows = grid.collect(tmp_path, "signflip", [0.0, 0.2])
     assert grid.line(rows, "my_method_mean", "acc_clients") == ([0], [(0.0, 0.80), (0.2, 0.75)])
+    # summary.md: a row per method_defence, also one run only under attack (no clean run of its own)
+    summary = grid.by_seed(tmp_path, ["signflip"], 0.2, [0, 1]).splitlines()
+    assert summary[2:] == ["| my_method_mean | 80.0; 90.0 | -5.0; - | -; - | -; - |",
+                           "| my_method_trimmed_mean | -; - | -5.0; -10.0 | -; - | -; - |",
+                           "| my_trimmed_mean | 10.0; - | -; - | -; - | -; - |"]
     grid.plot(tmp_path, "signflip", rows)
     assert (tmp_path / "signflip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
