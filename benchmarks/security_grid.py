@@ -186,11 +186,15 @@ def mean_of(found: list[dict], key: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def labels_in(out: Path, attacks: list[str]) -> list[str]:
+    """Every method_defence with a folder under OUT/clean or OUT/<attack> (a defence may be run only under attack)."""
+    return sorted({p.name for d in (out / "clean", *(out / a for a in attacks)) if d.is_dir() for p in d.iterdir() if p.is_dir()})
+
+
 def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, float], dict]:
     """(method_defence, fraction) -> mean summary fields over the seeds found."""
     rows = {}
-    labels = sorted({p.name for d in (out / "clean", out / attack) if d.is_dir() for p in d.iterdir() if p.is_dir()})
-    for label in labels:
+    for label in labels_in(out, [attack]):
         for fraction in fractions:
             found = summaries(cell(out, attack, label, fraction))
             if not found:
@@ -201,11 +205,16 @@ def collect(out: Path, attack: str, fractions: list[float]) -> dict[tuple[str, f
     return rows
 
 
+def clean_by_seed(rows: dict, label: str) -> dict[int, dict]:
+    """Seed -> summary of the clean undefended run of the method `label` belongs to: what its cells are set against."""
+    return {s["seed"]: s for s in rows.get((method_of(label) + "_mean", 0.0), {}).get("found", [])}
+
+
 def versus_clean(rows: dict, label: str, r: dict, key: str = "acc_clients") -> float | None:
     """Training-client accuracy (`key`: `acc_clients` after the last round, or `acc_clients_late` over the
     last three evaluations) minus the same of the method's clean undefended run, paired by seed (mean over
     the seeds both have)."""
-    clean = {s["seed"]: s.get(key) for s in rows.get((method_of(label) + "_mean", 0.0), {}).get("found", [])}
+    clean = {seed: s.get(key) for seed, s in clean_by_seed(rows, label).items()}
     pairs = [s[key] - clean[s["seed"]] for s in r["found"] if s.get(key) is not None and clean.get(s["seed"]) is not None]
     return statistics.fmean(pairs) if pairs else None
 
@@ -215,7 +224,7 @@ def honest_versus_clean(rows: dict, label: str, r: dict) -> float | None:
     seed (from its results.json's `acc_by_client`; mean over the seeds both have). Unlike `versus_clean`,
     the attackers' own accuracy is left out on both sides: a defence that leaves them out is not charged
     for what a model that never learnt their data scores on their tests."""
-    clean = {s["seed"]: s["acc_by_client"] for s in rows.get((method_of(label) + "_mean", 0.0), {}).get("found", [])}
+    clean = {seed: s["acc_by_client"] for seed, s in clean_by_seed(rows, label).items()}
     pairs = []
     for s in r["found"]:
         honest, attackers = s.get("acc_clients_honest"), s["attackers"]
@@ -263,26 +272,25 @@ def by_seed(out: Path, attacks: list[str], fraction: float, seeds: list[int]) ->
     """OUT/summary.md: per method x defence and seed (values joined by "; "), the clean run's accuracy, each
     attack's training-client accuracy at `fraction` minus the same seed's clean undefended run, and the
     backdoor's success on the honest clients and the newcomers."""
-    def summary(folder: Path, seed: int) -> dict | None:
-        return next((s for s in summaries(folder) if s["seed"] == seed), None)
+    def per_seed(folder: Path) -> list[dict | None]:
+        found = {s["seed"]: s for s in summaries(folder)}  # each folder read once, not once per seed
+        return [found.get(seed) for seed in seeds]
 
     def joined(values) -> str:
         return "; ".join("-" if v is None else v for v in values)
 
-    # a defence run only under attack (no clean run of its own) has a row too
-    labels = sorted({p.name for d in (out / "clean", *(out / a for a in attacks)) if d.is_dir() for p in d.iterdir() if p.is_dir()})
     lines = [f"| method_defence | clean (seeds {', '.join(map(str, seeds))}) | "
              + " | ".join(f"{a}, {fraction:.0%}" for a in attacks) + " | backdoor: clients | backdoor: newcomers |",
              "|---" * (len(attacks) + 4) + "|"]
-    for label in labels:
-        clean = [summary(cell(out, "", label, 0), s) for s in seeds]
-        reference = [summary(cell(out, "", method_of(label) + "_mean", 0), s) for s in seeds]
+    for label in labels_in(out, attacks):
+        clean = per_seed(cell(out, "", label, 0))
+        reference = per_seed(cell(out, "", method_of(label) + "_mean", 0))
         cells = [joined(pct(c["acc_clients"]) if c else None for c in clean)]
         for attack in attacks:
-            attacked = [summary(cell(out, attack, label, fraction), s) for s in seeds]
+            attacked = per_seed(cell(out, attack, label, fraction))
             cells.append(joined(f"{100 * (a['acc_clients'] - r['acc_clients']):+.1f}" if a and r else None
                                 for a, r in zip(attacked, reference)))
-        backdoor = [summary(cell(out, "backdoor", label, fraction), s) for s in seeds]
+        backdoor = per_seed(cell(out, "backdoor", label, fraction))
         for key in ("backdoor_success", "backdoor_success_newcomers"):
             cells.append(joined(pct(b[key]) if b else None for b in backdoor))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

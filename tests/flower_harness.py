@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -37,13 +38,14 @@ def flower_env(home: Path) -> dict[str, str]:
 
 def app_folder(root: Path) -> Path:
     """`root`/app: this checkout's Flower app as `flwr run` ships it (pyproject.toml and the files its
-    `fab-include` names, src/genefl/**/*.py), for `flwr run` to build the FAB from. Built from the checkout
+    `fab-include` patterns name), for `flwr run` to build the FAB from. Built from the checkout
     itself, the FAB is the same bytes (tests/test_flower_config.py checks) but `flwr run` first walks every
     file under it, the .venv the README makes there included (~51,000 files: 12 s per
     `flwr run`)."""
     app = root / "app"
     if not app.exists():
-        for source in [REPO / "pyproject.toml", *(REPO / "src" / "genefl").rglob("*.py")]:
+        include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["fab-include"]
+        for source in [REPO / "pyproject.toml", *(path for pattern in include for path in REPO.glob(pattern))]:
             target = app / source.relative_to(REPO)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
